@@ -1,0 +1,28 @@
+"""Shared fixtures. Real scans live in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VOLBMD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real scans. Skips on a user's machine without them; fails in CI, where they must exist."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data folder {SHARED_DATA} is missing in CI")
+        pytest.skip(f"shared data folder {SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def spine_phantom():
+    from volbmd.phantoms import make_spine_phantom
+
+    return make_spine_phantom()

@@ -1,0 +1,140 @@
+"""Validated configuration: pydantic models for the YAML files in configs/.
+
+Errors name the file and the field: ``configs/x.yaml: measurement.roi: Input should be ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from volbmd.errors import ConfigError
+
+__all__ = [
+    "LabelScheme",
+    "SegmentationConfig",
+    "MeasurementConfig",
+    "PipelineConfig",
+    "load_config",
+    "default_config",
+    "load_yaml_model",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelScheme(_Strict):
+    name: str
+    description: str = ""
+    ids: dict[str, int]
+
+    @field_validator("ids")
+    @classmethod
+    def _valid_ids(cls, ids: dict[str, int]) -> dict[str, int]:
+        from volbmd.labels import is_level
+
+        unknown = [k for k in ids if not is_level(k)]
+        if unknown:
+            raise ValueError(f"unknown level names {unknown}")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("two levels share one id")
+        if any(v <= 0 for v in ids.values()):
+            raise ValueError("ids must be positive (0 is background)")
+        return ids
+
+
+class SegmentationConfig(_Strict):
+    backend: Literal["classical", "nnunet", "monai", "masks"] = "masks"
+    label_scheme: Literal["verse", "totalseg"] = "verse"
+
+
+class MeasurementConfig(_Strict):
+    roi: Literal["eroded_body", "mid_slab_ellipse"] = "eroded_body"
+    cortical_depth_mm: float | Literal["auto"] = "auto"
+    min_body_volume_ml: float = Field(5.0, ge=0)
+    min_roi_volume_ml: float = Field(0.5, ge=0)
+    slab_thickness_mm: float = Field(9.0, gt=0)
+    thick_slice_mm: float = Field(3.0, gt=0)
+
+    @field_validator("cortical_depth_mm")
+    @classmethod
+    def _depth(cls, value):
+        if value != "auto" and not (0 <= value <= 20):
+            raise ValueError("cortical depth must be 0–20 mm or 'auto'")
+        return value
+
+
+class PipelineConfig(_Strict):
+    segmentation: SegmentationConfig = SegmentationConfig()
+    measurement: MeasurementConfig = MeasurementConfig()
+
+
+def _format_validation(err: ValidationError, source) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def load_yaml_model(model: type[M], path, overrides: dict[str, Any] | None = None) -> M:
+    """Read YAML from ``path`` (a file or an importlib resource) and validate it as ``model``."""
+    try:
+        text = Path(path).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config ({exc.strerror})", path) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"invalid YAML{where}", path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a mapping of keys to values", path)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, path), path) from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_config_path():
+    return resources.files("volbmd_configs") / "pipeline" / "default.yaml"
+
+
+def default_config() -> PipelineConfig:
+    return load_yaml_model(PipelineConfig, default_config_path())
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """The shipped defaults, updated by a user YAML file and then by ``overrides`` (nested dict)."""
+    base = yaml.safe_load(default_config_path().read_text()) or {}
+    if path is not None:
+        user = load_yaml_model(PipelineConfig, path)  # validates the user's file on its own, naming it
+        base = _merge(base, user.model_dump(exclude_unset=True))
+    try:
+        return PipelineConfig.model_validate(_merge(base, overrides or {}))
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, path), path or "command-line options") from None

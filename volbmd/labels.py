@@ -1,0 +1,40 @@
+"""Vertebral level names, their order, and the id maps (integer ids live only in configs/labels)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import yaml
+
+from volbmd.errors import ConfigError
+
+__all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "LABEL_SCHEMES"]
+
+#: Cranio-caudal order, transitional levels included.
+LEVELS: tuple[str, ...] = (
+    tuple(f"C{i}" for i in range(1, 8))
+    + tuple(f"T{i}" for i in range(1, 14))
+    + tuple(f"L{i}" for i in range(1, 7))
+    + ("S1",)
+)
+LABEL_SCHEMES = ("verse", "totalseg")
+_RANK = {name: i for i, name in enumerate(LEVELS)}
+
+
+def is_level(name: str) -> bool:
+    return name in _RANK
+
+
+def level_rank(name: str) -> int:
+    """Position from the skull down (C1 = 0); raises KeyError for unknown names."""
+    return _RANK[name]
+
+
+def load_label_scheme(name: str) -> dict[str, int]:
+    """Level → id for a shipped scheme ("verse", "totalseg")."""
+    from volbmd.config import LabelScheme, load_yaml_model
+
+    if name not in LABEL_SCHEMES:
+        raise ConfigError(f"unknown label scheme '{name}'; choose one of {', '.join(LABEL_SCHEMES)}")
+    path = resources.files("volbmd_configs") / "labels" / f"{name}.yaml"
+    return dict(load_yaml_model(LabelScheme, path).ids)

@@ -1,0 +1,132 @@
+"""Digital phantoms with known truth: a CT-like lumbar spine in a soft-tissue body.
+
+Used by ``volbmd demo`` and by the tests. Everything is in the canonical LPS frame: array axis 0 runs
+inferior → superior, axis 1 anterior → posterior, axis 2 right → left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from volbmd.labels import load_label_scheme
+from volbmd.volume import LabelMap, Volume
+
+__all__ = ["SpinePhantom", "make_spine_phantom", "DEFAULT_TRABECULAR_HU"]
+
+DEFAULT_TRABECULAR_HU = {"T12": 190.0, "L1": 160.0, "L2": 130.0, "L3": 100.0, "L4": 80.0, "L5": 60.0}
+
+
+@dataclass(frozen=True)
+class SpinePhantom:
+    volume: Volume
+    labels: LabelMap  # whole vertebrae (body + posterior elements), VerSe ids
+    bodies: LabelMap  # vertebral bodies only, VerSe ids
+    trabecular_hu: dict[str, float]
+    body_height_mm: dict[str, float]
+    cortical_thickness_mm: float
+    notes: dict = field(default_factory=dict)
+
+
+def make_spine_phantom(
+    levels: tuple[str, ...] = ("T12", "L1", "L2", "L3"),
+    *,
+    spacing_mm: tuple[float, float, float] = (1.5, 0.8, 0.8),
+    trabecular_hu: dict[str, float] | None = None,
+    cortical_hu: float = 700.0,
+    posterior_hu: float = 450.0,
+    cortical_thickness_mm: float = 1.5,
+    body_height_mm: float | dict[str, float] = 26.0,
+    body_semi_axes_mm: tuple[float, float] = (15.0, 21.0),
+    disc_height_mm: float = 9.0,
+    noise_hu: float = 0.0,
+    seed: int = 0,
+    dtype=np.int16,
+) -> SpinePhantom:
+    """A stack of vertebrae (elliptic bodies with a cortical shell, an arch and a spinous process).
+
+    Args:
+        levels: cranio-caudal names, top first (e.g. ("T12", "L1", "L2")).
+        spacing_mm: (z, y, x) voxel size.
+        trabecular_hu: HU inside each body's trabecular core (default :data:`DEFAULT_TRABECULAR_HU`).
+        body_height_mm: one height for all, or per level (a wedge-free compression fracture).
+        body_semi_axes_mm: (AP, LR) semi-axes of the elliptic body cross-section.
+        noise_hu: SD of Gaussian noise added to every voxel (seeded).
+    """
+    scheme = load_label_scheme("verse")
+    hu = {lvl: float((trabecular_hu or DEFAULT_TRABECULAR_HU).get(lvl, 150.0)) for lvl in levels}
+    heights = {lvl: float(body_height_mm[lvl] if isinstance(body_height_mm, dict) else body_height_mm) for lvl in levels}
+    sz, sy, sx = spacing_mm
+    margin_mm = 12.0
+    total_z = sum(heights.values()) + disc_height_mm * (len(levels) + 1) + 2 * margin_mm
+    fov_y, fov_x = 150.0, 170.0
+    shape = (int(round(total_z / sz)), int(round(fov_y / sy)), int(round(fov_x / sx)))
+    z = (np.arange(shape[0]) + 0.5) * sz
+    y = (np.arange(shape[1]) + 0.5) * sy - fov_y / 2  # 0 at the body's AP centre line
+    x = (np.arange(shape[2]) + 0.5) * sx - fov_x / 2
+    Y, X = np.meshgrid(y, x, indexing="ij")
+
+    volume = np.full(shape, -1000.0, dtype=np.float32)
+    # Body outline: fat ring around muscle-like soft tissue, centred a little in front of the spine.
+    body_r = ((Y - 10) / 70.0) ** 2 + (X / 80.0) ** 2
+    inner = ((Y - 10) / 62.0) ** 2 + (X / 72.0) ** 2
+    volume[:, body_r <= 1] = -100.0
+    volume[:, inner <= 1] = 45.0
+
+    a_ap, a_lr = body_semi_axes_mm
+    body_cy = -10.0  # body centre, anterior of the canal
+    ell = np.sqrt(((Y - body_cy) / a_ap) ** 2 + (X / a_lr) ** 2)  # 1 on the body surface
+    # distance inside the ellipse outline, approximated by the radial gap scaled to the local radius
+    canal_cy = body_cy + a_ap + 9.0
+    r_canal = np.hypot(Y - canal_cy, X)
+    arch = (r_canal >= 8.0) & (r_canal <= 14.0) & (Y >= body_cy + a_ap - 4)
+    spinous = (np.abs(X) <= 3.5) & (Y > canal_cy) & (Y <= canal_cy + 38.0)
+    posterior_2d = (arch | spinous) & (ell > 1.0)
+
+    labels = np.zeros(shape, dtype=np.int16)
+    bodies = np.zeros(shape, dtype=np.int16)
+    z_top = total_z - margin_mm - disc_height_mm
+    for lvl in levels:
+        h = heights[lvl]
+        z0, z1 = z_top - h, z_top
+        zsl = (z >= z0) & (z < z1)
+        # disc below this body
+        dsl = (z >= z0 - disc_height_mm) & (z < z0)
+        volume[dsl] = np.where(ell <= 1.0, 90.0, volume[dsl])
+        above = (z >= z_top) & (z < z_top + disc_height_mm)
+        volume[above] = np.where(ell <= 1.0, 90.0, volume[above])
+        # cortex: within cortical_thickness of the side wall or the endplates
+        side_depth_mm = (1.0 - ell) * min(a_ap, a_lr)
+        for k in np.flatnonzero(zsl):
+            end_depth = min(z[k] - z0, z1 - z[k])
+            inside = ell <= 1.0
+            cortex = inside & ((side_depth_mm < cortical_thickness_mm) | (end_depth < cortical_thickness_mm))
+            sl = volume[k]
+            sl[inside] = hu[lvl]
+            sl[cortex] = cortical_hu
+            sl[posterior_2d] = posterior_hu
+            labels[k][inside | posterior_2d] = scheme[lvl]
+            bodies[k][inside] = scheme[lvl]
+        z_top = z0 - disc_height_mm
+    if noise_hu > 0:
+        volume += np.random.default_rng(seed).normal(0.0, noise_hu, size=shape).astype(np.float32)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    array = np.clip(np.round(volume), info.min, info.max).astype(dtype) if info else volume.astype(dtype)
+    vol = Volume(
+        array=array,
+        spacing_mm=spacing_mm,
+        origin_lps_mm=(-fov_x / 2, -fov_y / 2, 0.0),
+        metadata={"format": "phantom", "modality": "CT", "kvp": 120.0, "slice_thickness_mm": float(sz),
+                  "contrast_agent": None, "manufacturer": "volbmd digital phantom"},
+        source="volbmd digital spine phantom",
+    )
+    present = {lvl: scheme[lvl] for lvl in levels}
+    return SpinePhantom(
+        volume=vol,
+        labels=LabelMap.on_grid_of(vol, labels, present, source="phantom labels"),
+        bodies=LabelMap.on_grid_of(vol, bodies, present, source="phantom bodies"),
+        trabecular_hu=hu,
+        body_height_mm=heights,
+        cortical_thickness_mm=cortical_thickness_mm,
+    )
