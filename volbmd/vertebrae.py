@@ -1,0 +1,211 @@
+"""Per-level vertebra masks and the vertebral body / posterior elements split.
+
+Works on label maps in the canonical LPS frame (array axis 1 runs anterior → posterior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from volbmd.labels import level_rank
+from volbmd.volume import LabelMap
+from volbmd_kernels.morphology import edt_squared_mm2
+from volbmd_kernels.stats import label_bboxes
+
+__all__ = ["VertebraMask", "split_body", "vertebra_masks", "BodySplit"]
+
+#: A whole-vertebra mask loses at least this fraction of voxels to the split; less means the input
+#: already held the body only, and it passes through unchanged.
+BODY_ONLY_MAX_REMOVED = 0.03
+
+
+@dataclass(frozen=True)
+class BodySplit:
+    body: np.ndarray  # bool, the crop's shape
+    method: str  # "split" | "body_only" | "too_thin"
+    core_radius_mm: float
+
+
+@dataclass(frozen=True)
+class VertebraMask:
+    """One level: its bounding box in the full (canonical) volume and boolean crops."""
+
+    level: str
+    label_id: int
+    box: tuple[slice, slice, slice] | None  # None when the level's mask is empty
+    whole: np.ndarray | None
+    body: np.ndarray | None
+    split_method: str
+    touches_edge: tuple[str, ...]  # "inferior", "superior", "anterior", ... sides of the scan it touches
+
+
+def _largest_component_with(mask: np.ndarray, seed: tuple[int, int, int] | None) -> np.ndarray:
+    lab, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask
+    if seed is not None and lab[seed] > 0:
+        return lab == lab[seed]
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def split_body(whole: np.ndarray, spacing_mm, *, body_only: bool | None = None) -> BodySplit:
+    """Keep the vertebral body of a whole-vertebra mask (canonical frame: +y is posterior).
+
+    The body is the thickest part of a vertebra. Its core (voxels deeper than half the maximal
+    inscribed radius) is found with the exact distance transform; the body's posterior wall lies one
+    core radius behind the core's posterior edge in each slice, so everything posterior to it (the
+    pedicles, arch and processes, behind the spinal canal) is cut off. The connected part of the
+    mask holding the core is kept.
+
+    Args:
+        whole: boolean (z, y, x) crop of one vertebra.
+        spacing_mm: (z, y, x) voxel size.
+        body_only: True: the mask is a body already (returned as is); None: decide from the data.
+    """
+    whole = np.asarray(whole, bool)
+    if body_only or not whole.any():
+        return BodySplit(whole.copy(), "body_only", 0.0)
+    d2 = edt_squared_mm2(whole, spacing_mm)
+    d_max = float(np.sqrt(d2.max()))
+    radius = 0.5 * d_max
+    core = d2 > radius * radius
+    if radius < max(spacing_mm[1:]) or core.sum() < 2:
+        return BodySplit(whole.copy(), "too_thin", radius)
+    seed = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    core = _largest_component_with(core, seed)
+    sy = float(spacing_mm[1])
+    nz, ny, _ = whole.shape
+    ymax = _fitted_back_edge(core)
+    canal_front = _canal_front(whole, seed, ymax, spacing_mm)
+    if canal_front is not None:
+        # the canal's anterior edge is the body's posterior wall: cut just in front of it
+        wall_idx = canal_front - 1.0
+    else:
+        wall_idx = ymax + (radius / sy) + 1.0  # +1 voxel: the wall voxels themselves
+    y_idx = np.arange(ny)[None, :]
+    anterior = y_idx <= wall_idx[:, None]  # (nz, ny)
+    body = whole & anterior[:, :, None]
+    body = _largest_component_with(body, seed)
+    removed = 1.0 - body.sum() / whole.sum()
+    if body_only is None and removed < BODY_ONLY_MAX_REMOVED:
+        return BodySplit(whole.copy(), "body_only", radius)
+    # Pedicle bases beside the posterior wall lie farther than one core radius from the core; the
+    # body's own surface lies at one radius (a voxel more for sampling). Rims between endplate and
+    # wall lie up to sqrt(2) radii out, so the limit applies only where the pedicles join: the
+    # posterior half of the body.
+    reach = radius + max(spacing_mm)
+    near_core = edt_squared_mm2(~core, spacing_mm) <= reach * reach
+    posterior_half = (y_idx >= (wall_idx - (wall_idx - _anterior_edge(core)) * 0.5)[:, None])[:, :, None]
+    body &= near_core | ~posterior_half
+    body = _largest_component_with(body, seed)
+    return BodySplit(body, "split", radius)
+
+
+def _edge_per_slice(core: np.ndarray, last: bool) -> np.ndarray:
+    """Per slice: the y index of the core's posterior (last) or anterior edge; slices without
+    core take the nearest slice's value."""
+    nz = core.shape[0]
+    has = core.any(axis=(1, 2))
+    edge = np.full(nz, np.nan)
+    for z in np.flatnonzero(has):
+        rows = np.flatnonzero(core[z].any(axis=1))
+        edge[z] = rows[-1] if last else rows[0]
+    known = np.flatnonzero(has)
+    return np.interp(np.arange(nz), known, edge[known])
+
+
+def _fitted_back_edge(core: np.ndarray) -> np.ndarray:
+    """The core's posterior edge per slice, as a straight line in z fitted over the slices where the
+    core is at least half its largest area (near the endplates the core shrinks and its edge moves
+    forward; a line also follows a tilted body)."""
+    nz = core.shape[0]
+    area = core.sum(axis=(1, 2))
+    edge = _edge_per_slice(core, last=True)
+    use = np.flatnonzero(area >= 0.5 * area.max())
+    if use.size < 2:
+        return np.full(nz, edge[use].max() if use.size else edge.max())
+    slope, intercept = np.polyfit(use, edge[use], 1, w=np.sqrt(area[use]))
+    return slope * np.arange(nz) + intercept
+
+
+def _anterior_edge(core: np.ndarray) -> np.ndarray:
+    return _edge_per_slice(core, last=False)
+
+
+#: The smallest hole taken for the spinal canal (its cross-section is 150–300 mm² in adults).
+MIN_CANAL_AREA_MM2 = 20.0
+
+
+def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> np.ndarray | None:
+    """Per slice: the y index of the spinal canal's anterior edge, or None when no slice shows a canal.
+
+    The canal is a hole of the axial slice (background enclosed by the arch) of at least
+    :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline and starting behind the core's posterior
+    edge (holes inside the body, such as the basivertebral vein, do not count). Slices without an
+    enclosed canal take the nearest slice's value.
+    """
+    nz = whole.shape[0]
+    min_voxels = MIN_CANAL_AREA_MM2 / (spacing_mm[1] * spacing_mm[2])
+    x_seed = seed[2]
+    front = np.full(nz, np.nan)
+    for z in range(nz):
+        sl = whole[z]
+        if not sl.any():
+            continue
+        holes = ndi.binary_fill_holes(sl) & ~sl
+        if not holes.any():
+            continue
+        lab, n = ndi.label(holes)
+        best, best_size = 0, 0
+        for k, obj in enumerate(ndi.find_objects(lab), start=1):
+            size = int((lab[obj] == k).sum())
+            behind_core = obj[0].start > core_back[z]
+            spans_midline = obj[1].start <= x_seed < obj[1].stop
+            if behind_core and spans_midline and size >= min_voxels and size > best_size:
+                best, best_size = k, size
+        if best:
+            front[z] = np.flatnonzero((lab == best).any(axis=1))[0]
+    known = np.flatnonzero(np.isfinite(front))
+    if known.size == 0:
+        return None
+    return np.interp(np.arange(nz), known, front[known])
+
+
+_SIDES = (("inferior", "superior"), ("anterior", "posterior"), ("right", "left"))
+
+
+def vertebra_masks(labels: LabelMap, *, levels=None, body_only: bool | None = None) -> list[VertebraMask]:
+    """Crop each level of a canonical label map and split off its body. One pass over the volume.
+
+    Args:
+        labels: label map in the canonical frame, ``labels.labels`` naming the levels.
+        levels: the levels to return (default all named in ``labels``), in cranio-caudal order.
+            A requested level with no voxels is returned with ``box=None``.
+        body_only: passed to :func:`split_body`.
+    """
+    names = list(levels) if levels is not None else list(labels.labels)
+    names = sorted(set(names), key=level_rank)
+    ids = {name: labels.labels[name] for name in names if name in labels.labels}
+    boxes = label_bboxes(labels.array, sorted(set(ids.values()))) if ids else {}
+    out = []
+    for name in names:
+        label_id = ids.get(name, 0)
+        count, box = boxes.get(label_id, (0, None))
+        if not count:
+            out.append(VertebraMask(name, label_id, None, None, None, "empty", ()))
+            continue
+        whole = labels.array[box] == label_id
+        split = split_body(whole, labels.spacing_mm, body_only=body_only)
+        edges = []
+        for axis, (low, high) in enumerate(_SIDES):
+            if box[axis].start == 0:
+                edges.append(low)
+            if box[axis].stop == labels.shape[axis]:
+                edges.append(high)
+        out.append(VertebraMask(name, label_id, box, whole, split.body, split.method, tuple(edges)))
+    return out
