@@ -111,6 +111,66 @@ def convert(
 
 @app.command()
 @handles_input_errors
+def run(
+    scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
+    out: Path = typer.Option(..., "--out", help="Output folder (report.json, vertebrae.csv, labels.nii.gz)."),
+    segmenter: str = typer.Option("masks", "--segmenter", help="Where vertebra labels come from: masks."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
+    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
+    roi: Optional[str] = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
+    cortical_depth_mm: Optional[float] = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
+    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+):
+    """Measure trabecular bone per vertebra and write report.json and vertebrae.csv."""
+    from volbmd.config import load_config
+    from volbmd.pipeline import run_masks_pipeline
+
+    if segmenter != "masks":
+        _fail(f"segmenter '{segmenter}' is not available yet; use --segmenter masks --masks LABELS")
+    if masks is None:
+        _fail("--segmenter masks needs --masks LABELS")
+    overrides: dict = {"segmentation": {"backend": segmenter}, "measurement": {}}
+    if label_scheme:
+        overrides["segmentation"]["label_scheme"] = label_scheme
+    if roi:
+        overrides["measurement"]["roi"] = roi
+    if cortical_depth_mm is not None:
+        overrides["measurement"]["cortical_depth_mm"] = cortical_depth_mm
+    cfg = load_config(config, overrides)
+    level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
+    report = run_masks_pipeline(scan, masks, out, config=cfg, levels=level_list, series_uid=series)
+    _print_levels(report)
+    typer.echo(f"wrote {out / 'report.json'}, {out / 'vertebrae.csv'} and {out / 'labels.nii.gz'}")
+
+
+def _print_levels(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = report.model_extra.get("measurement", {})
+    table = Table(title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
+    for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "heights A/M/P mm", "Genant", "flags"):
+        table.add_column(col)
+
+    def f(v, fmt="{:.1f}"):
+        return "–" if v is None else fmt.format(v)
+
+    for v in report.vertebrae:
+        h = v.heights_mm
+        table.add_row(v.level, f(v.body_volume_ml), str(v.trabecular_n_voxels), f(v.trabecular_hu_mean),
+                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd),
+                      "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
+                      ", ".join(v.flags))
+    console = Console()
+    console.print(table)
+    for w in report.qa.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+@app.command()
+@handles_input_errors
 def demo(
     out: Path = typer.Option(Path("volbmd-demo"), "--out", help="Folder for the demo's outputs."),
 ):

@@ -35,8 +35,10 @@ PEER_EROSION_MM = 4.0
 #: Heights are read at these fractions of the body's anteroposterior depth (TotalSegmentator uses
 #: 15/50/85 %).
 HEIGHT_POSITIONS = {"anterior": 0.15, "middle": 0.50, "posterior": 0.85}
-#: The body's own SI axis follows its principal axis unless that is more than this far from z.
-MAX_AXIS_TILT_DEG = 35.0
+#: The body's own SI axis is its flattest principal axis among those at most this far from z.
+MAX_AXIS_TILT_DEG = 50.0
+#: Levels whose height is not a vertebral body height (no Genant grade).
+NO_GENANT_LEVELS = frozenset({"S1"})
 
 
 @dataclass
@@ -82,7 +84,7 @@ class MeasurementResult:
 def choose_cortical_depth_mm(volume: Volume, config: MeasurementConfig) -> tuple[float, str]:
     """The stripping depth and the rule that chose it.
 
-    ``auto`` = max(4 mm as in TotalSegmentator's spine report, the slice thickness, 3 in-plane
+    ``auto`` = max(4 mm as in TotalSegmentator's spine report, the slice thickness, 2 in-plane
     voxels): thick slices mix cortex and endplates into edge voxels (SCIENCE §2).
     """
     if config.cortical_depth_mm != "auto":
@@ -91,7 +93,7 @@ def choose_cortical_depth_mm(volume: Volume, config: MeasurementConfig) -> tuple
     candidates = {
         f"{PEER_EROSION_MM:g} mm floor": PEER_EROSION_MM,
         "slice thickness": thickness,
-        "3 in-plane voxels": 3.0 * max(volume.spacing_mm[1], volume.spacing_mm[2]),
+        "2 in-plane voxels": 2.0 * max(volume.spacing_mm[1], volume.spacing_mm[2]),
     }
     rule = max(candidates, key=candidates.get)
     return float(candidates[rule]), f"auto: {rule}"
@@ -101,28 +103,75 @@ def _coords_mm(mask: np.ndarray, spacing_mm) -> np.ndarray:
     return np.argwhere(mask) * np.asarray(spacing_mm, dtype=np.float64)
 
 
-def body_axes(body: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Unit vectors (in z, y, x mm space) of the body's own SI, AP and LR axes, and the SI tilt.
+def _wall_axis(body: np.ndarray, spacing_mm) -> np.ndarray | None:
+    """SI direction from the posterior wall: lines fitted through each slice's posterior-most voxel
+    (y) and left–right midpoint (x), against z. The posterior wall survives wedge fractures and
+    follows lordotic tilt. None with fewer than 3 usable slices."""
+    sz, sy, sx = (float(s) for s in spacing_mm)
+    rows = np.flatnonzero(body.any(axis=(1, 2)))
+    if rows.size < 5:
+        return None
+    zs, ys, xs = [], [], []
+    for k in rows[1:-1]:  # endplate slices hold rims, not the wall
+        sl = body[k]
+        cols = np.flatnonzero(sl.any(axis=0))
+        x_lo, x_hi = cols[0], cols[-1]
+        centre = slice(int(x_lo + 0.35 * (x_hi - x_lo)), int(x_lo + 0.65 * (x_hi - x_lo)) + 1)
+        band_rows = np.flatnonzero(sl[:, centre].any(axis=1))
+        if band_rows.size == 0:
+            continue
+        zs.append(k * sz)
+        ys.append(band_rows[-1] * sy)
+        xs.append(0.5 * (x_lo + x_hi) * sx)
+    if len(zs) < 3:
+        return None
+    b_y = np.polyfit(zs, ys, 1)[0]
+    b_x = np.polyfit(zs, xs, 1)[0]
+    u = np.array([1.0, b_y, b_x])
+    return u / np.linalg.norm(u)
 
-    SI follows the principal axis nearest to the scanner z (superior +); AP is the scanner y
-    (posterior +) made orthogonal to it; LR completes the frame.
-    """
-    pts = _coords_mm(body, spacing_mm)
-    z_axis = np.array([1.0, 0.0, 0.0])
-    u = z_axis
-    if len(pts) >= 4:
-        cov = np.cov(pts.T)
-        _, vecs = np.linalg.eigh(cov)
-        cand = vecs[:, int(np.argmax(np.abs(vecs[0, :])))]
-        cand = cand if cand[0] > 0 else -cand
-        if np.degrees(np.arccos(np.clip(cand[0], -1, 1))) <= MAX_AXIS_TILT_DEG:
-            u = cand
+
+def _frame(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     y_axis = np.array([0.0, 1.0, 0.0])
     v = y_axis - (y_axis @ u) * u
     v /= np.linalg.norm(v)
     w = np.cross(u, v)
-    tilt = float(np.degrees(np.arccos(np.clip(u[0], -1, 1))))
-    return u, v, w, tilt
+    return u, v, w, float(np.degrees(np.arccos(np.clip(u[0], -1, 1))))
+
+
+def _candidate_axes(body: np.ndarray, spacing_mm) -> list[np.ndarray]:
+    cos_limit = np.cos(np.radians(MAX_AXIS_TILT_DEG))
+    out = [np.array([1.0, 0.0, 0.0])]
+    wall = _wall_axis(body, spacing_mm)
+    if wall is not None and wall[0] >= cos_limit:
+        out.append(wall)
+    pts = _coords_mm(body, spacing_mm)
+    if len(pts) >= 4:
+        _, vecs = np.linalg.eigh(np.cov(pts.T))  # eigenvalues ascending: the flattest first
+        for k in range(3):
+            cand = vecs[:, k] if vecs[0, k] > 0 else -vecs[:, k]
+            if cand[0] >= cos_limit:
+                out.append(cand)
+                break
+    return out
+
+
+def body_axes(body: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Unit vectors (in z, y, x mm space) of the body's own SI, AP and LR axes, and the SI tilt.
+
+    Candidates for SI: the scanner z, the posterior wall's direction (:func:`_wall_axis`; it
+    survives wedge fractures and follows lordosis) and the body's flattest principal axis, each
+    within :data:`MAX_AXIS_TILT_DEG` of z. Any tilt away from the true axis lengthens the middle
+    height, so the candidate with the shortest middle height wins. AP is the scanner y (posterior +)
+    made orthogonal to SI; LR completes the frame.
+    """
+    best, best_middle = None, np.inf
+    for u in _candidate_axes(body, spacing_mm):
+        frame = _frame(u)
+        middle = _heights_along(body, spacing_mm, frame).get("middle")
+        if middle is not None and middle < best_middle - 1e-6:
+            best, best_middle = frame, middle
+    return best if best is not None else _frame(np.array([1.0, 0.0, 0.0]))
 
 
 def _voxel_extent(axis: np.ndarray, spacing_mm) -> float:
@@ -135,10 +184,14 @@ def body_heights_mm(body: np.ndarray, spacing_mm, axes=None) -> dict[str, float 
     Heights are read in bands at 15/50/85 % of the anteroposterior depth, in the central third
     left-to-right, as the SI extent of the band's voxels (plus one voxel's extent along the axis).
     """
-    out: dict[str, float | None] = {k: None for k in HEIGHT_POSITIONS}
     if body.sum() < 4:
-        return out
-    u, v, w, _ = axes if axes is not None else body_axes(body, spacing_mm)
+        return {k: None for k in HEIGHT_POSITIONS}
+    return _heights_along(body, spacing_mm, axes if axes is not None else body_axes(body, spacing_mm))
+
+
+def _heights_along(body: np.ndarray, spacing_mm, axes) -> dict[str, float | None]:
+    out: dict[str, float | None] = {k: None for k in HEIGHT_POSITIONS}
+    u, v, w, _ = axes
     pts = _coords_mm(body, spacing_mm)
     c = pts.mean(axis=0)
     pu, pv, pw = (pts - c) @ u, (pts - c) @ v, (pts - c) @ w
@@ -233,8 +286,11 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
     centroid_idx = np.argwhere(body).mean(axis=0) + origin
     m.centroid_lps_mm = [float(v) for v in volume.geometry.index_to_world(centroid_idx)]
     m.si_axis_tilt_deg = axes[3]
-    m.heights_mm = body_heights_mm(body, spacing, axes)
-    m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
+    cut_in_z = any(side in ("inferior", "superior") for side in vm.touches_edge)
+    if not cut_in_z:
+        m.heights_mm = body_heights_mm(body, spacing, axes)
+        if vm.level not in NO_GENANT_LEVELS:
+            m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
     m.roi = cfg.roi
     values = masked_values(volume.array[vm.box], roi)
@@ -287,8 +343,11 @@ def measure_vertebrae(
     depth_mm, rule = choose_cortical_depth_mm(canon, cfg)
     warnings = []
     thickness = float(canon.metadata.get("slice_thickness_mm") or canon.spacing_mm[0])
-    if thickness > cfg.thick_slice_mm:
-        warnings.append(f"thick slices: {thickness:g} mm > {cfg.thick_slice_mm:g} mm; edge voxels mix cortex and endplates")
+    if thickness >= cfg.thick_slice_mm:
+        warnings.append(
+            f"thick slices: {thickness:g} mm (flagged from {cfg.thick_slice_mm:g} mm); edge voxels mix cortex and"
+            f" endplates, cortical depth {depth_mm:g} mm"
+        )
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     results = [_measure_level(vm, canon, cfg, depth_mm) for vm in masks]
     return MeasurementResult(results, depth_mm, rule, cfg.roi, warnings)

@@ -40,6 +40,7 @@ def make_spine_phantom(
     body_height_mm: float | dict[str, float] = 26.0,
     body_semi_axes_mm: tuple[float, float] = (15.0, 21.0),
     disc_height_mm: float = 9.0,
+    anterior_height_loss: dict[str, float] | None = None,
     noise_hu: float = 0.0,
     seed: int = 0,
     dtype=np.int16,
@@ -52,6 +53,8 @@ def make_spine_phantom(
         trabecular_hu: HU inside each body's trabecular core (default :data:`DEFAULT_TRABECULAR_HU`).
         body_height_mm: one height for all, or per level (a wedge-free compression fracture).
         body_semi_axes_mm: (AP, LR) semi-axes of the elliptic body cross-section.
+        anterior_height_loss: per level, the fraction of height lost at the anterior wall (a wedge
+            fracture: the superior endplate slopes down linearly from the posterior wall).
         noise_hu: SD of Gaussian noise added to every voxel (seeded).
     """
     scheme = load_label_scheme("verse")
@@ -98,9 +101,13 @@ def make_spine_phantom(
         volume[above] = np.where(ell <= 1.0, 90.0, volume[above])
         # cortex: within cortical_thickness of the side wall or the endplates
         side_depth_mm = (1.0 - ell) * min(a_ap, a_lr)
+        loss = float((anterior_height_loss or {}).get(lvl, 0.0))
+        # local top of the body: z1 at the posterior wall, z1 - loss·h at the anterior wall
+        toward_front = np.clip((body_cy + a_ap - Y) / (2 * a_ap), 0.0, 1.0)
+        top = z1 - loss * h * toward_front
         for k in np.flatnonzero(zsl):
-            end_depth = min(z[k] - z0, z1 - z[k])
-            inside = ell <= 1.0
+            end_depth = np.minimum(z[k] - z0, top - z[k])
+            inside = (ell <= 1.0) & (z[k] < top)
             cortex = inside & ((side_depth_mm < cortical_thickness_mm) | (end_depth < cortical_thickness_mm))
             sl = volume[k]
             sl[inside] = hu[lvl]

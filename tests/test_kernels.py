@@ -1,0 +1,132 @@
+"""Every Numba kernel against its numpy/scipy reference, on random and edge-case inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import reference
+from volbmd_kernels.morphology import CORE_TIE_RTOL, edt_squared_mm2, strip_cortex
+from volbmd_kernels.stats import label_bboxes, masked_values, value_statistics
+
+SPACINGS = [(1.0, 1.0, 1.0), (0.6, 0.6, 3.0), (3.0, 0.6, 0.6), (1.25, 0.7, 0.9), (2.0, 0.9765625, 0.9765625)]
+
+
+def _core_agrees(mask, spacing, depth):
+    got = strip_cortex(mask, spacing, depth)
+    ref_d = np.sqrt(reference.edt_squared_mm2(mask, spacing))
+    ref = ref_d > depth
+    # voxels exactly at the depth (a tie) are excluded by both; allow nothing else to differ
+    tie = np.abs(ref_d - depth) <= depth * CORE_TIE_RTOL * 10
+    assert np.array_equal(got[~tie], ref[~tie])
+    assert not got[tie].any()
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("seed", range(4))
+def test_edt_matches_scipy_random(spacing, seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(3, 25, 3))
+    mask = ndi_smooth(rng.random(shape) < rng.uniform(0.4, 0.95))
+    assert np.allclose(edt_squared_mm2(mask, spacing), reference.edt_squared_mm2(mask, spacing), rtol=1e-12, atol=1e-9)
+    for depth in (0.0, 1.0, 2.5, 4.0):
+        _core_agrees(mask, spacing, depth)
+
+
+def ndi_smooth(mask):
+    from scipy import ndimage as ndi
+
+    return ndi.binary_closing(mask, iterations=1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mask=arrays(np.bool_, st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9))),
+    spacing=st.tuples(*[st.floats(0.3, 4.0)] * 3),
+    depth=st.floats(0.0, 6.0),
+)
+def test_edt_property_based(mask, spacing, depth):
+    assert np.allclose(edt_squared_mm2(mask, spacing), reference.edt_squared_mm2(mask, spacing), rtol=1e-12, atol=1e-9)
+    _core_agrees(mask, spacing, depth)
+    core = strip_cortex(mask, spacing, depth)
+    assert not (core & ~mask).any()  # core ⊆ mask
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_edge_cases(spacing):
+    empty = np.zeros((4, 5, 6), bool)
+    assert not edt_squared_mm2(empty, spacing).any() and not strip_cortex(empty, spacing, 1.0).any()
+    one = empty.copy()
+    one[2, 2, 3] = True
+    d2 = edt_squared_mm2(one, spacing)
+    assert d2[2, 2, 3] == pytest.approx(min(spacing) ** 2) and d2.sum() == d2[2, 2, 3]
+    assert strip_cortex(one, spacing, 0.1 * min(spacing))[2, 2, 3]  # one voxel deep > 0.1 voxel: kept
+    assert not strip_cortex(one, spacing, min(spacing)).any()  # exactly one voxel deep: a tie, stripped
+    full = np.ones((5, 5, 5), bool)  # touches every border: the border counts as outside
+    assert np.allclose(edt_squared_mm2(full, spacing), reference.edt_squared_mm2(full, spacing))
+    # voxel [0, 2, 2]: one slice from the outside along z, three voxels along y and x
+    expected = min(spacing[0], 3 * spacing[1], 3 * spacing[2]) ** 2
+    assert edt_squared_mm2(full, spacing)[0, 2, 2] == pytest.approx(expected)
+
+
+def test_strip_cortex_depth_in_mm_respects_anisotropy():
+    mask = np.ones((11, 21, 21), bool)
+    core = strip_cortex(mask, (3.0, 0.6, 0.6), 3.0)
+    # z: distance from slice k to the outside is 3·(k+1) mm → slices 0 and 10 go (3 mm is not > 3)
+    assert not core[0].any() and not core[10].any() and core[1, 10, 10]
+    # y: 0.6·(j+1) > 3 → j ≥ 5 survive
+    assert not core[5, 4, 10] and core[5, 5, 10]
+
+
+def test_strip_cortex_rejects_negative_depth():
+    with pytest.raises(ValueError):
+        strip_cortex(np.ones((3, 3, 3), bool), (1, 1, 1), -1)
+
+
+def test_statistics_unchanged_by_flips():
+    rng = np.random.default_rng(5)
+    vol = rng.integers(-200, 800, (12, 14, 16)).astype(np.int16)
+    mask = rng.random((12, 14, 16)) > 0.6
+    base = value_statistics(masked_values(vol, mask))
+    for axes in [(0,), (1,), (2,), (0, 1, 2)]:
+        flipped = value_statistics(masked_values(np.flip(vol, axes).copy(), np.flip(mask, axes).copy()))
+        assert flipped == pytest.approx(base, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 5000])
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+def test_value_statistics_match_numpy(n, dtype):
+    values = np.random.default_rng(n).normal(120, 60, n).astype(dtype)
+    got, ref = value_statistics(values), reference.value_statistics(values)
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], rel=1e-12, abs=1e-9), key
+
+
+def test_value_statistics_empty():
+    assert value_statistics(np.array([])) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_bboxes_match_find_objects(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, size=(15, 18, 13)).astype(np.int16)
+    labels[labels == 4] = 0
+    ids = [1, 2, 3, 4, 5, 6, 30]
+    got = label_bboxes(labels, ids)
+    ref = reference.label_bboxes(labels, ids)
+    assert got == ref
+
+
+def test_label_bboxes_single_voxel_on_border():
+    labels = np.zeros((5, 6, 7), np.uint8)
+    labels[4, 0, 6] = 9
+    assert label_bboxes(labels, [9]) == {9: (1, (slice(4, 5), slice(0, 1), slice(6, 7)))}
+
+
+def test_masked_values_order_and_dtype():
+    vol = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    mask = vol % 5 == 0
+    assert np.array_equal(masked_values(vol, mask), vol[mask].astype(np.float64))

@@ -1,0 +1,1 @@
+"""Segmentation backends. Each returns a LabelMap on the input volume's grid."""

@@ -1,0 +1,105 @@
+"""The ``masks`` backend: import existing vertebra label maps.
+
+Either one multilabel file (VerSe or TotalSegmentator v2 ids) or a folder of per-level binary files
+named like TotalSegmentator's output (``vertebrae_L1.nii.gz``) or by the level alone (``L1.nii.gz``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from volbmd.errors import GeometryError, InputError
+from volbmd.io import load_volume
+from volbmd.io._atomic import full_suffix
+from volbmd.labels import is_level, level_rank, load_label_scheme
+from volbmd.volume import LabelMap, Volume
+
+__all__ = ["load_masks", "MasksSegmenter"]
+
+_LEVEL_FILE = re.compile(r"^(?:vertebrae_)?(C[1-7]|T1[0-3]|T[1-9]|L[1-6]|S1)$", re.IGNORECASE)
+
+
+def _check_grid(mask: Volume, scan: Volume, path) -> None:
+    if not mask.geometry.matches(scan.geometry):
+        raise GeometryError(
+            f"mask grid {mask.shape[::-1]} (x,y,z) @ {tuple(round(s, 4) for s in mask.spacing_mm[::-1])} mm "
+            f"does not match the scan grid {scan.shape[::-1]} @ {tuple(round(s, 4) for s in scan.spacing_mm[::-1])} mm",
+            path,
+        )
+
+
+def _integer_labels(mask: Volume, path) -> np.ndarray:
+    arr = mask.array
+    if arr.dtype.kind == "f":
+        if not np.array_equal(arr, np.round(arr)):
+            raise InputError("mask holds non-integer values", path)
+        arr = arr.astype(np.int32)
+    if arr.min() < 0:
+        raise InputError("mask holds negative labels", path)
+    return arr
+
+
+def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "verse") -> LabelMap:
+    """Read vertebra masks for ``scan`` as a LabelMap with VerSe ids on the scan's grid.
+
+    Args:
+        path: a multilabel image, or a folder of per-level files.
+        scan: the scan the masks belong to (the grids must match exactly).
+        label_scheme: ids used by a multilabel file: "verse" or "totalseg".
+    """
+    path = Path(path)
+    verse = load_label_scheme("verse")
+    if not path.exists():
+        raise InputError("masks not found", path)
+    if path.is_dir() and not full_suffix(path).lower().endswith("zarr"):
+        files = {}
+        for f in sorted(path.iterdir()):
+            stem = f.name[: len(f.name) - len(full_suffix(f))] if full_suffix(f) else f.name
+            match = _LEVEL_FILE.match(stem)
+            if match and f.is_file():
+                files[match.group(1).upper()] = f
+        if not files:
+            raise InputError("no per-level mask files (vertebrae_L1.nii.gz, … or L1.nii.gz) in the folder", path)
+        out = np.zeros(scan.shape, dtype=np.int16)
+        for level in sorted(files, key=level_rank):
+            mask = load_volume(files[level])
+            _check_grid(mask, scan, files[level])
+            sel = _integer_labels(mask, files[level]) > 0
+            out[sel & (out == 0)] = verse[level]
+        present = {lvl: verse[lvl] for lvl in files}
+        return LabelMap.on_grid_of(scan, out, present, source=str(path))
+    mask = load_volume(path)
+    _check_grid(mask, scan, path)
+    arr = _integer_labels(mask, path)
+    scheme = load_label_scheme(label_scheme)
+    present_ids = set(np.unique(arr).tolist()) - {0}
+    named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
+    if not named:
+        raise InputError(
+            f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(present_ids)[:12]})", path
+        )
+    if label_scheme == "verse":
+        relabelled = np.where(np.isin(arr, list(named.values())), arr, 0).astype(np.int16)
+    else:
+        lut = np.zeros(int(arr.max()) + 1, dtype=np.int16)
+        for lvl, i in named.items():
+            lut[i] = verse[lvl]
+        relabelled = lut[arr]
+    return LabelMap.on_grid_of(scan, relabelled, {lvl: verse[lvl] for lvl in named}, source=str(path))
+
+
+class MasksSegmenter:
+    """Segmenter that returns imported masks for the scan."""
+
+    name = "masks"
+
+    def __init__(self, path: str | os.PathLike, label_scheme: str = "verse"):
+        self.path = Path(path)
+        self.label_scheme = label_scheme
+
+    def segment(self, volume: Volume) -> LabelMap:
+        return load_masks(self.path, volume, label_scheme=self.label_scheme)
