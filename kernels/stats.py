@@ -83,7 +83,7 @@ def label_bboxes(labels: np.ndarray, ids) -> dict[int, tuple[int, tuple[slice, s
     ids = [int(i) for i in ids]
     if any(i <= 0 for i in ids):
         raise ValueError("label ids must be positive")
-    labels = np.ascontiguousarray(labels)
+    labels = np.asarray(labels)  # strided views (a reoriented scan) are fine: no copy
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got {labels.dtype}")
     lookup = np.full(max(ids, default=0) + 1, -1, np.int64)

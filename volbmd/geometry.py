@@ -125,7 +125,7 @@ def _reorientation_for(geometry: Geometry, source=None) -> tuple[Reorientation, 
     return reo, canonical
 
 
-def canonicalize(volume: Volume) -> tuple[Volume, Reorientation]:
+def canonicalize(volume: Volume, *, copy: bool = True) -> tuple[Volume, Reorientation]:
     """Reorder and flip axes so the volume is in the canonical LPS frame.
 
     Array axis 0 then runs inferior → superior, axis 1 anterior → posterior, axis 2 right → left.
@@ -133,11 +133,16 @@ def canonicalize(volume: Volume) -> tuple[Volume, Reorientation]:
     A grid that is oblique to the patient axes keeps its small residual rotation in
     ``direction_lps`` (and ``metadata["oblique_deg"]`` says by how much); no resampling happens.
 
+    Args:
+        copy: False returns a strided view of the source voxels (no memory for large scans).
     Returns:
-        The canonical volume (a contiguous copy) and the :class:`Reorientation` to undo it.
+        The canonical volume (a contiguous copy, unless ``copy=False``) and the
+        :class:`Reorientation` to undo it.
     """
     reo, geom = _reorientation_for(volume.geometry, volume.source)
-    array = np.ascontiguousarray(reo.apply(volume.array))
+    array = reo.apply(volume.array)
+    if copy:
+        array = np.ascontiguousarray(array)
     meta = dict(volume.metadata)
     angle = oblique_angle_deg(volume.direction_lps)
     if angle > 0.01:

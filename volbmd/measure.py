@@ -338,8 +338,8 @@ def measure_vertebrae(
             f"{volume.shape} @ {volume.spacing_mm} mm",
             labels.source,
         )
-    canon, _ = canonicalize(volume)
-    canon_labels, _ = canonicalize(labels)
+    canon, _ = canonicalize(volume, copy=False)  # views: no copy of a large scan
+    canon_labels, _ = canonicalize(labels, copy=False)
     depth_mm, rule = choose_cortical_depth_mm(canon, cfg)
     warnings = []
     thickness = float(canon.metadata.get("slice_thickness_mm") or canon.spacing_mm[0])

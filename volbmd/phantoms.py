@@ -41,6 +41,7 @@ def make_spine_phantom(
     body_semi_axes_mm: tuple[float, float] = (15.0, 21.0),
     disc_height_mm: float = 9.0,
     anterior_height_loss: dict[str, float] | None = None,
+    field_of_view_mm: tuple[float, float] = (150.0, 170.0),
     noise_hu: float = 0.0,
     seed: int = 0,
     dtype=np.int16,
@@ -55,6 +56,7 @@ def make_spine_phantom(
         body_semi_axes_mm: (AP, LR) semi-axes of the elliptic body cross-section.
         anterior_height_loss: per level, the fraction of height lost at the anterior wall (a wedge
             fracture: the superior endplate slopes down linearly from the posterior wall).
+        field_of_view_mm: (AP, LR) extent of the grid.
         noise_hu: SD of Gaussian noise added to every voxel (seeded).
     """
     scheme = load_label_scheme("verse")
@@ -63,7 +65,7 @@ def make_spine_phantom(
     sz, sy, sx = spacing_mm
     margin_mm = 12.0
     total_z = sum(heights.values()) + disc_height_mm * (len(levels) + 1) + 2 * margin_mm
-    fov_y, fov_x = 150.0, 170.0
+    fov_y, fov_x = field_of_view_mm
     shape = (int(round(total_z / sz)), int(round(fov_y / sy)), int(round(fov_x / sx)))
     z = (np.arange(shape[0]) + 0.5) * sz
     y = (np.arange(shape[1]) + 0.5) * sy - fov_y / 2  # 0 at the body's AP centre line
