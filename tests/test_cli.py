@@ -131,4 +131,4 @@ def test_demo_writes_scan_and_labels(tmp_path):
     result = run("demo", "--out", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo" / "scan.nii.gz").exists() and (tmp_path / "demo" / "labels.nii.gz").exists()
-    assert "L1" in result.stdout
+    assert "L1" in result.stdout and (tmp_path / "demo" / "report.json").exists()
