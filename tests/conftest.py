@@ -26,3 +26,21 @@ def spine_phantom():
     from volbmd.phantoms import make_spine_phantom
 
     return make_spine_phantom()
+
+
+@pytest.fixture(scope="session")
+def esp_scan():
+    from volbmd.phantoms import make_esp_phantom
+
+    return make_esp_phantom()
+
+
+@pytest.fixture(scope="session")
+def esp_files(esp_scan, tmp_path_factory):
+    from volbmd.io import write_volume
+
+    folder = tmp_path_factory.mktemp("esp")
+    write_volume(esp_scan.volume, folder / "scan.nii.gz")
+    write_volume(esp_scan.labels, folder / "labels.nii.gz")
+    write_volume(esp_scan.rods, folder / "rods.nii.gz")
+    return folder

@@ -45,12 +45,13 @@ def test_run_writes_report_with_contract_keys(phantom_files, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
-    assert report["calibration"]["method"] == "none"
+    assert report["calibration"]["method"] == "internal"  # the phantom has air, fat and muscle
     assert report["segmentation"] == {"backend": "masks", "levels_found": ["T12", "L1", "L2", "L3"]}
     levels = {v["level"]: v for v in report["vertebrae"]}
     assert list(levels) == ["T12", "L1", "L2", "L3", "L4"]
     for v in report["vertebrae"]:
-        assert VERTEBRA_KEYS <= set(v) and v["bmd_mg_cm3"] is None
+        assert VERTEBRA_KEYS <= set(v)
+        assert (v["bmd_mg_cm3"] is None) == (v["level"] == "L4")
     assert levels["L4"]["flags"] == ["empty_mask"]
     for level in ("T12", "L1", "L2", "L3"):
         assert levels[level]["trabecular_hu_median"] == pytest.approx(p.trabecular_hu[level], abs=2)
@@ -110,3 +111,15 @@ def test_report_carries_no_patient_identifiers(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["input"]["kvp"] == 120.0
     assert report["vertebrae"][0]["trabecular_hu_median"] == pytest.approx(p.trabecular_hu["L1"])
+
+
+def test_run_without_calibration_reports_hu_only(phantom_files, tmp_path):
+    folder, _ = phantom_files
+    cfg = tmp_path / "hu_only.yaml"
+    cfg.write_text("calibration:\n  internal:\n    enabled: false\n")
+    result = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--config", cfg, "--out", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["calibration"]["method"] == "none"
+    assert all(v["bmd_mg_cm3"] is None for v in report["vertebrae"])
+    assert report["summary"]["acr_category"] is None and report["summary"]["l1_hu"] is not None

@@ -122,8 +122,10 @@ def run(
     roi: Optional[str] = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
     cortical_depth_mm: Optional[float] = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
+    threshold_set: Optional[str] = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
 ):
-    """Measure trabecular bone per vertebra and write report.json and vertebrae.csv."""
+    """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
     from volbmd.pipeline import run_masks_pipeline
 
@@ -138,9 +140,12 @@ def run(
         overrides["measurement"]["roi"] = roi
     if cortical_depth_mm is not None:
         overrides["measurement"]["cortical_depth_mm"] = cortical_depth_mm
+    if threshold_set:
+        overrides["classification"] = {"threshold_set": threshold_set}
     cfg = load_config(config, overrides)
     level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
-    report = run_masks_pipeline(scan, masks, out, config=cfg, levels=level_list, series_uid=series)
+    report = run_masks_pipeline(scan, masks, out, config=cfg, levels=level_list, series_uid=series,
+                                calibration=calibration)
     _print_levels(report)
     typer.echo(f"wrote {out / 'report.json'}, {out / 'vertebrae.csv'} and {out / 'labels.nii.gz'}")
 
@@ -151,7 +156,7 @@ def _print_levels(report) -> None:
 
     m = report.model_extra.get("measurement", {})
     table = Table(title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
-    for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "heights A/M/P mm", "Genant", "flags"):
+    for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "BMD mg/cm³", "heights A/M/P mm", "Genant", "flags"):
         table.add_column(col)
 
     def f(v, fmt="{:.1f}"):
@@ -160,13 +165,97 @@ def _print_levels(report) -> None:
     for v in report.vertebrae:
         h = v.heights_mm
         table.add_row(v.level, f(v.body_volume_ml), str(v.trabecular_n_voxels), f(v.trabecular_hu_mean),
-                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd),
+                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd), f(v.bmd_mg_cm3),
                       "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
                       ", ".join(v.flags))
     console = Console()
     console.print(table)
+    cal, summ = report.calibration, report.summary
+    if cal.method == "none":
+        console.print("calibration: none (HU only)")
+    else:
+        console.print(f"calibration: {cal.method}, {cal.material}, density = {cal.slope:.5f}·HU + {cal.intercept:.3f} mg/cm³"
+                      + (f", R² {cal.r2:.4f}" if cal.r2 is not None else ""))
+        mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}"
+        console.print(f"summary: BMD {mean} mg/cm³ {summ.model_extra.get('material') or ''} over {'+'.join(summ.levels_used) or '–'}"
+                      f" → {summ.acr_category or 'not classified'}")
+    if summ.l1_screen:
+        console.print(f"L1 screen: {summ.l1_hu:.1f} HU → {summ.l1_screen}")
+    for note in summ.model_extra.get("classification_notes", []) or []:
+        console.print(f"note: {note}")
     for w in report.qa.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+calibrate_app = typer.Typer(help="Make a calibration.json from a phantom scan or rod HU values.", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+
+def _save_and_print_calibration(cal, out: Path) -> None:
+    from volbmd.calibrate.base import save_calibration
+
+    save_calibration(cal, out)
+    typer.echo(f"{cal.phantom} ({cal.model}, {cal.material}): density = {cal.slope:.5f}·HU + {cal.intercept:.4f} mg/cm³, "
+               f"R² = {cal.r2:.5f}")
+    for rod in cal.rods:
+        typer.echo(f"  rod {rod.name}: {rod.density_mg_cm3:g} mg/cm³, {rod.hu:.2f} HU, residual {rod.residual_mg_cm3:+.2f} mg/cm³")
+    for w in cal.warnings:
+        typer.echo(f"warning: {w}")
+    typer.echo(f"wrote {out}")
+
+
+@calibrate_app.command("phantom")
+@handles_input_errors
+def calibrate_phantom(
+    scan: Path = typer.Argument(..., help="A CT with the calibration phantom in the field of view."),
+    phantom: str = typer.Option(..., "--phantom", help="Phantom name (bmas200, mindways-model3, …) or certificate .yaml."),
+    rods: Optional[Path] = typer.Option(None, "--rods", help="Rod mask on the scan's grid: label k = rod k (certificate order)."),
+    out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write calibration.json."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with calibration gates."),
+    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+):
+    """Calibrate from the phantom rods in a scan (found automatically, or from --rods MASK)."""
+    from volbmd.calibrate.base import ScannerInfo
+    from volbmd.calibrate.phantom import calibrate_from_hu, find_rods, load_phantom, rod_hu_from_mask
+    from volbmd.config import load_config
+    from volbmd.io import load_volume
+
+    cfg = load_config(config)
+    definition = load_phantom(phantom)
+    volume = load_volume(scan, series_uid=series)
+    if rods is not None:
+        hu, counts = rod_hu_from_mask(volume, load_volume(rods), len(definition.rods))
+    else:
+        hu, counts, _ = find_rods(volume, definition)
+    meta = volume.metadata
+    scanner = ScannerInfo(manufacturer=meta.get("manufacturer"), model=meta.get("manufacturer_model"), kvp=meta.get("kvp"),
+                          convolution_kernel=meta.get("convolution_kernel"), date=(meta.get("phi") or {}).get("study_date"))
+    _save_and_print_calibration(calibrate_from_hu(definition, hu, cfg.calibration, n_voxels=counts, scanner=scanner), out)
+
+
+@calibrate_app.command("rods")
+@handles_input_errors
+def calibrate_rods(
+    phantom: str = typer.Option(..., "--phantom", help="Phantom name or certificate .yaml."),
+    hu: str = typer.Option(..., "--hu", help="Mean HU of each rod, in certificate order: v1,v2,…"),
+    out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write calibration.json."),
+    kvp: Optional[float] = typer.Option(None, "--kvp", help="kVp of the phantom scan (recorded for later checks)."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="Reconstruction kernel of the phantom scan."),
+    manufacturer: Optional[str] = typer.Option(None, "--manufacturer", help="Scanner manufacturer."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with calibration gates."),
+):
+    """Calibrate from rod HU values measured elsewhere."""
+    from volbmd.calibrate.base import ScannerInfo
+    from volbmd.calibrate.phantom import calibrate_from_hu, load_phantom
+    from volbmd.config import load_config
+
+    try:
+        values = [float(v) for v in hu.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--hu must be comma-separated numbers, got '{hu}'")
+    cfg = load_config(config)
+    scanner = ScannerInfo(manufacturer=manufacturer, kvp=kvp, convolution_kernel=kernel)
+    _save_and_print_calibration(calibrate_from_hu(load_phantom(phantom), values, cfg.calibration, scanner=scanner), out)
 
 
 @app.command()

@@ -20,6 +20,10 @@ __all__ = [
     "SegmentationConfig",
     "MeasurementConfig",
     "PipelineConfig",
+    "CalibrationConfig",
+    "ClassificationConfig",
+    "ThresholdSet",
+    "load_threshold_set",
     "load_config",
     "default_config",
     "load_yaml_model",
@@ -73,9 +77,67 @@ class MeasurementConfig(_Strict):
         return value
 
 
+class InternalCalibrationConfig(_Strict):
+    enabled: bool = True
+    nominal_hu: dict[Literal["air", "fat", "muscle", "blood"], float] = {
+        "air": -1000.0, "fat": -100.0, "muscle": 50.0, "blood": 40.0}
+    ha_mg_cm3_per_hu: float = Field(0.8, gt=0)
+
+
+class KvpCorrectionConfig(_Strict):
+    enabled: bool = True
+    hu_change_vs_120: dict[int, float] = {80: 0.10, 100: 0.05, 120: 0.0, 140: -0.07}
+
+
+class ContrastCorrectionConfig(_Strict):
+    enabled: bool = False
+    hu: dict[Literal["arterial", "portal_venous"], float] = {"arterial": 20.0, "portal_venous": 14.75}
+
+
+class CalibrationConfig(_Strict):
+    fail_1_minus_r2: float = Field(0.10, gt=0, le=1)
+    warn_1_minus_r2: float = Field(0.02, gt=0, le=1)
+    internal: InternalCalibrationConfig = InternalCalibrationConfig()
+    kvp_correction: KvpCorrectionConfig = KvpCorrectionConfig()
+    contrast_correction: ContrastCorrectionConfig = ContrastCorrectionConfig()
+    k2hpo4_per_ha: dict[int, float] = {80: 0.86, 140: 0.81}
+
+
+class L1ScreenConfig(_Strict):
+    osteoporosis_likely_at_or_below: float = 110.0
+    sensitive_at_or_below: float = 160.0
+    unlikely_above: float = 200.0
+
+
+class ClassificationConfig(_Strict):
+    threshold_set: str = "acr"
+    levels: list[str] = ["L1", "L2"]
+    fallback_levels: list[str] = ["L3", "L4", "L5"]
+    l1_screen_hu: L1ScreenConfig = L1ScreenConfig()
+
+    @field_validator("levels", "fallback_levels")
+    @classmethod
+    def _levels(cls, value: list[str]) -> list[str]:
+        from volbmd.labels import is_level
+
+        bad = [v for v in value if not is_level(v)]
+        if bad:
+            raise ValueError(f"unknown level names {bad}")
+        return value
+
+
+class ThresholdSet(_Strict):
+    name: str
+    material: Literal["HA", "K2HPO4"] = "HA"
+    normal_above_mg_cm3: float
+    osteoporosis_below_mg_cm3: float
+
+
 class PipelineConfig(_Strict):
     segmentation: SegmentationConfig = SegmentationConfig()
     measurement: MeasurementConfig = MeasurementConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    classification: ClassificationConfig = ClassificationConfig()
 
 
 def _format_validation(err: ValidationError, source) -> str:
@@ -138,3 +200,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         return PipelineConfig.model_validate(_merge(base, overrides or {}))
     except ValidationError as err:
         raise ConfigError(_format_validation(err, path), path or "command-line options") from None
+
+
+def load_threshold_set(name_or_path: str) -> ThresholdSet:
+    """A shipped threshold set by name (configs/thresholds/<name>.yaml) or a user's YAML file."""
+    candidate = resources.files("volbmd_configs") / "thresholds" / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return load_yaml_model(ThresholdSet, candidate)
+    if Path(name_or_path).suffix in (".yaml", ".yml"):
+        return load_yaml_model(ThresholdSet, Path(name_or_path))
+    shipped = sorted(p.name[:-5] for p in (resources.files("volbmd_configs") / "thresholds").iterdir() if p.name.endswith(".yaml"))
+    raise ConfigError(f"unknown threshold set '{name_or_path}'; shipped: {', '.join(shipped)}")

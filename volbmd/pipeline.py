@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from volbmd.config import PipelineConfig, load_config
 from volbmd.errors import ConfigError
@@ -13,7 +15,108 @@ from volbmd.measure import MeasurementResult, measure_vertebrae
 from volbmd.report import Report, write_report
 from volbmd.volume import LabelMap, Volume
 
-__all__ = ["build_report", "run_masks_pipeline"]
+if TYPE_CHECKING:
+    from volbmd.calibrate.base import Calibration
+
+__all__ = ["build_report", "run_masks_pipeline", "calibrate_and_classify", "CalibratedResult"]
+
+
+@dataclass
+class CalibratedResult:
+    calibration: "Calibration"
+    bmd_by_level: dict[str, float | None]
+    hu_correction: float
+    contrast_phase: str | None
+    summary: dict
+    warnings: list[str]
+
+
+def _scanner_mismatches(cal: "Calibration", volume: Volume) -> list[str]:
+    meta = volume.metadata
+    pairs = {
+        "manufacturer": (cal.scanner.manufacturer, meta.get("manufacturer")),
+        "scanner model": (cal.scanner.model, meta.get("manufacturer_model")),
+        "kVp": (cal.scanner.kvp, meta.get("kvp")),
+        "convolution kernel": (cal.scanner.convolution_kernel, meta.get("convolution_kernel")),
+    }
+    out = []
+    for what, (stored, scan) in pairs.items():
+        if stored is None or scan is None:
+            if stored is not None:
+                out.append(f"stored calibration: the scan does not record its {what} (calibration: {stored})")
+            continue
+        same = abs(float(stored) - float(scan)) < 0.5 if what == "kVp" else str(stored).strip().lower() == str(scan).strip().lower()
+        if not same:
+            out.append(f"stored calibration differs from the scan in {what}: {stored} vs {scan}")
+    return out
+
+
+def calibrate_and_classify(volume: Volume, labels: LabelMap, result: MeasurementResult, config: PipelineConfig,
+                           calibration: "Calibration | None" = None) -> CalibratedResult:
+    """Choose the calibration (given, else internal, else none), compute BMD per level, classify."""
+    from volbmd.calibrate.base import Calibration
+    from volbmd.calibrate.corrections import contrast_correction_hu, convert_density, normalise_hu_to_120kvp
+    from volbmd.calibrate.internal import internal_calibration
+    from volbmd.classify import LevelResult, classify, l1_screen
+    from volbmd.config import load_threshold_set
+
+    cal_cfg = config.calibration
+    meta = volume.metadata
+    warnings: list[str] = []
+    contrast_agent = bool(meta.get("contrast_agent")) and str(meta.get("contrast_agent")).strip().upper() not in ("NONE", "NO")
+    is_ct = meta.get("modality") in (None, "CT")
+    if calibration is not None:
+        cal = calibration.model_copy(deep=True)
+        if cal.method == "phantom":
+            cal.method = "stored"
+        warnings += _scanner_mismatches(cal, volume)
+    elif cal_cfg.internal.enabled and is_ct:
+        cal = internal_calibration(volume, labels, cal_cfg, contrast_known=contrast_agent)
+    else:
+        cal = Calibration(method="none", warnings=["no calibration: HU only" + ("" if is_ct else " (not a CT)")])
+    warnings += cal.warnings
+    phase = meta.get("contrast_phase") or cal.reference_tissues.get("blood", {}).get("contrast_phase")
+    if contrast_agent and phase in (None, "native"):
+        phase = "contrast (phase unknown)"
+    correction = contrast_correction_hu(phase, cal_cfg)
+    if correction:
+        warnings.append(f"contrast correction applied: −{correction:g} HU ({phase}) before calibration")
+    elif phase not in (None, "native"):
+        warnings.append(f"contrast present ({phase}): BMD may read high; contrast correction is off")
+    bmd: dict[str, float | None] = {}
+    for m in result.levels:
+        if cal.method == "none" or m.trabecular_hu_mean is None:
+            bmd[m.level] = None
+        else:
+            bmd[m.level] = float(cal.to_density(m.trabecular_hu_mean - correction))
+    thresholds = load_threshold_set(config.classification.threshold_set)
+    levels = {}
+    for m in result.levels:
+        value = bmd[m.level]
+        if value is not None and cal.material and cal.material != thresholds.material:
+            value = float(convert_density(value, cal.material, thresholds.material, meta.get("kvp"), cal_cfg))
+        levels[m.level] = LevelResult(m.level, value, m.genant_grade, list(m.flags))
+    cls = classify(levels, thresholds, config.classification)
+    l1 = result.by_level().get("L1")
+    l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction
+    l1_norm, normalised = (None, False) if l1_hu is None else normalise_hu_to_120kvp(l1_hu, meta.get("kvp"), cal_cfg)
+    summary = {
+        "bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean if cal.method != "none" else None,
+        "levels_used": cls.levels_used if cal.method != "none" else [],
+        "acr_category": cls.acr_category if cal.method != "none" else None,
+        "material": thresholds.material if cal.method != "none" else None,
+        "threshold_set": thresholds.name,
+        "classification_notes": cls.notes if cal.method != "none" else [],
+        "l1_hu": None if l1_norm is None else float(l1_norm),
+        "l1_hu_normalised_to_120kvp": bool(normalised),
+        "l1_screen": l1_screen(None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised,
+                               config.classification.l1_screen_hu),
+        "max_genant_grade": cls.max_genant_grade,
+        "fractured_levels": cls.fractured_levels,
+    }
+    if normalised:
+        warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
+    return CalibratedResult(cal, bmd, correction, phase, summary, warnings)
 
 
 def _input_info(volume: Volume, path: str | None) -> dict:
@@ -34,7 +137,8 @@ def _input_info(volume: Volume, path: str | None) -> dict:
 
 
 def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *, backend: str,
-                 scan_path: str | None = None, timings_s: dict | None = None) -> Report:
+                 scan_path: str | None = None, timings_s: dict | None = None,
+                 calibrated: CalibratedResult | None = None) -> Report:
     from volbmd import __version__
 
     vertebrae = []
@@ -46,7 +150,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
             "trabecular_hu_median": m.trabecular_hu_median,
             "trabecular_hu_sd": m.trabecular_hu_sd,
             "trabecular_n_voxels": m.trabecular_n_voxels,
-            "bmd_mg_cm3": None,
+            "bmd_mg_cm3": None if calibrated is None else calibrated.bmd_by_level.get(m.level),
             "heights_mm": m.heights_mm,
             "genant_grade": m.genant_grade,
             "flags": list(m.flags),
@@ -63,19 +167,33 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     by_level = result.by_level()
     l1 = by_level.get("L1")
     found = [m.level for m in result.levels if "empty_mask" not in m.flags]
+    cal = calibrated.calibration if calibrated else None
+    calibration = {"method": "none"}
+    if cal is not None:
+        calibration = cal.model_dump(mode="json", exclude={"schema_version"})
+        calibration["hu_correction"] = calibrated.hu_correction
+    summary = {"l1_hu": l1.trabecular_hu_mean if l1 else None}
+    if calibrated is not None:
+        summary = calibrated.summary
+    info = _input_info(volume, scan_path)
+    if calibrated is not None and calibrated.contrast_phase:
+        info["contrast_phase"] = calibrated.contrast_phase
+    warnings = list(volume.metadata.get("warnings", [])) + list(result.warnings)
+    if calibrated is not None:
+        warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate({
         "volbmd_version": __version__,
-        "input": _input_info(volume, scan_path),
+        "input": info,
         "segmentation": {"backend": backend, "levels_found": found},
         "measurement": {
             "roi": result.roi,
             "cortical_depth_mm": result.cortical_depth_mm,
             "cortical_depth_rule": result.cortical_depth_rule,
         },
-        "calibration": {"method": "none"},
+        "calibration": calibration,
         "vertebrae": vertebrae,
-        "summary": {"l1_hu": l1.trabecular_hu_mean if l1 else None},
-        "qa": {"warnings": list(volume.metadata.get("warnings", [])) + list(result.warnings)},
+        "summary": summary,
+        "qa": {"warnings": warnings},
         "timings_s": timings_s or {},
     })
 
@@ -88,6 +206,7 @@ def run_masks_pipeline(
     config: PipelineConfig | None = None,
     levels: list[str] | None = None,
     series_uid: str | None = None,
+    calibration: "str | os.PathLike | Calibration | None" = None,
 ) -> Report:
     """Measure a scan with imported vertebra masks and write report.json, vertebrae.csv, labels.nii.gz."""
     from volbmd.segment.masks import load_masks
@@ -109,7 +228,15 @@ def run_masks_pipeline(
     t = time.perf_counter()
     result = measure_vertebrae(volume, labels, config, levels=levels)
     timings["measure"] = time.perf_counter() - t
-    report = build_report(volume, labels, result, backend="masks", scan_path=str(scan), timings_s=timings)
+    t = time.perf_counter()
+    if calibration is not None and not hasattr(calibration, "method"):
+        from volbmd.calibrate.base import load_calibration
+
+        calibration = load_calibration(calibration)
+    calibrated = calibrate_and_classify(volume, labels, result, config, calibration)
+    timings["calibrate_classify"] = time.perf_counter() - t
+    report = build_report(volume, labels, result, backend="masks", scan_path=str(scan), timings_s=timings,
+                          calibrated=calibrated)
     out_dir = Path(out_dir)
     write_labels(labels, out_dir / "labels.nii.gz", source=volume)
     write_report(report, out_dir)

@@ -1,0 +1,93 @@
+"""The calibration result: ``density_mg_cm3 = slope · HU + intercept`` for one material.
+
+Saved as calibration.json (schema below) so a phantom scan calibrates later patient scans from the
+same scanner and protocol (asynchronous QCT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from volbmd.errors import ConfigError, InputError
+from volbmd.io import atomic_output
+
+__all__ = ["Calibration", "RodResult", "ScannerInfo", "load_calibration", "save_calibration", "CALIBRATION_SCHEMA_VERSION"]
+
+CALIBRATION_SCHEMA_VERSION = "1.0"
+
+
+class RodResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    density_mg_cm3: float
+    hu: float
+    water_mg_cm3: float | None = None
+    n_voxels: int | None = None
+    fitted_density_mg_cm3: float | None = None
+    residual_mg_cm3: float | None = None
+
+
+class ScannerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manufacturer: str | None = None
+    model: str | None = None
+    kvp: float | None = None
+    convolution_kernel: str | None = None
+    date: str | None = None
+
+
+class Calibration(BaseModel):
+    """A linear HU → density map with its provenance and fit quality."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: str = CALIBRATION_SCHEMA_VERSION
+    method: Literal["phantom", "stored", "internal", "none"]
+    material: Literal["HA", "K2HPO4"] | None = None
+    slope: float | None = None  # mg/cm³ per HU
+    intercept: float | None = None  # mg/cm³
+    r2: float | None = None
+    phantom: str | None = None
+    model: Literal["single", "mindways"] | None = None
+    rods: list[RodResult] = []
+    reference_tissues: dict[str, dict] = {}
+    scanner: ScannerInfo = ScannerInfo()
+    warnings: list[str] = []
+    details: dict[str, float] = {}
+
+    def to_density(self, hu):
+        """mg/cm³ of ``material`` for HU values (scalar or array); raises if method is "none"."""
+        if self.slope is None or self.intercept is None:
+            raise ValueError("no calibration: densities are not available")
+        return self.slope * np.asarray(hu, dtype=np.float64) + self.intercept
+
+
+def save_calibration(calibration: Calibration, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(calibration.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def load_calibration(path: str | os.PathLike) -> Calibration:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("calibration file not found", path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a calibration JSON file ({exc})", path) from None
+    try:
+        cal = Calibration.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: {first['msg']}", path) from None
+    if cal.method != "none" and (cal.slope is None or cal.intercept is None or not np.isfinite([cal.slope, cal.intercept]).all()):
+        raise ConfigError("calibration has no finite slope and intercept", path)
+    return cal

@@ -1,0 +1,100 @@
+"""Classification: ACR QCT category, the opportunistic L1 HU screen, Genant grade in the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from volbmd.config import ClassificationConfig, L1ScreenConfig, ThresholdSet
+from volbmd.labels import level_rank
+
+__all__ = ["acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify"]
+
+CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
+
+
+def acr_category(bmd_mg_cm3: float, thresholds: ThresholdSet, *, fracture: bool = False) -> str:
+    """ACR QCT category: > normal limit normal; limit values themselves are low BMD; < lower limit
+    osteoporosis, severe with an insufficiency fracture."""
+    if bmd_mg_cm3 > thresholds.normal_above_mg_cm3:
+        return "normal"
+    if bmd_mg_cm3 >= thresholds.osteoporosis_below_mg_cm3:
+        return "low_bmd"
+    return "severe_osteoporosis" if fracture else "osteoporosis"
+
+
+@dataclass
+class LevelResult:
+    level: str
+    bmd_mg_cm3: float | None
+    genant_grade: int | None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        blocking = ("empty_mask", "roi_empty", "roi_too_small", "too_small", "body_split_failed")
+        cut = any(f.startswith("cut_by_scan_edge") for f in self.flags)
+        return (self.bmd_mg_cm3 is not None and not (self.genant_grade or 0) >= 1
+                and not any(f in blocking for f in self.flags) and not cut)
+
+
+def choose_levels(levels: dict[str, LevelResult], config: ClassificationConfig) -> tuple[list[str], list[str]]:
+    """Two valid lumbar levels: the preferred ones (L1, L2), a fractured or unmeasurable one replaced
+    by the next valid level. Returns the levels used and the notes saying what was replaced."""
+    used, notes = [], []
+    pool = [lvl for lvl in config.fallback_levels]
+    for wanted in config.levels:
+        res = levels.get(wanted)
+        if res is not None and res.valid:
+            used.append(wanted)
+            continue
+        why = "missing" if res is None else ("fractured (Genant %d)" % res.genant_grade if (res.genant_grade or 0) >= 1
+                                             else ("not measurable: " + ", ".join(res.flags) if res.flags else "not measurable"))
+        while pool:
+            candidate = pool.pop(0)
+            cres = levels.get(candidate)
+            if candidate not in used and cres is not None and cres.valid:
+                used.append(candidate)
+                notes.append(f"{wanted} {why}: replaced by {candidate}")
+                break
+        else:
+            notes.append(f"{wanted} {why}: no valid level to replace it")
+    return sorted(used, key=level_rank), notes
+
+
+def l1_screen(l1_hu: float | None, kvp: float | None, normalised: bool, config: L1ScreenConfig) -> str | None:
+    """Opportunistic L1 trabecular HU (Pickhardt 2013), valid at 120 kVp or after normalisation."""
+    if l1_hu is None:
+        return None
+    if not normalised and (kvp is None or abs(kvp - 120.0) > 0.5):
+        return "not_applicable_kvp"
+    if l1_hu <= config.osteoporosis_likely_at_or_below:
+        return "osteoporosis_likely"
+    if l1_hu <= config.sensitive_at_or_below:
+        return "osteoporosis_possible"
+    if l1_hu <= config.unlikely_above:
+        return "indeterminate"
+    return "osteoporosis_unlikely"
+
+
+@dataclass
+class Classification:
+    bmd_mg_cm3_mean: float | None
+    levels_used: list[str]
+    acr_category: str | None
+    notes: list[str]
+    max_genant_grade: int | None
+    fractured_levels: list[str]
+
+
+def classify(levels: dict[str, LevelResult], thresholds: ThresholdSet, config: ClassificationConfig) -> Classification:
+    """ACR category on the mean BMD of two valid lumbar levels (in the threshold set's material)."""
+    grades = {lvl: r.genant_grade for lvl, r in levels.items() if r.genant_grade is not None}
+    fractured = [lvl for lvl, g in grades.items() if g >= 1]
+    max_grade = max(grades.values()) if grades else None
+    used, notes = choose_levels(levels, config)
+    if len(used) < 2:
+        notes.append(f"ACR category needs two valid lumbar levels; {len(used)} available")
+        return Classification(None, used, None, notes, max_grade, fractured)
+    mean = sum(levels[lvl].bmd_mg_cm3 for lvl in used) / len(used)  # type: ignore[misc]
+    category = acr_category(mean, thresholds, fracture=bool(fractured))
+    return Classification(float(mean), used, category, notes, max_grade, fractured)
