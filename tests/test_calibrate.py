@@ -252,3 +252,22 @@ def test_cli_rods_mask_count_mismatch(esp_files, tmp_path):
     r = run("calibrate", "phantom", esp_files / "scan.nii.gz", "--phantom", "qrm-bdc-3rod", "--rods",
             esp_files / "rods.nii.gz", "--out", tmp_path / "c.json")
     assert_clean_error(r, "3 rods")
+
+
+def test_stored_calibration_warns_when_scan_differs(esp_scan):
+    import dataclasses
+
+    from volbmd.config import load_config
+    from volbmd.pipeline import calibrate_and_classify
+
+    phantom = load_phantom("bmas200")
+    hu = rod_hu_from_mask(esp_scan.volume, esp_scan.rods, 5)[0]
+    cal = calibrate_from_hu(phantom, hu, scanner=ScannerInfo(manufacturer="volbmd", kvp=120.0, convolution_kernel="smooth"))
+    result = measure_vertebrae(esp_scan.volume, esp_scan.labels)
+    same = calibrate_and_classify(esp_scan.volume, esp_scan.labels, result, load_config(), cal)
+    assert same.calibration.method == "stored" and not [w for w in same.warnings if "differs" in w]
+    other = dataclasses.replace(esp_scan.volume, metadata={**esp_scan.volume.metadata, "kvp": 100.0,
+                                                           "convolution_kernel": "sharp"})
+    out = calibrate_and_classify(other, esp_scan.labels, result, load_config(), cal)
+    text = " | ".join(out.warnings)
+    assert "kVp: 120.0 vs 100.0" in text and "convolution kernel: smooth vs sharp" in text
