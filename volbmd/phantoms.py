@@ -41,7 +41,7 @@ def make_spine_phantom(
     body_semi_axes_mm: tuple[float, float] = (15.0, 21.0),
     disc_height_mm: float = 9.0,
     anterior_height_loss: dict[str, float] | None = None,
-    field_of_view_mm: tuple[float, float] = (150.0, 170.0),
+    field_of_view_mm: tuple[float, float] = (184.0, 170.0),
     noise_hu: float = 0.0,
     seed: int = 0,
     dtype=np.int16,
@@ -73,9 +73,9 @@ def make_spine_phantom(
     Y, X = np.meshgrid(y, x, indexing="ij")
 
     volume = np.full(shape, -1000.0, dtype=np.float32)
-    # Body outline: fat ring around muscle-like soft tissue, centred a little in front of the spine.
-    body_r = ((Y - 10) / 70.0) ** 2 + (X / 80.0) ** 2
-    inner = ((Y - 10) / 62.0) ** 2 + (X / 72.0) ** 2
+    # Body outline: fat ring around muscle-like soft tissue; the spine lies in its posterior half.
+    body_r = ((Y + 20) / 70.0) ** 2 + (X / 80.0) ** 2
+    inner = ((Y + 20) / 62.0) ** 2 + (X / 72.0) ** 2
     volume[:, body_r <= 1] = -100.0
     volume[:, inner <= 1] = 45.0
 
@@ -86,7 +86,7 @@ def make_spine_phantom(
     canal_cy = body_cy + a_ap + 9.0
     r_canal = np.hypot(Y - canal_cy, X)
     arch = (r_canal >= 8.0) & (r_canal <= 14.0) & (Y >= body_cy + a_ap - 4)
-    spinous = (np.abs(X) <= 3.5) & (Y > canal_cy) & (Y <= canal_cy + 38.0)
+    spinous = (np.abs(X) <= 3.5) & (Y > canal_cy) & (Y <= canal_cy + 30.0)
     posterior_2d = (arch | spinous) & (ell > 1.0)
 
     labels = np.zeros(shape, dtype=np.int16)
@@ -190,36 +190,36 @@ def make_esp_phantom(
     fine = tuple(s / ss for s in spacing_mm)
     body_h, disc_h, margin = 25.0, 8.0, 10.0
     total_z = len(levels) * (body_h + disc_h) + disc_h + 2 * margin
-    fov_y, fov_x = 230.0, 280.0
+    fov_y, fov_x = 250.0, 280.0
     shape = tuple(int(round(extent / s)) * ss for extent, s in zip((total_z, fov_y, fov_x), spacing_mm))
     z = (np.arange(shape[0]) + 0.5) * fine[0]
-    y = (np.arange(shape[1]) + 0.5) * fine[1] - 95.0  # body centre at y = 0; the rod phantom behind
+    y = (np.arange(shape[1]) + 0.5) * fine[1] - 115.0  # body outline from −105 to 55 mm; rods behind
     x = (np.arange(shape[2]) + 0.5) * fine[2] - fov_x / 2
     Y, X = np.meshgrid(y, x, indexing="ij")
 
     plane = np.full(shape[1:], tissue["air"], np.float32)
-    outer = (Y / 80.0) ** 2 + (X / 120.0) ** 2 <= 1
-    inner = (Y / 70.0) ** 2 + (X / 110.0) ** 2 <= 1  # 10 mm of subcutaneous fat
+    outer = ((Y + 25.0) / 80.0) ** 2 + (X / 120.0) ** 2 <= 1
+    inner = ((Y + 25.0) / 70.0) ** 2 + (X / 110.0) ** 2 <= 1  # 10 mm of subcutaneous fat
     plane[outer] = tissue["fat"]
     plane[inner] = tissue["water"]
     body_cy, a_ap, a_lr = -5.0, 14.0, 20.0
     for side in (-1, 1):  # paraspinal muscles behind the spine
-        plane[((Y - 42.0) / 24.0) ** 2 + ((X - side * 36.0) / 24.0) ** 2 <= 1] = tissue["muscle"]
+        plane[((Y - 34.0) / 20.0) ** 2 + ((X - side * 36.0) / 24.0) ** 2 <= 1] = tissue["muscle"]
     plane[np.hypot(Y - (body_cy - a_ap - 16.0), X - 22.0) <= 11.0] = aorta_true_hu  # aorta, front left
     # rod phantom under the body: a fat-like base block with rods along z
-    base = (np.abs(Y - 100.0) <= 14.0) & (np.abs(X) <= 105.0)
+    base = (np.abs(Y - 90.0) <= 14.0) & (np.abs(X) <= 105.0)
     plane[base] = -80.0
     n_rods = len(rod_def.rods)
     rod_x = np.linspace(-80.0, 80.0, n_rods)
     rod_planes = np.zeros(shape[1:], np.int16)
     for k, rod in enumerate(rod_def.rods):
-        disc = np.hypot(Y - 100.0, X - rod_x[k]) <= 7.0
+        disc = np.hypot(Y - 90.0, X - rod_x[k]) <= 7.0
         if rod_def.model == "mindways":
             true = (rod.density_mg_cm3 * 1.2 + (rod.water_mg_cm3 - 1000.0))  # an approximate K2HPO4 response
         else:
             true = rod.density_mg_cm3 / ha_mg_cm3_per_hu
         plane[disc] = true
-        rod_planes[np.hypot(Y - 100.0, X - rod_x[k]) <= 4.5] = k + 1
+        rod_planes[np.hypot(Y - 90.0, X - rod_x[k]) <= 4.5] = k + 1
 
     volume = np.broadcast_to(plane, shape).copy()
     labels = np.zeros(shape, np.int16)
