@@ -1,0 +1,1 @@
+"""Deep-learning models (MONAI / torch): imported only by the backends and tools that use them."""

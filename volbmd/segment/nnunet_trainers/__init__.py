@@ -1,0 +1,1 @@
+"""nnU-Net trainer subclasses shipped with volbmd (found by nnU-Net through nnUNet_extTrainer)."""
