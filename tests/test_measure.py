@@ -199,7 +199,7 @@ def test_abdomen_against_peer_values(shared_data):
     ball = sum((g[a] / radius_vox[a]) ** 2 for a in range(3)) <= 1.0
     for level, (peer_mean, peer_median) in PEER_HU.items():
         m = result[level]
-        assert m.flags == []
+        assert [f for f in m.flags if not f.startswith("genant_not_graded")] == []
         # the peer's method (binary erosion with a 4 mm ellipsoid in voxel steps) on the same masks
         # gives exactly our ROI on this 3 mm isotropic grid
         eroded = ndi.binary_erosion(bodies.array == bodies.labels[level], structure=ball)
@@ -229,5 +229,9 @@ def test_abdomen_heights_plausible(shared_data):
     for level in ("L1", "L2", "L3", "L4", "L5"):
         h = result[level].heights_mm
         assert all(20 <= v <= 40 for v in h.values()), (level, h)
-        assert result[level].genant_grade == 0
+        # 3 mm voxels: one voxel is ≥ 10 % of a height, so no Genant grade, and the report says why
+        assert result[level].genant_grade is None
+        assert any(f.startswith("genant_not_graded:voxel_") for f in result[level].flags)
     assert "cut_by_scan_edge:superior" in result["T12"].flags
+    graded = measure_vertebrae(ct, bodies, _cfg(genant_max_voxel_mm=4.0)).by_level()
+    assert all(graded[lvl].genant_grade is not None for lvl in ("L1", "L2", "L3", "L4", "L5"))

@@ -46,7 +46,7 @@ def test_run_writes_report_with_contract_keys(phantom_files, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert report["calibration"]["method"] == "internal"  # the phantom has air, fat and muscle
-    assert report["segmentation"] == {"backend": "masks", "levels_found": ["T12", "L1", "L2", "L3"]}
+    assert report["segmentation"] == {"backend": "masks", "levels_found": ["T12", "L1", "L2", "L3"], "flags": []}
     levels = {v["level"]: v for v in report["vertebrae"]}
     assert list(levels) == ["T12", "L1", "L2", "L3", "L4"]
     for v in report["vertebrae"]:
@@ -83,8 +83,10 @@ def test_run_bad_inputs(phantom_files, tmp_path):
     assert_clean_error(r, "does not match the scan grid", "wrong_grid.nii.gz")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--label-scheme", "totalseg", "--out", out)
     assert_clean_error(r, "no vertebra labels of the 'totalseg' scheme")
-    r = run("run", folder / "scan.nii.gz", "--out", out)
+    r = run("run", folder / "scan.nii.gz", "--segmenter", "masks", "--out", out)
     assert_clean_error(r, "--masks")
+    r = run("run", folder / "scan.nii.gz", "--segmenter", "nnunet", "--out", out)
+    assert_clean_error(r, "--model")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--roi", "sphere", "--out", out)
     assert_clean_error(r, "measurement.roi")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--levels", "L1,X9", "--out", out)

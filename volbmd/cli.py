@@ -114,8 +114,10 @@ def convert(
 def run(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Output folder (report.json, vertebrae.csv, labels.nii.gz)."),
-    segmenter: str = typer.Option("masks", "--segmenter", help="Where vertebra labels come from: masks."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks when --masks is given, else classical)"),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
+    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda (nnunet, monai)."),
     label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
@@ -127,13 +129,11 @@ def run(
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
-    from volbmd.pipeline import run_masks_pipeline
+    from volbmd.pipeline import run_pipeline
 
-    if segmenter != "masks":
-        _fail(f"segmenter '{segmenter}' is not available yet; use --segmenter masks --masks LABELS")
-    if masks is None:
-        _fail("--segmenter masks needs --masks LABELS")
-    overrides: dict = {"segmentation": {"backend": segmenter}, "measurement": {}}
+    overrides: dict = {"segmentation": {}, "measurement": {}}
+    if segmenter or masks is not None:
+        overrides["segmentation"]["backend"] = segmenter or "masks"
     if label_scheme:
         overrides["segmentation"]["label_scheme"] = label_scheme
     if roi:
@@ -144,10 +144,46 @@ def run(
         overrides["classification"] = {"threshold_set": threshold_set}
     cfg = load_config(config, overrides)
     level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
-    report = run_masks_pipeline(scan, masks, out, config=cfg, levels=level_list, series_uid=series,
-                                calibration=calibration)
+    seg = _segmenter(cfg, masks, model, device)
+    report = run_pipeline(scan, out, segmenter=seg, config=cfg, levels=level_list, series_uid=series,
+                          calibration=calibration)
     _print_levels(report)
     typer.echo(f"wrote {out / 'report.json'}, {out / 'vertebrae.csv'} and {out / 'labels.nii.gz'}")
+
+
+def _segmenter(cfg, masks, model, device):
+    from volbmd.segment.base import make_segmenter
+
+    backend = cfg.segmentation.backend
+    options = {"device": device} if backend in ("nnunet", "monai") else {}
+    return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model, **options)
+
+
+@app.command()
+@handles_input_errors
+def segment(
+    scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
+    out: Path = typer.Option(..., "--out", help="Label map to write (VerSe ids, the scan's own grid), e.g. labels.nii.gz"),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks when --masks is given, else classical)"),
+    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Masks to import (segmenter masks)."),
+    label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of an imported multilabel mask: verse | totalseg."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda (nnunet, monai)."),
+    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+):
+    """Find and label the vertebrae; write a label map with VerSe ids on the scan's grid."""
+    from volbmd.config import load_config
+    from volbmd.io import load_volume, write_labels
+
+    backend = segmenter or ("masks" if masks is not None else "classical")
+    cfg = load_config(overrides={"segmentation": {"backend": backend, "label_scheme": label_scheme}})
+    seg = _segmenter(cfg, masks, model, device)
+    volume = load_volume(scan, series_uid=series)
+    labels = seg.segment(volume)
+    write_labels(labels, out, source=volume)
+    flags = labels.metadata.get("flags", [])
+    typer.echo(f"{backend}: {', '.join(labels.labels) or 'no vertebrae'}" + (f" ({'; '.join(flags)})" if flags else ""))
+    typer.echo(f"wrote {out}")
 
 
 def _print_levels(report) -> None:

@@ -57,7 +57,7 @@ class LabelScheme(_Strict):
 
 
 class SegmentationConfig(_Strict):
-    backend: Literal["classical", "nnunet", "monai", "masks"] = "masks"
+    backend: Literal["classical", "nnunet", "monai", "masks"] = "classical"
     label_scheme: Literal["verse", "totalseg"] = "verse"
 
 
@@ -68,6 +68,7 @@ class MeasurementConfig(_Strict):
     min_roi_volume_ml: float = Field(0.5, ge=0)
     slab_thickness_mm: float = Field(9.0, gt=0)
     thick_slice_mm: float = Field(3.0, gt=0)
+    genant_max_voxel_mm: float = Field(2.5, gt=0)
 
     @field_validator("cortical_depth_mm")
     @classmethod

@@ -289,7 +289,12 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
     cut_in_z = any(side in ("inferior", "superior") for side in vm.touches_edge)
     if not cut_in_z:
         m.heights_mm = body_heights_mm(body, spacing, axes)
-        if vm.level not in NO_GENANT_LEVELS:
+        step_mm = _voxel_extent(axes[0], spacing)
+        if vm.level in NO_GENANT_LEVELS:
+            pass
+        elif step_mm > cfg.genant_max_voxel_mm:
+            m.flags.append(f"genant_not_graded:voxel_{step_mm:.1f}mm_along_axis")
+        else:
             m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
     m.roi = cfg.roi

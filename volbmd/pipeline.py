@@ -18,7 +18,7 @@ from volbmd.volume import LabelMap, Volume
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
 
-__all__ = ["build_report", "run_masks_pipeline", "calibrate_and_classify", "CalibratedResult"]
+__all__ = ["build_report", "run_pipeline", "run_masks_pipeline", "calibrate_and_classify", "CalibratedResult"]
 
 
 @dataclass
@@ -179,12 +179,14 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     if calibrated is not None and calibrated.contrast_phase:
         info["contrast_phase"] = calibrated.contrast_phase
     warnings = list(volume.metadata.get("warnings", [])) + list(result.warnings)
+    warnings += [f"segmentation: {f}" for f in labels.metadata.get("flags", []) if "provisional" in f or "partial" in f
+                 or "transitional" in f or "uncertain" in f]
     if calibrated is not None:
         warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate({
         "volbmd_version": __version__,
         "input": info,
-        "segmentation": {"backend": backend, "levels_found": found},
+        "segmentation": {"backend": backend, "levels_found": found, "flags": list(labels.metadata.get("flags", []))},
         "measurement": {
             "roi": result.roi,
             "cortical_depth_mm": result.cortical_depth_mm,
@@ -198,26 +200,37 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     })
 
 
-def run_masks_pipeline(
+def run_masks_pipeline(scan, masks, out_dir, **kwargs) -> Report:
+    """Measure a scan with imported vertebra masks (the ``masks`` backend)."""
+    from volbmd.segment.masks import MasksSegmenter
+
+    config = kwargs.pop("config", None) or load_config()
+    segmenter = MasksSegmenter(masks, label_scheme=config.segmentation.label_scheme)
+    return run_pipeline(scan, out_dir, segmenter=segmenter, config=config, **kwargs)
+
+
+def run_pipeline(
     scan: str | os.PathLike,
-    masks: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    segmenter=None,
     config: PipelineConfig | None = None,
     levels: list[str] | None = None,
     series_uid: str | None = None,
     calibration: "str | os.PathLike | Calibration | None" = None,
 ) -> Report:
-    """Measure a scan with imported vertebra masks and write report.json, vertebrae.csv, labels.nii.gz."""
-    from volbmd.segment.masks import load_masks
+    """Scan → labels (any Segmenter) → measurement → calibration → classification → files in out_dir."""
+    from volbmd.segment.base import make_segmenter
 
     config = config or load_config()
+    if segmenter is None:
+        segmenter = make_segmenter(config.segmentation.backend)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     volume = load_volume(scan, series_uid=series_uid)
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels = load_masks(masks, volume, label_scheme=config.segmentation.label_scheme)
+    labels = segmenter.segment(volume)
     timings["segment"] = time.perf_counter() - t
     if levels:
         from volbmd.labels import is_level
@@ -235,7 +248,7 @@ def run_masks_pipeline(
         calibration = load_calibration(calibration)
     calibrated = calibrate_and_classify(volume, labels, result, config, calibration)
     timings["calibrate_classify"] = time.perf_counter() - t
-    report = build_report(volume, labels, result, backend="masks", scan_path=str(scan), timings_s=timings,
+    report = build_report(volume, labels, result, backend=segmenter.name, scan_path=str(scan), timings_s=timings,
                           calibrated=calibrated)
     out_dir = Path(out_dir)
     write_labels(labels, out_dir / "labels.nii.gz", source=volume)

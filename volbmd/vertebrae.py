@@ -103,7 +103,21 @@ def split_body(whole: np.ndarray, spacing_mm, *, body_only: bool | None = None) 
     posterior_half = (y_idx >= (wall_idx - (wall_idx - _anterior_edge(core)) * 0.5)[:, None])[:, :, None]
     body &= near_core | ~posterior_half
     body = _largest_component_with(body, seed)
-    return BodySplit(body, "split", radius)
+    return BodySplit(_drop_thin_attachments(body, seed), "split", radius)
+
+
+_CROSS = ndi.generate_binary_structure(3, 1)
+
+
+def _drop_thin_attachments(body: np.ndarray, seed) -> np.ndarray:
+    """Remove pieces joined to the body by bridges one voxel thin (osteophyte tips, fragments of a
+    neighbour's endplate): an opening, the component holding the body's core, then the body's own
+    surface within one voxel of it restored."""
+    opened = ndi.binary_opening(body, structure=_CROSS)
+    if not opened[seed]:
+        return body
+    kept = _largest_component_with(opened, seed)
+    return body & ndi.binary_dilation(kept, structure=_CROSS)
 
 
 def _edge_per_slice(core: np.ndarray, last: bool) -> np.ndarray:

@@ -386,15 +386,16 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
 
     lateral = np.abs(xx - track_x[:, None, None])
     radial = np.hypot(yy - track_y[:, None, None], lateral)
-    core_radius = float(np.clip(0.6 * np.median([s.blob_width_mm for s in spine.segments if s.blob_width_mm] or [30]), 6, 14))
-    margin_planes = np.zeros(bone.shape, bool)
-    for zd in spine.discs_z_mm:
-        margin_planes |= np.abs(zz[:, None, None] - zd) < 3.0
+    # the body region (around the track, in front of the pedicles) is labelled by the disc planes;
+    # the posterior elements then grow from it through bone
+    body_radius = float(np.clip(np.median([s.blob_width_mm for s in spine.segments if s.blob_width_mm] or [40]) / 2, 12, 28))
+    in_front = (yy - track_y[:, None, None]) <= 0.5 * body_radius
+    body_zone = bone & (radial <= body_radius) & in_front
     markers = np.zeros(bone.shape, np.int32)
     for o, seg in ordinal_level.items():
         if seg.level is None or seg.level not in verse:
             continue
-        markers[bone & (seg_index == o) & (radial <= core_radius) & ~margin_planes] = verse[seg.level]
+        markers[body_zone & (seg_index == o)] = verse[seg.level]
     limit = np.where(lateral <= lateral_mm, True, False)
     grown = watershed(np.zeros(bone.shape, np.uint8), markers=markers, mask=bone & limit)
     out_crop = grown.astype(np.int16)
