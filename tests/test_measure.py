@@ -234,4 +234,5 @@ def test_abdomen_heights_plausible(shared_data):
         assert any(f.startswith("genant_not_graded:voxel_") for f in result[level].flags)
     assert "cut_by_scan_edge:superior" in result["T12"].flags
     graded = measure_vertebrae(ct, bodies, _cfg(genant_max_voxel_mm=4.0)).by_level()
-    assert all(graded[lvl].genant_grade is not None for lvl in ("L1", "L2", "L3", "L4", "L5"))
+    assert all(graded[lvl].genant_grade is not None for lvl in ("L1", "L2", "L3", "L4"))
+    assert list(graded) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]  # present levels only, by default

@@ -198,14 +198,18 @@ def vertebra_masks(labels: LabelMap, *, levels=None, body_only: bool | None = No
 
     Args:
         labels: label map in the canonical frame, ``labels.labels`` naming the levels.
-        levels: the levels to return (default all named in ``labels``), in cranio-caudal order.
-            A requested level with no voxels is returned with ``box=None``.
+        levels: the levels to return (default: the named levels present in the array), in
+            cranio-caudal order. A requested level with no voxels is returned with ``box=None``.
         body_only: passed to :func:`split_body`.
     """
-    names = list(levels) if levels is not None else list(labels.labels)
+    named = {name: vid for name, vid in labels.labels.items() if vid > 0}
+    boxes = label_bboxes(labels.array, sorted(set(named.values()))) if named else {}
+    if levels is None:  # default: the named levels that have voxels
+        names = [name for name, vid in named.items() if boxes[vid][0] > 0]
+    else:
+        names = list(levels)
     names = sorted(set(names), key=level_rank)
-    ids = {name: labels.labels[name] for name in names if name in labels.labels}
-    boxes = label_bboxes(labels.array, sorted(set(ids.values()))) if ids else {}
+    ids = {name: named[name] for name in names if name in named}
     out = []
     for name in names:
         label_id = ids.get(name, 0)
