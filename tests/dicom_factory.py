@@ -33,6 +33,7 @@ def write_ct_series(
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study_uid = generate_uid()
+    frame_uid = generate_uid()
     row = np.asarray(orientation[:3], float)
     col = np.asarray(orientation[3:], float)
     normal = np.cross(row, col)
@@ -52,6 +53,14 @@ def write_ct_series(
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.SeriesInstanceUID = series_uid
         ds.StudyInstanceUID = study_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PatientSex = "F"
+        ds.StudyDate = "20240101"
+        ds.StudyTime = "120000"
+        ds.StudyID = "1"
+        ds.AccessionNumber = "ACC-1"
+        ds.ReferringPhysicianName = ""
+        ds.SeriesNumber = 1
         ds.Modality = "CT"
         ds.PatientName = patient_name
         ds.PatientID = patient_id

@@ -2,12 +2,16 @@
 
 Public API (importing volbmd loads no torch, napari or Qt)::
 
-    from volbmd import load_volume, canonicalize, Volume, LabelMap
+    import volbmd
+    report = volbmd.analyze("ct.nii.gz")              # a Report (report.summary.acr_category, …)
+    volbmd.write_outputs(report, "out/")              # report.json, qa.png, report.html, masks, …
 """
 
 from volbmd.errors import ConfigError, GeometryError, InputError, VolbmdError
 from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.io import load_volume, write_labels, write_volume
+from volbmd.pipeline import analyze, write_outputs
+from volbmd.report import Report
 from volbmd.volume import LabelMap, Volume
 
 __version__ = "0.1.0"
@@ -15,6 +19,9 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "load_volume",
+    "analyze",
+    "write_outputs",
+    "Report",
     "write_volume",
     "write_labels",
     "canonicalize",

@@ -145,10 +145,36 @@ def run(
     cfg = load_config(config, overrides)
     level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
     seg = _segmenter(cfg, masks, model, device)
-    report = run_pipeline(scan, out, segmenter=seg, config=cfg, levels=level_list, series_uid=series,
-                          calibration=calibration)
+    with _stage_progress() as progress:
+        report = run_pipeline(scan, out, segmenter=seg, config=cfg, levels=level_list, series_uid=series,
+                              calibration=calibration, progress=progress)
     _print_levels(report)
-    typer.echo(f"wrote {out / 'report.json'}, {out / 'vertebrae.csv'} and {out / 'labels.nii.gz'}")
+    typer.echo(f"wrote {', '.join(report.model_extra.get('outputs', []))} to {out}")
+
+
+class _stage_progress:
+    """A rich progress bar over the pipeline's stages (stderr, so stdout stays clean)."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from volbmd.pipeline import STAGES
+
+        self._stages = list(STAGES)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._progress.__enter__()
+        self._task = self._progress.add_task(f"volbmd: {self._stages[0]}", total=len(self._stages))
+        return self
+
+    def __call__(self, stage: str, seconds: float) -> None:
+        done = self._stages.index(stage) + 1 if stage in self._stages else 0
+        label = self._stages[done] if done < len(self._stages) else "done"
+        self._progress.update(self._task, completed=done, description=f"volbmd: {label}")
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
 
 
 def _segmenter(cfg, masks, model, device):

@@ -17,7 +17,7 @@ def describe_volume(volume: Volume, *, show_phi: bool = False) -> dict:
     """
     arr = volume.array
     canonical, _ = canonicalize(volume)
-    meta = {k: v for k, v in volume.metadata.items() if k != "phi"}
+    meta = {k: v for k, v in volume.metadata.items() if k != "phi" and not k.startswith("_")}
     out = {
         "source": volume.source,
         "shape_zyx": list(volume.shape),

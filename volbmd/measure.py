@@ -28,6 +28,7 @@ __all__ = [
     "trabecular_roi",
     "measure_vertebrae",
     "PEER_EROSION_MM",
+    "LevelMasks",
 ]
 
 #: TotalSegmentator's spine report erodes bodies by 4 mm (SCIENCE §2): the floor of the auto depth.
@@ -70,12 +71,32 @@ class LevelMeasurement:
 
 
 @dataclass
+class LevelMasks:
+    """A level's body and ROI as boolean crops of the canonical volume at ``box``."""
+
+    box: tuple[slice, slice, slice]
+    body: np.ndarray
+    roi: np.ndarray
+
+
+@dataclass
 class MeasurementResult:
     levels: list[LevelMeasurement]
     cortical_depth_mm: float
     cortical_depth_rule: str
     roi: str
     warnings: list[str] = field(default_factory=list)
+    masks: dict[str, LevelMasks] = field(default_factory=dict)  # canonical frame, filled on request
+
+    def mask_volumes(self, canonical_shape, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
+        """Full canonical label arrays of the bodies and the ROIs (value = level's label id)."""
+        bodies = np.zeros(canonical_shape, dtype)
+        rois = np.zeros(canonical_shape, dtype)
+        ids = {m.level: m.label_id for m in self.levels}
+        for level, lm in self.masks.items():
+            bodies[lm.box][lm.body] = ids[level]
+            rois[lm.box][lm.roi] = ids[level]
+        return bodies, rois
 
     def by_level(self) -> dict[str, LevelMeasurement]:
         return {m.level: m for m in self.levels}
@@ -265,7 +286,8 @@ def trabecular_roi(body: np.ndarray, spacing_mm, depth_mm: float, kind: str, sla
     return core & keep.reshape(body.shape)
 
 
-def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float) -> LevelMeasurement:
+def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float,
+                   masks: dict | None = None) -> LevelMeasurement:
     m = LevelMeasurement(level=vm.level, label_id=vm.label_id, split_method=vm.split_method)
     if vm.box is None:
         m.flags.append("empty_mask")
@@ -298,6 +320,8 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
             m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
     m.roi = cfg.roi
+    if masks is not None:
+        masks[vm.level] = LevelMasks(vm.box, body, roi)
     values = masked_values(volume.array[vm.box], roi)
     stats = value_statistics(values)
     m.trabecular_n_voxels = int(values.size)
@@ -322,6 +346,7 @@ def measure_vertebrae(
     *,
     levels=None,
     body_only: bool | None = None,
+    keep_masks: bool = False,
 ) -> MeasurementResult:
     """Measure the trabecular bone of every labelled vertebral body.
 
@@ -333,6 +358,7 @@ def measure_vertebrae(
         levels: levels to report (default all labelled). A requested level without voxels is
             listed with the flag ``empty_mask``, never dropped.
         body_only: True when the labels are bodies already; None decides per level.
+        keep_masks: keep each level's body and ROI crops (``MeasurementResult.masks``).
     """
     if config is None:
         config = default_config()
@@ -354,5 +380,6 @@ def measure_vertebrae(
             f" endplates, cortical depth {depth_mm:g} mm"
         )
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
-    results = [_measure_level(vm, canon, cfg, depth_mm) for vm in masks]
-    return MeasurementResult(results, depth_mm, rule, cfg.roi, warnings)
+    kept: dict | None = {} if keep_masks else None
+    results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]
+    return MeasurementResult(results, depth_mm, rule, cfg.roi, warnings, kept or {})

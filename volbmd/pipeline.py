@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from volbmd.config import PipelineConfig, load_config
 from volbmd.errors import ConfigError
 from volbmd.io import load_volume, write_labels
@@ -18,7 +20,8 @@ from volbmd.volume import LabelMap, Volume
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
 
-__all__ = ["build_report", "run_pipeline", "run_masks_pipeline", "calibrate_and_classify", "CalibratedResult"]
+__all__ = ["analyze", "write_outputs", "build_report", "run_pipeline", "run_masks_pipeline", "calibrate_and_classify",
+           "CalibratedResult", "Artifacts", "STAGES"]
 
 
 @dataclass
@@ -200,8 +203,149 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     })
 
 
+STAGES = ("load", "segment", "measure", "calibrate_classify", "report")
+
+
+@dataclass
+class Artifacts:
+    """What a run produced besides numbers: the scan and masks (canonical frame) and the inverse."""
+
+    volume: Volume
+    labels: LabelMap
+    result: MeasurementResult
+    config: PipelineConfig
+
+
+def analyze(
+    scan_or_volume,
+    config: PipelineConfig | str | os.PathLike | None = None,
+    *,
+    segmenter=None,
+    masks=None,
+    model=None,
+    calibration=None,
+    levels: list[str] | None = None,
+    series_uid: str | None = None,
+    progress=None,
+    **overrides,
+) -> Report:
+    """Scan → vertebrae → trabecular BMD → classification, as a :class:`~volbmd.report.Report`.
+
+    Args:
+        scan_or_volume: a path volbmd reads, or a :class:`~volbmd.volume.Volume`.
+        config: a PipelineConfig, a YAML file, or None for the shipped defaults.
+        segmenter: a Segmenter object (built once, reused across scans); else built from the config
+            (``masks``/``model`` for those backends).
+        calibration: calibration.json path or Calibration; None → internal calibration if possible.
+        progress: callable ``progress(stage, seconds)`` called after each stage.
+        **overrides: config sections to change, e.g. ``measurement={"roi": "mid_slab_ellipse"}``.
+    Example:
+        >>> report = volbmd.analyze("ct.nii.gz")            # doctest: +SKIP
+        >>> report.summary.acr_category                     # doctest: +SKIP
+    """
+    from volbmd.segment.base import make_segmenter
+
+    if isinstance(config, PipelineConfig):
+        cfg = config if not overrides else load_config(None, {**config.model_dump(), **overrides})
+    else:
+        cfg = load_config(config, overrides or None)
+    if segmenter is None:
+        backend = "masks" if masks is not None and cfg.segmentation.backend == "classical" else cfg.segmentation.backend
+        segmenter = make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model)
+    if levels:
+        from volbmd.labels import is_level
+
+        unknown = [lvl for lvl in levels if not is_level(lvl)]
+        if unknown:
+            raise ConfigError(f"unknown level names {unknown} in --levels")
+    timings: dict[str, float] = {}
+
+    def stage(name, t0):
+        timings[name] = time.perf_counter() - t0
+        if progress is not None:
+            progress(name, timings[name])
+
+    t = time.perf_counter()
+    volume = scan_or_volume if isinstance(scan_or_volume, Volume) else load_volume(scan_or_volume, series_uid=series_uid)
+    stage("load", t)
+    t = time.perf_counter()
+    labels = segmenter.segment(volume)
+    stage("segment", t)
+    t = time.perf_counter()
+    result = measure_vertebrae(volume, labels, cfg, levels=levels, keep_masks=True)
+    stage("measure", t)
+    t = time.perf_counter()
+    if calibration is not None and not hasattr(calibration, "method"):
+        from volbmd.calibrate.base import load_calibration
+
+        calibration = load_calibration(calibration)
+    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration)
+    stage("calibrate_classify", t)
+    scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
+    report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,
+                          calibrated=calibrated)
+    report._artifacts = Artifacts(volume, labels, result, cfg)
+    return report
+
+
+def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) -> dict[str, Path]:
+    """Write every output of an analysed report into ``out_dir`` (each file atomically).
+
+    report.json, vertebrae.csv, labels.nii.gz, bodies.nii.gz, rois.nii.gz (VerSe ids, the scan's own
+    grid), qa.png, report.html, and dicom_seg.dcm for DICOM inputs.
+    """
+    from volbmd import __version__
+    from volbmd.config import load_threshold_set
+    from volbmd.geometry import canonicalize, uncanonicalize
+    from volbmd.io import atomic_output
+    from volbmd.report.figures import render_qa_png
+    from volbmd.report.html import render_html
+
+    art = report.artifacts
+    if art is None:
+        raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
+    t = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume, labels, result = art.volume, art.labels, art.result
+    canon, reo = canonicalize(volume, copy=False)
+    canon_labels, _ = canonicalize(labels, copy=False)
+    bodies_c, rois_c = result.mask_volumes(canon.shape, dtype=np.uint8 if max(labels.labels.values(), default=0) < 256 else np.int16)
+    bodies = LabelMap.on_grid_of(canon, bodies_c, labels.labels, source="bodies")
+    rois = LabelMap.on_grid_of(canon, rois_c, labels.labels, source="rois")
+    paths = {}
+    paths["labels.nii.gz"] = write_labels(labels, out_dir / "labels.nii.gz", source=volume)
+    paths["bodies.nii.gz"] = write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume)
+    paths["rois.nii.gz"] = write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume)
+    thresholds = load_threshold_set(art.config.classification.threshold_set)
+    png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds)
+    with atomic_output(out_dir / "qa.png") as tmp:
+        tmp.write_bytes(png)
+    paths["qa.png"] = out_dir / "qa.png"
+    files = volume.metadata.get("_dicom_files")
+    if files:
+        from volbmd.report.dicom_seg import write_dicom_seg
+
+        try:
+            seg_path = write_dicom_seg(labels, files, out_dir / "dicom_seg.dcm", version=__version__)
+        except Exception as exc:  # the other outputs stand; say why this one is missing
+            report.qa.warnings.append(f"DICOM SEG not written: {type(exc).__name__}: {exc}")
+        else:
+            if seg_path is not None:
+                paths["dicom_seg.dcm"] = seg_path
+    report.model_extra.setdefault("timings_s", {})["report"] = time.perf_counter() - t
+    report.model_extra["outputs"] = sorted(list(paths) + ["report.json", "vertebrae.csv", "report.html"])
+    with atomic_output(out_dir / "report.html") as tmp:
+        tmp.write_text(render_html(report, png))
+    paths["report.html"] = out_dir / "report.html"
+    paths.update(write_report(report, out_dir))
+    if progress is not None:
+        progress("report", report.model_extra["timings_s"]["report"])
+    return paths
+
+
 def run_masks_pipeline(scan, masks, out_dir, **kwargs) -> Report:
-    """Measure a scan with imported vertebra masks (the ``masks`` backend)."""
+    """Measure a scan with imported vertebra masks (the ``masks`` backend) and write the outputs."""
     from volbmd.segment.masks import MasksSegmenter
 
     config = kwargs.pop("config", None) or load_config()
@@ -209,48 +353,8 @@ def run_masks_pipeline(scan, masks, out_dir, **kwargs) -> Report:
     return run_pipeline(scan, out_dir, segmenter=segmenter, config=config, **kwargs)
 
 
-def run_pipeline(
-    scan: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    segmenter=None,
-    config: PipelineConfig | None = None,
-    levels: list[str] | None = None,
-    series_uid: str | None = None,
-    calibration: "str | os.PathLike | Calibration | None" = None,
-) -> Report:
-    """Scan → labels (any Segmenter) → measurement → calibration → classification → files in out_dir."""
-    from volbmd.segment.base import make_segmenter
-
-    config = config or load_config()
-    if segmenter is None:
-        segmenter = make_segmenter(config.segmentation.backend)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    volume = load_volume(scan, series_uid=series_uid)
-    timings["load"] = time.perf_counter() - t
-    t = time.perf_counter()
-    labels = segmenter.segment(volume)
-    timings["segment"] = time.perf_counter() - t
-    if levels:
-        from volbmd.labels import is_level
-
-        unknown = [lvl for lvl in levels if not is_level(lvl)]
-        if unknown:
-            raise ConfigError(f"unknown level names {unknown} in --levels")
-    t = time.perf_counter()
-    result = measure_vertebrae(volume, labels, config, levels=levels)
-    timings["measure"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if calibration is not None and not hasattr(calibration, "method"):
-        from volbmd.calibrate.base import load_calibration
-
-        calibration = load_calibration(calibration)
-    calibrated = calibrate_and_classify(volume, labels, result, config, calibration)
-    timings["calibrate_classify"] = time.perf_counter() - t
-    report = build_report(volume, labels, result, backend=segmenter.name, scan_path=str(scan), timings_s=timings,
-                          calibrated=calibrated)
-    out_dir = Path(out_dir)
-    write_labels(labels, out_dir / "labels.nii.gz", source=volume)
-    write_report(report, out_dir)
+def run_pipeline(scan, out_dir, *, segmenter=None, config: PipelineConfig | None = None, progress=None, **kwargs) -> Report:
+    """:func:`analyze` then :func:`write_outputs`."""
+    report = analyze(scan, config, segmenter=segmenter, progress=progress, **kwargs)
+    write_outputs(report, out_dir, progress=progress)
     return report

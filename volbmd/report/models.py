@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from volbmd.io import atomic_output
 
@@ -80,6 +80,9 @@ class QA(_Open):
 
 
 class Report(_Open):
+    """The report contract. ``artifacts`` (not serialised) holds the volume and masks of a run."""
+
+    _artifacts: Any = PrivateAttr(default=None)
     schema_version: str = SCHEMA_VERSION
     volbmd_version: str
     input: InputInfo
@@ -88,6 +91,10 @@ class Report(_Open):
     vertebrae: list[VertebraRecord]
     summary: Summary = Summary()
     qa: QA = QA()
+
+    @property
+    def artifacts(self):
+        return self._artifacts
 
 
 CSV_COLUMNS = [
