@@ -83,3 +83,21 @@ def test_orientation_codes_match_nibabel_convention():
     assert orientation_code(np.eye(3)) == "LPS"
     assert orientation_code(np.diag([-1.0, -1.0, 1.0])) == "RAS"
     assert orientation_code(np.diag([1.0, -1.0, 1.0])) == "LAS"
+
+
+@pytest.mark.parametrize("shape,factors", [((8, 9, 10), (2, 3, 2)), ((5, 4, 7), (1, 1, 1)), ((7, 11, 13), (3, 4, 5)),
+                                           ((1, 2, 3), (2, 2, 2))])
+def test_block_mean_matches_reference(shape, factors):
+    from volbmd.geometry import block_mean
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-1000, 2000, shape).astype(np.int16)
+    got = block_mean(arr, factors)
+    oz, oy, ox = (-(-n // f) for n, f in zip(shape, factors))
+    assert got.shape == (oz, oy, ox)
+    for k in range(oz):
+        for j in range(oy):
+            for i in range(ox):
+                block = arr[k * factors[0]:(k + 1) * factors[0], j * factors[1]:(j + 1) * factors[1],
+                            i * factors[2]:(i + 1) * factors[2]]
+                assert got[k, j, i] == pytest.approx(block.mean(), rel=1e-6)

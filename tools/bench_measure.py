@@ -28,25 +28,28 @@ SHAPE = (400, 512, 512)
 SPACING = (1.0, 0.7, 0.7)
 
 
-def make_case():
+def make_case(n_slices: int = SHAPE[0]):
+    """A 512×512×n_slices int16 CT of T1–L5 (bodies and discs scaled to fill the slices)."""
     from volbmd.phantoms import make_spine_phantom
     from volbmd.volume import LabelMap
 
+    scale = n_slices / SHAPE[0]
     p = make_spine_phantom(
-        LEVELS, spacing_mm=SPACING, body_height_mm=15.0, disc_height_mm=6.0, body_semi_axes_mm=(14.0, 19.0),
-        field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]), noise_hu=15.0, seed=0,
+        LEVELS, spacing_mm=SPACING, body_height_mm=15.0 * scale, disc_height_mm=6.0 * scale,
+        body_semi_axes_mm=(14.0, 19.0), field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]),
+        noise_hu=15.0, seed=0,
     )
     nz = p.volume.shape[0]
-    if nz >= SHAPE[0]:
-        sl = slice((nz - SHAPE[0]) // 2, (nz - SHAPE[0]) // 2 + SHAPE[0])
+    if nz >= n_slices:
+        sl = slice((nz - n_slices) // 2, (nz - n_slices) // 2 + n_slices)
         vol_arr, lab_arr = p.volume.array[sl], p.labels.array[sl]
     else:
-        pad = ((0, SHAPE[0] - nz), (0, 0), (0, 0))
+        pad = ((0, n_slices - nz), (0, 0), (0, 0))
         vol_arr = np.pad(p.volume.array, pad, constant_values=-1000)
         lab_arr = np.pad(p.labels.array, pad)
     vol = p.volume.with_array(np.ascontiguousarray(vol_arr))
     labels = LabelMap.on_grid_of(vol, np.ascontiguousarray(lab_arr), p.labels.labels)
-    assert vol.shape == SHAPE, vol.shape
+    assert vol.shape == (n_slices, SHAPE[1], SHAPE[2]), vol.shape
     return vol, labels
 
 

@@ -318,7 +318,7 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) 
     paths["bodies.nii.gz"] = write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume)
     paths["rois.nii.gz"] = write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume)
     thresholds = load_threshold_set(art.config.classification.threshold_set)
-    png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds)
+    png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds, masks=result.masks)
     with atomic_output(out_dir / "qa.png") as tmp:
         tmp.write_bytes(png)
     paths["qa.png"] = out_dir / "qa.png"

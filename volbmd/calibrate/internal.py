@@ -17,12 +17,13 @@ from scipy import ndimage as ndi
 from volbmd.calibrate.base import Calibration, ScannerInfo
 from volbmd.calibrate.corrections import contrast_phase_from_aorta, kvp_factor
 from volbmd.config import CalibrationConfig
-from volbmd.geometry import canonicalize
+from volbmd.geometry import block_factors, block_mean, canonicalize
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["find_reference_tissues", "internal_calibration", "MIN_TISSUE_VOXELS"]
 
 MIN_TISSUE_VOXELS = 200
+_WORK_MM = 2.0
 _PADDING_HU = -1100.0  # values below this are outside the reconstruction circle, not air
 
 
@@ -63,8 +64,10 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
     Each entry: ``{"hu", "n_voxels", "iqr_hu"}``; blood also gives ``contrast_phase``.
     """
     canon, _ = canonicalize(volume, copy=False)
-    arr = np.asarray(canon.array)
-    sz, sy, sx = canon.spacing_mm
+    # work on a ~2 mm grid: tissue values are modes of large regions, and memory stays small
+    factors = block_factors(canon.spacing_mm, _WORK_MM)
+    arr = block_mean(canon.array, factors)
+    sz, sy, sx = (s * f for s, f in zip(canon.spacing_mm, factors))
     body = _body_mask(arr)
     found: dict[str, dict] = {}
 
@@ -76,7 +79,7 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
         found["air"] = r
 
     # subcutaneous fat: 2–20 mm under the skin, fat-range HU
-    depth = np.stack([ndi.distance_transform_edt(body[k], sampling=(sy, sx)) for k in range(body.shape[0])])
+    depth = np.stack([ndi.distance_transform_edt(body[k], sampling=(sy, sx)).astype(np.float32) for k in range(body.shape[0])])
     rim = body & (depth >= 2.0) & (depth <= 20.0) & (arr >= -200) & (arr <= -30)
     if (r := _robust(arr[rim].astype(np.float64))) is not None:
         found["fat"] = r
@@ -84,7 +87,7 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
     if labels is None:
         return found
     canon_labels, _ = canonicalize(labels, copy=False)
-    bone = np.asarray(canon_labels.array) > 0
+    bone = block_mean(np.asarray(canon_labels.array) > 0, factors) > 0.25
     slices = np.flatnonzero(bone.any(axis=(1, 2)))
     if slices.size == 0:
         return found

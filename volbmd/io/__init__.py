@@ -67,7 +67,8 @@ def load_label_map(path: str | os.PathLike, labels: dict[str, int]) -> LabelMap:
 
 
 def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
-    """Write a volume or label map; the suffix chooses the format. Atomic."""
+    """Write a volume or label map; the suffix chooses the format. Atomic. Label maps use fast
+    compression."""
     from volbmd.io.itk_files import write_itk_file
     from volbmd.io.zarr_store import write_ome_zarr
 
@@ -76,7 +77,7 @@ def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
     if suffix in (".zarr", ".ome.zarr"):
         return write_ome_zarr(volume, path)
     if suffix in (".nii", ".nii.gz", ".nrrd", ".mha"):
-        return write_itk_file(volume, path)
+        return write_itk_file(volume, path, compression_level=1 if isinstance(volume, LabelMap) else -1)
     raise InputError(f"cannot write format '{suffix}'; volbmd writes {', '.join(WRITE_FORMATS)}", path)
 
 

@@ -35,11 +35,50 @@ def _check_file(path: Path) -> None:
         _check_gzip_complete(path)
 
 
-def _check_gzip_complete(path: Path, chunk_bytes: int = 1 << 22) -> None:
-    """Decompress as a stream (nothing kept) to catch truncated or corrupt files.
+def _nifti_expected_bytes(path: Path) -> int | None:
+    """Uncompressed size a .nii.gz must have: vox_offset + voxels × bytes (None if unknown)."""
+    import gzip
+    import struct
 
-    ITK reads a truncated .nii.gz without complaint and fills the rest, so this check is needed.
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError):
+        return None
+    if len(head) < 348:
+        return None
+    for endian in ("<", ">"):
+        if struct.unpack(endian + "i", head[:4])[0] == 348:  # NIfTI-1
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if struct.unpack(endian + "i", head[:4])[0] == 540:  # NIfTI-2
+            dims = struct.unpack(endian + "8q", head[16:80])
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+            break
+    else:
+        return None
+    n = 1
+    for d in dims[1 : 1 + max(0, min(int(dims[0]), 7))]:
+        n *= max(int(d), 1)
+    return offset + n * bitpix // 8
+
+
+def _check_gzip_complete(path: Path, chunk_bytes: int = 1 << 22) -> None:
+    """Catch truncated or corrupt .nii.gz files (ITK reads a truncated one without complaint).
+
+    Fast path: the gzip trailer's stored length equals the size the NIfTI header implies. Otherwise
+    decompress as a stream (nothing kept) to find out.
     """
+    expected = _nifti_expected_bytes(path)
+    if expected is not None and path.stat().st_size >= 18:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            stored = int.from_bytes(fh.read(4), "little")
+        if stored == expected % (1 << 32):
+            return
     decomp = zlib.decompressobj(wbits=31)
     with open(path, "rb") as fh:
         try:
@@ -84,10 +123,13 @@ def read_itk_file(path: str | os.PathLike) -> Volume:
     return from_sitk(image, source=path, metadata=meta)
 
 
-def write_itk_file(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
-    """Write atomically (temporary name, then rename). The format follows the suffix."""
+def write_itk_file(volume: Volume, path: str | os.PathLike, *, compress: bool = True, compression_level: int = -1) -> Path:
+    """Write atomically (temporary name, then rename). The format follows the suffix.
+
+    ``compression_level`` 1 is fast (label maps compress well anyway); -1 is the library default.
+    """
     path = Path(path)
     image = to_sitk(volume)
     with atomic_output(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        sitk.WriteImage(image, str(tmp), compress, compression_level)
     return path

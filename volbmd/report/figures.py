@@ -25,8 +25,18 @@ def _category(bmd, thresholds) -> str | None:
     return acr_category(bmd, thresholds)
 
 
-def render_qa_png(volume, labels, bodies, rois, report, thresholds=None) -> bytes:
-    """PNG bytes. ``volume``, ``labels``, ``bodies``, ``rois``: canonical-frame arrays (z, y, x)."""
+def _body_points(masks, level):
+    """(N, 3) canonical indices of a level's body, from its crop (no pass over the volume)."""
+    lm = masks.get(level)
+    if lm is None or not lm.body.any():
+        return np.empty((0, 3), int)
+    return np.argwhere(lm.body) + np.array([s.start for s in lm.box])
+
+
+def render_qa_png(volume, labels, bodies, rois, report, thresholds=None, masks=None) -> bytes:
+    """PNG bytes. ``volume``, ``labels``, ``bodies``, ``rois``: canonical-frame volumes (z, y, x);
+    ``masks``: level → LevelMasks (body and ROI crops) from the measurement."""
+    masks = masks or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,11 +52,8 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None) -> byte
     fig = plt.figure(figsize=(4.2 + 2.6 * ncols, max(6.0, 2.8 * nrows)), dpi=110)
     gs = fig.add_gridspec(nrows, ncols + 2)
     ax_sag = fig.add_subplot(gs[:, :2])
-    present = labels.array > 0
-    if present.any():
-        x_mid = int(np.median(np.nonzero(present)[2]))
-    else:
-        x_mid = arr.shape[2] // 2
+    centres = [_body_points(masks, lvl).mean(axis=0) for lvl in masks if masks[lvl].body.any()]
+    x_mid = int(np.median([c[2] for c in centres])) if centres else arr.shape[2] // 2
     sag = np.asarray(arr[:, :, x_mid], dtype=np.float32)
     extent = (0, arr.shape[1] * sy, 0, arr.shape[0] * sz)
     ax_sag.imshow(np.clip(sag, *_WINDOW), cmap="gray", origin="lower", extent=extent, aspect="equal")
@@ -57,10 +64,8 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None) -> byte
                   alpha=0.6, aspect="equal", vmin=0, vmax=1, interpolation="nearest")
     for v in report.vertebrae:
         vid = labels.labels.get(v.level)
-        if vid is None:
-            continue
-        sel = np.argwhere(labels.array == vid)
-        if sel.size == 0:
+        sel = _body_points(masks, v.level)
+        if vid is None or sel.size == 0:
             continue
         ax_sag.contour((lab_sag == vid).astype(float), levels=[0.5], colors="#ffee58", linewidths=0.8, origin="lower",
                        extent=extent)
@@ -83,8 +88,8 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None) -> byte
     for i, v in enumerate(records):
         ax = fig.add_subplot(gs[i // ncols, 2 + i % ncols])
         vid = labels.labels.get(v.level)
-        body_sel = np.argwhere(bodies.array == vid) if vid is not None else np.empty((0, 3))
-        if body_sel.size == 0:
+        body_sel = _body_points(masks, v.level)
+        if vid is None or body_sel.size == 0:
             ax.axis("off")
             continue
         z = int(np.median(body_sel[:, 0]))

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 
 from volbmd.errors import InputError
-from volbmd.geometry import canonicalize, uncanonicalize
+from volbmd.geometry import block_mean, canonicalize, uncanonicalize
 from volbmd.labels import LEVELS, level_rank, load_label_scheme
 from volbmd.volume import LabelMap, Volume
 
@@ -143,27 +143,6 @@ def _track(bone: np.ndarray, spacing: tuple[float, float, float], mid_x_mm: floa
     return centre, thick, np.stack([area, width], axis=1)
 
 
-def _block_mean(arr: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Average blocks of ``factors`` voxels (a partial block at the end is averaged too). Unlike
-    striding, this keeps thin cortical rings closed on the coarse grid."""
-    if factors == (1, 1, 1):
-        return np.asarray(arr, dtype=np.float32)
-    out = np.asarray(arr, dtype=np.float32)
-    for axis, f in enumerate(factors):
-        if f == 1:
-            continue
-        n = out.shape[axis]
-        pad = (-n) % f
-        if pad:
-            widths = [(0, 0)] * 3
-            widths[axis] = (0, pad)
-            out = np.pad(out, widths, mode="edge")
-        shape = list(out.shape)
-        shape[axis : axis + 1] = [shape[axis] // f, f]
-        out = out.reshape(shape).mean(axis=axis + 1)
-    return out
-
-
 def _sacral_merge(bone: np.ndarray, centre: np.ndarray, k0: int, spacing) -> bool:
     """True when, at the bottom of the track, the bone under the body widens into the pelvis
     (sacrum and iliac bones in one blob wider than 140 mm): the lowest segment is then S1."""
@@ -203,7 +182,7 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     arr = volume.array
     sz, sy, sx = volume.spacing_mm
     fz, fy, fx = (max(1, int(round(_WORK_MM / s))) for s in (sz, sy, sx))
-    small = _block_mean(arr, (fz, fy, fx))
+    small = block_mean(arr, (fz, fy, fx))
     wsp = (sz * fz, sy * fy, sx * fx)
     solid = small > -500
     if not solid.any():
