@@ -331,6 +331,22 @@ def demo(
     run_demo(out)
 
 
+@app.command()
+@handles_input_errors
+def review(run_dir: Path = typer.Argument(..., help="A run folder written by volbmd run or volbmd demo.")):
+    """Open napari on a run: scan, labels and ROIs, with the Review widget docked."""
+    from volbmd.review import ReviewSession
+
+    ReviewSession(run_dir)  # a clear error before a window opens
+    import napari
+
+    from volbmd.napari._widgets import ReviewWidget
+
+    viewer = napari.Viewer(title=f"volbmd review: {run_dir.name}")
+    viewer.window.add_dock_widget(ReviewWidget(viewer, str(run_dir)), name="volbmd Review", area="right")
+    napari.run()
+
+
 def main() -> None:
     app()
 

@@ -339,9 +339,25 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) 
         tmp.write_text(render_html(report, png))
     paths["report.html"] = out_dir / "report.html"
     paths.update(write_report(report, out_dir))
+    _write_run_pointer(report, out_dir)
     if progress is not None:
         progress("report", report.model_extra["timings_s"]["report"])
     return paths
+
+
+RUN_POINTER = ".volbmd_run.json"
+
+
+def _write_run_pointer(report: Report, out_dir: Path) -> None:
+    """Where the scan of a run lives, for `volbmd review` (kept out of the reports on purpose)."""
+    import json
+
+    from volbmd.io import atomic_output
+
+    source = report.artifacts.volume.source
+    scan = str(Path(source).resolve()) if source and Path(source).exists() else None
+    with atomic_output(out_dir / RUN_POINTER) as tmp:
+        tmp.write_text(json.dumps({"scan": scan, "series_uid": report.artifacts.volume.metadata.get("series_uid")}))
 
 
 def run_masks_pipeline(scan, masks, out_dir, **kwargs) -> Report:
