@@ -44,3 +44,11 @@ def esp_files(esp_scan, tmp_path_factory):
     write_volume(esp_scan.labels, folder / "labels.nii.gz")
     write_volume(esp_scan.rods, folder / "rods.nii.gz")
     return folder
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/gui runs in its own process (tests/test_gui.py): Qt/OpenGL (Mesa's LLVM) and torch's
+    triton (its own LLVM) in one process crash at import."""
+    if collection_path.name == "gui" and collection_path.is_dir() and not os.environ.get("VOLBMD_GUI_TESTS"):
+        return True
+    return None

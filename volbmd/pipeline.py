@@ -20,7 +20,7 @@ from volbmd.volume import LabelMap, Volume
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
 
-__all__ = ["analyze", "write_outputs", "build_report", "run_pipeline", "run_masks_pipeline", "calibrate_and_classify",
+__all__ = ["analyze", "write_outputs", "build_report", "run_pipeline", "calibrate_and_classify",
            "CalibratedResult", "Artifacts", "STAGES"]
 
 
@@ -358,15 +358,6 @@ def _write_run_pointer(report: Report, out_dir: Path) -> None:
     scan = str(Path(source).resolve()) if source and Path(source).exists() else None
     with atomic_output(out_dir / RUN_POINTER) as tmp:
         tmp.write_text(json.dumps({"scan": scan, "series_uid": report.artifacts.volume.metadata.get("series_uid")}))
-
-
-def run_masks_pipeline(scan, masks, out_dir, **kwargs) -> Report:
-    """Measure a scan with imported vertebra masks (the ``masks`` backend) and write the outputs."""
-    from volbmd.segment.masks import MasksSegmenter
-
-    config = kwargs.pop("config", None) or load_config()
-    segmenter = MasksSegmenter(masks, label_scheme=config.segmentation.label_scheme)
-    return run_pipeline(scan, out_dir, segmenter=segmenter, config=config, **kwargs)
 
 
 def run_pipeline(scan, out_dir, *, segmenter=None, config: PipelineConfig | None = None, progress=None, **kwargs) -> Report:

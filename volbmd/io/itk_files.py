@@ -100,10 +100,7 @@ def read_itk_file(path: str | os.PathLike) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-        if reader.GetDimension() not in (2, 3, 4) or reader.GetNumberOfComponents() != 1:
-            # from_sitk words these errors; read the header only to avoid loading a huge 4D file
-            pass
+        reader.ReadImageInformation()  # the header first: a huge 4D file is refused before loading
         size = reader.GetSize()
         if reader.GetDimension() == 4 and size[3] > 1:
             raise InputError(f"image is 4D (size x,y,z,t = {tuple(size)}); a 3D volume is needed", path)

@@ -53,14 +53,9 @@ class SpineSegments:
     sacrum_at_bottom: bool = False
 
 
-#: Holes enclosed by bone are filled when their mean HU reaches this: trabecular bone inside a
-#: cortical ring (even osteoporotic, ≥ 50 HU), not the spinal canal (CSF and cord, ≈ 0–40 HU).
-FILL_HOLE_MIN_HU = 50.0
-
-
-def _bone(arr: np.ndarray, low: float, high: float, fill_min_hu: float | None = None) -> np.ndarray:
-    """Bone above ``low`` connected to bone above ``high``, with holes filled per axial slice
-    (all holes, or only those whose mean HU reaches ``fill_min_hu``)."""
+def _bone(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Bone above ``low`` connected to bone above ``high``, with holes filled per axial slice (the
+    trabecular interior inside its cortical ring, even when osteoporotic)."""
     low_mask = arr > low
     lab, n = ndi.label(low_mask)
     if n == 0:
@@ -71,14 +66,7 @@ def _bone(arr: np.ndarray, low: float, high: float, fill_min_hu: float | None = 
     bone = keep[lab]
     for k in range(bone.shape[0]):
         if bone[k].any():
-            holes = ndi.binary_fill_holes(bone[k]) & ~bone[k]
-            if fill_min_hu is None:
-                bone[k] |= holes
-            elif holes.any():
-                hl, nh = ndi.label(holes)
-                mean = ndi.mean(arr[k], hl, np.arange(1, nh + 1))
-                fill = np.concatenate([[False], np.asarray(mean) >= fill_min_hu])
-                bone[k] |= fill[hl]
+            bone[k] = ndi.binary_fill_holes(bone[k])
     return bone
 
 
