@@ -43,7 +43,10 @@ def test_analyze_in_memory_and_write_outputs(esp_scan, tmp_path):
     assert report.model_extra["measurement"]["roi"] == "mid_slab_ellipse"
     assert set(report.model_extra["timings_s"]) == set(stages)
     paths = volbmd.write_outputs(report, tmp_path)
-    assert set(paths) == ALL_OUTPUTS and {p.name for p in tmp_path.iterdir()} == ALL_OUTPUTS
+    assert set(paths) == ALL_OUTPUTS
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == ALL_OUTPUTS
+    pointer = json.loads((tmp_path / ".volbmd_run.json").read_text())  # for `volbmd review`, not a report
+    assert pointer["scan"] is None  # an in-memory volume has no file to point to
     data = json.loads((tmp_path / "report.json").read_text())
     jsonschema.validate(data, _schema())
     assert data["timings_s"]["report"] > 0 and set(data["outputs"]) == ALL_OUTPUTS

@@ -44,10 +44,14 @@ def test_analyze_widget_threaded(make_napari_viewer, qtbot):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = AnalyzeWidget(viewer)
     widget.backend.setCurrentIndex(3)
+    seen = []
+    widget.stage_done.connect(seen.append)
     worker = widget.start()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
     qtbot.waitUntil(lambda: widget.table.rowCount() == 3, timeout=10_000)
+    assert seen == ["load", "segment", "measure", "calibrate_classify"]  # the bar followed the stages
+    assert widget.progress.value() == widget.progress.maximum()
 
 
 def test_review_widget_on_demo_run(make_napari_viewer, demo_run_dir, tmp_path):

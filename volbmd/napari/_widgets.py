@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -58,8 +59,12 @@ def _table() -> QTableWidget:
 class AnalyzeWidget(QWidget):
     """Run the pipeline on the selected image layer without freezing the viewer."""
 
+    #: emitted from the worker thread after each pipeline stage; Qt queues it to the GUI thread
+    stage_done = Signal(str)
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
+        self.stage_done.connect(self._advance)
         self.viewer = napari_viewer
         self.backend = QComboBox()
         self.backend.addItems(["classical", "nnunet", "monai", "masks (selected labels layer)"])
@@ -69,7 +74,10 @@ class AnalyzeWidget(QWidget):
         self.calibration.setPlaceholderText("calibration.json (empty: internal)")
         self.run_button = QPushButton("Analyze")
         self.progress = QProgressBar()
-        self.progress.setRange(0, 4)
+        from volbmd.pipeline import STAGES
+
+        self._stages = [st for st in STAGES if st != "report"]
+        self.progress.setRange(0, len(self._stages))
         self.status = QLabel("")
         self.table = _table()
         self.report = None
@@ -131,15 +139,19 @@ class AnalyzeWidget(QWidget):
 
         @thread_worker
         def work():
-            steps = []
-            report = self._analyze(volume, kwargs, emit=lambda stage, s: steps.append(stage))
-            return report
+            return self._analyze(volume, kwargs, emit=lambda stage, seconds: self.stage_done.emit(stage))
 
         worker = work()
         worker.returned.connect(self._done)
         worker.errored.connect(lambda exc: self.status.setText(f"error: {exc}"))
         worker.start()
         return worker
+
+    def _advance(self, stage: str) -> None:
+        if stage in self._stages:
+            self.progress.setValue(self._stages.index(stage) + 1)
+            following = self._stages.index(stage) + 1
+            self.status.setText(f"running: {self._stages[following]}…" if following < len(self._stages) else "finishing…")
 
     def _done(self, report) -> None:
         from volbmd.napari._layers import labels_layer
@@ -157,7 +169,7 @@ class AnalyzeWidget(QWidget):
         rows = [{"level": v.level, "hu": v.trabecular_hu_mean, "bmd": v.bmd_mg_cm3, "category": None,
                  "decision": "", "flags": v.flags} for v in report.vertebrae]
         _fill_table(self.table, rows)
-        self.progress.setValue(4)
+        self.progress.setValue(len(self._stages))
         summ = report.summary
         self.status.setText(f"{summ.acr_category or 'not classified'}"
                             + (f": {summ.bmd_mg_cm3_mean:.1f} mg/cm³" if summ.bmd_mg_cm3_mean is not None else ""))
