@@ -122,7 +122,8 @@ def test_bad_inputs_fail_cleanly_and_leave_no_output(tmp_path, dicom_folder):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["info"], ["convert"], ["demo"]):
+    for cmd in ([], ["info"], ["convert"], ["demo"], ["run"], ["segment"], ["calibrate"], ["calibrate", "phantom"],
+                ["calibrate", "rods"], ["review"]):
         result = run(*cmd, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
 
