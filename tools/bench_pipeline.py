@@ -21,7 +21,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_measure import make_case  # noqa: E402
+from bench_measure import _best, make_case  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -56,7 +56,7 @@ def main() -> None:
         tmp = Path(tmp)
         vol, _ = make_case(400)
         volbmd.write_volume(vol, tmp / "ct400.nii.gz")
-        floor = min(_timed(lambda: int(np.add.reduce(vol.array, axis=None, dtype=np.int64))) for _ in range(3))
+        floor = _best(lambda: int(np.add.reduce(vol.array, axis=None, dtype=np.int64)), 3)[0]
         _run_child(tmp / "ct400.nii.gz", tmp / "warm")  # numba cache and imports warm
         res = _run_child(tmp / "ct400.nii.gz", tmp / "out400")
         print(f"512×512×400 int16 CT, {len(res['levels'])} vertebrae found ({', '.join(res['levels'][:3])} …)")
@@ -75,11 +75,6 @@ def main() -> None:
             print(f"512×512×800 int16 CT: end to end {res['total_s']:.1f} s, peak memory {res['peak_kb'] / 2**20:.2f} GiB"
                   f" (target ≤ 4 GB; volume {nbytes / 2**30:.2f} GiB), {len(res['levels'])} vertebrae")
 
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_measure import make_case  # noqa: E402  the same 512×512×400 case
+from bench_measure import _best, make_case  # noqa: E402  the same 512×512×400 case
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
         t = time.perf_counter()
         labels = segment_spine(vol)
         times.append(time.perf_counter() - t)
-    floor = min(_time(lambda: int(np.add.reduce(vol.array, axis=None, dtype=np.int64))) for _ in range(3))
+    floor = _best(lambda: int(np.add.reduce(vol.array, axis=None, dtype=np.int64)), 3)[0]
     dice = []
     for vid in labels.labels.values():
         ours = labels.array == vid
@@ -45,11 +45,6 @@ def main() -> None:
     print(f"vertebrae found: {len(labels.labels)}/{len(truth.labels)}, Dice min {min(dice):.3f} mean {np.mean(dice):.3f}")
     print(f"flags: {labels.metadata['flags']}")
 
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":
