@@ -114,3 +114,15 @@ def test_abdomen_ct_end_to_end_classical(shared_data, tmp_path):
     assert report["calibration"]["method"] == "internal"
     assert any("thick slices: 3 mm" in w for w in report["qa"]["warnings"])
     assert set(report["timings_s"]) == {"load", "segment", "measure", "calibrate_classify", "report"}
+
+
+def test_overrides_merge_into_a_given_config(esp_scan):
+    """A section override changes only its keys; the config's other settings in that section stay."""
+    from volbmd.config import load_config
+    from volbmd.demo import GivenLabels
+
+    cfg = load_config(overrides={"measurement": {"cortical_depth_mm": 5.0}})
+    report = volbmd.analyze(esp_scan.volume, cfg, segmenter=GivenLabels(esp_scan.labels),
+                            measurement={"roi": "mid_slab_ellipse"})
+    m = report.model_extra["measurement"]
+    assert m["roi"] == "mid_slab_ellipse" and m["cortical_depth_mm"] == 5.0

@@ -27,6 +27,7 @@ __all__ = [
     "load_config",
     "default_config",
     "load_yaml_model",
+    "merge_settings",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -166,18 +167,19 @@ def load_yaml_model(model: type[M], path, overrides: dict[str, Any] | None = Non
     if not isinstance(data, dict):
         raise ConfigError("config must be a mapping of keys to values", path)
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_settings(data, overrides)
     try:
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation(err, path), path) from None
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_settings(base: dict, extra: dict) -> dict:
+    """Nested dicts merged key by key (``extra`` wins); sections are never replaced whole."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_settings(out[key], value)
         else:
             out[key] = value
     return out
@@ -196,9 +198,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     base = yaml.safe_load(default_config_path().read_text()) or {}
     if path is not None:
         user = load_yaml_model(PipelineConfig, path)  # validates the user's file on its own, naming it
-        base = _merge(base, user.model_dump(exclude_unset=True))
+        base = merge_settings(base, user.model_dump(exclude_unset=True))
     try:
-        return PipelineConfig.model_validate(_merge(base, overrides or {}))
+        return PipelineConfig.model_validate(merge_settings(base, overrides or {}))
     except ValidationError as err:
         raise ConfigError(_format_validation(err, path), path or "command-line options") from None
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from volbmd.config import PipelineConfig, load_config
+from volbmd.config import PipelineConfig, load_config, merge_settings
 from volbmd.errors import ConfigError
 from volbmd.io import load_volume, write_labels
 from volbmd.measure import MeasurementResult, measure_vertebrae
@@ -246,7 +246,7 @@ def analyze(
     from volbmd.segment.base import make_segmenter
 
     if isinstance(config, PipelineConfig):
-        cfg = config if not overrides else load_config(None, {**config.model_dump(), **overrides})
+        cfg = config if not overrides else load_config(None, merge_settings(config.model_dump(), overrides))
     else:
         cfg = load_config(config, overrides or None)
     if segmenter is None:
