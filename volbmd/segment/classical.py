@@ -51,6 +51,7 @@ class SpineSegments:
     segments: list[Segment]
     flags: list[str] = field(default_factory=list)
     sacrum_at_bottom: bool = False
+    disc_planes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (point, normal) mm, zyx
 
 
 def _bone(arr: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -119,6 +120,11 @@ def _track(bone: np.ndarray, spacing: tuple[float, float, float], mid_x_mm: floa
         k = seed + direction
         while 0 <= k < nz and gap <= max_gap:
             near = [c for c in cand[k] if np.hypot(c[0] - last[0], c[1] - last[1]) <= 15.0 and c[2] >= 3.0]
+            if not near and direction == -1:
+                # the sacrum merges with the iliac bones into one wide blob: follow the thickest
+                # bone near the last centre instead of whole blobs
+                local = _local_thickest(bone[k], last, spacing)
+                near = [local] if local is not None else []
             if near:
                 c = max(near, key=lambda t: t[2])
                 centre[k] = c[:2]
@@ -129,6 +135,26 @@ def _track(bone: np.ndarray, spacing: tuple[float, float, float], mid_x_mm: floa
                 gap += 1
             k += direction
     return centre, thick, np.stack([area, width], axis=1)
+
+
+def _local_thickest(sl: np.ndarray, last: np.ndarray, spacing, radius_mm: float = 15.0):
+    """(y, x, thickness, area, width) of the thickest bone within ``radius_mm`` of ``last`` (mm),
+    or None when that bone is thinner than 3 mm."""
+    _, sy, sx = spacing
+    pad = radius_mm + 20.0
+    j0, j1 = max(0, int((last[0] - pad) / sy)), min(sl.shape[0], int((last[0] + pad) / sy) + 1)
+    i0, i1 = max(0, int((last[1] - pad) / sx)), min(sl.shape[1], int((last[1] + pad) / sx) + 1)
+    win = sl[j0:j1, i0:i1]
+    if not win.any():
+        return None
+    d = ndi.distance_transform_edt(np.pad(win, 1), sampling=(sy, sx))[1:-1, 1:-1]
+    yy = ((np.arange(j0, j1)) * sy)[:, None]
+    xx = ((np.arange(i0, i1)) * sx)[None, :]
+    d = np.where((yy - last[0]) ** 2 + (xx - last[1]) ** 2 <= radius_mm**2, d, 0.0)
+    j, i = np.unravel_index(int(np.argmax(d)), d.shape)
+    if d[j, i] < 3.0:
+        return None
+    return ((j0 + j) * sy, (i0 + i) * sx, float(d[j, i]), 0.0, 0.0)
 
 
 def _sacral_merge(bone: np.ndarray, centre: np.ndarray, k0: int, spacing) -> bool:
@@ -166,6 +192,119 @@ def _body_area_profile(bone: np.ndarray, centre: np.ndarray, spacing, radius_mm:
     return prof
 
 
+@dataclass
+class CentreLine:
+    """The spine's centre line resampled by arc length: points (z, y, x) mm and unit tangents."""
+
+    points_mm: np.ndarray
+    tangents: np.ndarray
+    step_mm: float
+
+
+def _centre_line(track_z_mm: np.ndarray, track_yx_mm: np.ndarray, step_mm: float = 1.0,
+                 smooth_mm: float = 8.0) -> CentreLine:
+    pts = np.column_stack([track_z_mm, track_yx_mm])
+    dz = float(np.median(np.diff(track_z_mm))) if len(track_z_mm) > 1 else 1.0
+    pts = ndi.gaussian_filter1d(pts, sigma=max(0.5, smooth_mm / dz), axis=0, mode="nearest")
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    grid = np.arange(0.0, s[-1] + 1e-9, step_mm)
+    out = np.column_stack([np.interp(grid, s, pts[:, c]) for c in range(3)])
+    tan = np.gradient(out, axis=0)
+    tan /= np.maximum(np.linalg.norm(tan, axis=1, keepdims=True), 1e-9)
+    return CentreLine(out, tan, step_mm)
+
+
+def _plane_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors spanning the plane normal to ``normal`` (z, y, x): the first is the
+    patient's left-right direction projected on the plane."""
+    e1 = np.array([0.0, 0.0, 1.0]) - normal * normal[2]
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(normal, e1)
+    return e1, e2
+
+
+def _disk_offsets(radius_mm: float, step_mm: float = 1.0) -> np.ndarray:
+    g = np.arange(-radius_mm, radius_mm + 1e-9, step_mm)
+    u, v = np.meshgrid(g, g, indexing="ij")
+    keep = u**2 + v**2 <= radius_mm**2
+    return np.column_stack([u[keep], v[keep]])
+
+
+def _bone_on_disk(bone: np.ndarray, spacing, centre: np.ndarray, normal: np.ndarray,
+                  offsets: np.ndarray) -> float:
+    """Fraction of the disk (``offsets`` in the plane through ``centre`` normal to ``normal``) that
+    is bone (nearest working voxel; points outside the grid count as no bone)."""
+    e1, e2 = _plane_basis(normal)
+    pts = centre[None, :] + offsets[:, :1] * e1[None, :] + offsets[:, 1:] * e2[None, :]
+    idx = np.floor(pts / np.asarray(spacing)[None, :]).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < np.asarray(bone.shape)[None, :]), axis=1)
+    hits = bone[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
+    return float(hits.sum()) / len(offsets)
+
+
+def _anterior_centre_y(bone: np.ndarray, ks: np.ndarray, centres: np.ndarray, depth_mm: float,
+                       spacing) -> np.ndarray:
+    """Body centre y (mm) per slice: the body's anterior edge (the front of the bone run that reaches
+    the tracked point, within 6 mm of its x) plus the body's half depth. The thickest point of an
+    axial section drifts towards the pedicles where the body is tilted; the anterior edge does not.
+    Slices without an edge (discs) are interpolated; with no edge at all the input is returned."""
+    sz, sy, sx = spacing
+    ant = np.full(len(ks), np.nan)
+    for j, k in enumerate(ks):
+        ty, tx = centres[j]
+        i0, i1 = max(0, int((tx - 6) / sx)), min(bone.shape[2], int((tx + 6) / sx) + 1)
+        j0, j1 = max(0, int((ty - 3 * depth_mm) / sy)), min(bone.shape[1], int(ty / sy) + 1)
+        col = bone[k, j0:j1, i0:i1].any(axis=1)
+        if col.size == 0 or not col[-1]:
+            continue
+        r = col.size - 1
+        while r > 0 and col[r - 1]:
+            r -= 1
+        ant[j] = (j0 + r) * sy
+    ok = np.isfinite(ant)
+    if ok.sum() < 3:
+        return centres[:, 0]
+    y = np.interp(np.arange(len(ks)), np.flatnonzero(ok), ant[ok]) + depth_mm
+    return ndi.median_filter(y, size=5, mode="nearest")
+
+
+def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float,
+                min_gap_mm: float = 14.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Intervertebral discs as (point, unit normal) in mm (z, y, x), bottom to top.
+
+    The bone fraction of a disk across the spine, normal to the centre line, is sampled every
+    ``line.step_mm``; discs are its deep minima. Each disc's plane is then tilted and shifted to the
+    position with the least bone (lumbosacral and lordotic discs are oblique to the line)."""
+    offsets = _disk_offsets(radius_mm)
+    prof = np.array([_bone_on_disk(bone, spacing, p, t, offsets) for p, t in zip(line.points_mm, line.tangents)])
+    prof = ndi.gaussian_filter1d(prof, sigma=max(0.5, 1.5 / line.step_mm))
+    minima, _ = find_peaks(-prof, distance=max(1, int(round(min_gap_mm / line.step_mm))), prominence=0.3)
+    discs = []
+    for m in minima:
+        discs.append(_refine_disc(bone, spacing, line.points_mm[m], line.tangents[m], offsets))
+    return discs
+
+
+def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30.0,
+                 max_shift_mm: float = 6.0):
+    """The plane near (point, normal) with the least bone on its disk: sagittal tilt up to
+    ``max_tilt_deg``, coronal tilt up to a third of that, shift along the normal up to
+    ``max_shift_mm``. Ties keep the smaller change."""
+    best = (np.inf, point, normal)
+    e1, e2 = _plane_basis(normal)
+    for a in np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0)):
+        for b in np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0)):
+            n = normal * np.cos(a) * np.cos(b) + e2 * np.sin(a) * np.cos(b) + e1 * np.sin(b)
+            n /= np.linalg.norm(n)
+            for d in np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0):
+                p = point + d * normal
+                cost = _bone_on_disk(bone, spacing, p, n, offsets) + 1e-3 * (abs(a) + abs(b) + abs(d) / 10)
+                if cost < best[0]:
+                    best = (cost, p, n)
+    return best[1], best[2]
+
+
 def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegments, np.ndarray, tuple]:
     arr = volume.array
     sz, sy, sx = volume.spacing_mm
@@ -194,16 +333,13 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     for c in range(2):
         filled[:, c] = np.interp(idx, tracked, centre[tracked, c])
     filled = ndi.median_filter(filled, size=(5, 1), mode="nearest")
+    radius = float(np.clip(0.8 * np.median(thick[tracked]), 6.0, 16.0))
+    filled[:, 0] = _anterior_centre_y(bone, idx, filled, float(np.median(thick[tracked])), wsp)
     centre_f = np.full_like(centre, np.nan)
     centre_f[k0 : k1 + 1] = filled
-    radius = float(np.clip(0.8 * np.median(thick[tracked]), 6.0, 16.0))
-    prof = _body_area_profile(bone, centre_f, wsp, radius)
-    prof_s = ndi.gaussian_filter1d(prof[k0 : k1 + 1], sigma=max(0.5, 1.5 / wsp[0]))
-    peak = prof_s.max()
-    minima, _ = find_peaks(-prof_s, distance=max(1, int(round(14.0 / wsp[0]))), prominence=0.3 * peak)
-    discs_k = [k0 + int(m) for m in minima]
-    z_mm = lambda k: (k + 0.5) * wsp[0]  # noqa: E731
-    bounds = [k0 * wsp[0]] + [z_mm(k) for k in discs_k] + [(k1 + 1) * wsp[0]]
+    line = _centre_line((idx + 0.5) * wsp[0], filled)
+    discs = _find_discs(bone, wsp, line, radius)
+    bounds = [k0 * wsp[0]] + [float(p[0]) for p, _ in discs] + [(k1 + 1) * wsp[0]]
     segments = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi - lo < 8.0:
@@ -221,7 +357,8 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     if k1 == small.shape[0] - 1:
         flags.append("partial_fov:superior")
     track_z = (np.arange(k0, k1 + 1) + 0.5) * wsp[0]
-    spine = SpineSegments(track_z, filled, [z_mm(k) for k in discs_k], segments, flags)
+    spine = SpineSegments(track_z, filled, [float(p[0]) for p, _ in discs], segments, flags)
+    spine.disc_planes = discs
     spine.sacrum_at_bottom = _sacral_merge(bone, centre_f, k0, wsp)
     _rib_evidence(spine, small, wsp, low, high)
     return spine, bone, wsp
@@ -331,13 +468,8 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     yy = ((np.arange(y0, y1)) * sy)[None, :, None]
     xx = ((np.arange(x0, x1)) * sx)[None, None, :]
     seg_index = np.zeros(bone.shape, np.int16)
-    dz = np.gradient(spine.track_z_mm)
-    tangent = np.stack([np.ones_like(dz), np.gradient(ty) / dz, np.gradient(tx) / dz], axis=1)
-    for zd in spine.discs_z_mm:
-        j = int(np.clip(np.searchsorted(spine.track_z_mm, zd), 0, len(spine.track_z_mm) - 1))
-        nrm = tangent[j] / np.linalg.norm(tangent[j])
-        py, px = np.interp(zd, spine.track_z_mm, ty), np.interp(zd, spine.track_z_mm, tx)
-        signed = (zz[:, None, None] - zd) * nrm[0] + (yy - py) * nrm[1] + (xx - px) * nrm[2]
+    for point, nrm in spine.disc_planes:
+        signed = (zz[:, None, None] - point[0]) * nrm[0] + (yy - point[1]) * nrm[1] + (xx - point[2]) * nrm[2]
         seg_index += (signed > 0).astype(np.int16)
     # segment ordinal by disc count; map to the kept segments by their z ranges
     bounds = [spine.track_z_mm[0] - 0.5 * wsp[0]] + list(spine.discs_z_mm) + [spine.track_z_mm[-1] + 0.5 * wsp[0]]
