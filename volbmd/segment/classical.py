@@ -52,23 +52,39 @@ class SpineSegments:
     flags: list[str] = field(default_factory=list)
     sacrum_at_bottom: bool = False
     disc_planes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (point, normal) mm, zyx
+    body_half_depth_mm: float = 15.0
 
 
-def _bone(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+def _bone(arr: np.ndarray, low: float, high: float, keep_hole=None) -> np.ndarray:
     """Bone above ``low`` connected to bone above ``high``, with holes filled per axial slice (the
-    trabecular interior inside its cortical ring, even when osteoporotic)."""
+    trabecular interior inside its cortical ring, even when osteoporotic).
+
+    ``keep_hole(k, slices, hole_mask, hole_hu) -> bool``, when given, judges each enclosed hole of
+    slice ``k``; all holes are filled, and ``(bone, rejected_holes)`` is returned (the spinal canal,
+    ringed by the arch, is not bone but joins the arch to the body)."""
     low_mask = arr > low
     lab, n = ndi.label(low_mask)
     if n == 0:
-        return low_mask
+        return low_mask if keep_hole is None else (low_mask, np.zeros_like(low_mask))
     keep = np.zeros(n + 1, bool)
     keep[np.unique(lab[arr > high])] = True
     keep[0] = False
     bone = keep[lab]
+    rejected = np.zeros_like(bone) if keep_hole is not None else None
     for k in range(bone.shape[0]):
-        if bone[k].any():
-            bone[k] = ndi.binary_fill_holes(bone[k])
-    return bone
+        if not bone[k].any():
+            continue
+        filled = ndi.binary_fill_holes(bone[k])
+        if keep_hole is None:
+            bone[k] = filled
+            continue
+        holes, nh = ndi.label(filled & ~bone[k])
+        bone[k] = filled
+        for h, obj in enumerate(ndi.find_objects(holes), start=1):
+            region = holes[obj] == h
+            if not keep_hole(k, obj, region, arr[k][obj][region]):
+                rejected[k][obj] |= region
+    return bone if keep_hole is None else (bone, rejected)
 
 
 def _track(bone: np.ndarray, spacing: tuple[float, float, float], mid_x_mm: float,
@@ -359,6 +375,7 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     track_z = (np.arange(k0, k1 + 1) + 0.5) * wsp[0]
     spine = SpineSegments(track_z, filled, [float(p[0]) for p, _ in discs], segments, flags)
     spine.disc_planes = discs
+    spine.body_half_depth_mm = float(np.median(thick[tracked]))
     spine.sacrum_at_bottom = _sacral_merge(bone, centre_f, k0, wsp)
     _rib_evidence(spine, small, wsp, low, high)
     return spine, bone, wsp
@@ -430,7 +447,8 @@ def _assign_levels(spine: SpineSegments, rib_ml: float = 2.0) -> None:
 
 
 def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: float = 200.0,
-                  label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0) -> LabelMap:
+                  label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0,
+                  min_hole_hu: float = 30.0) -> LabelMap:
     """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid.
 
     ``bone_low_hu``/``bone_high_hu`` drive localisation; ``label_low_hu`` is the outline of the
@@ -449,10 +467,21 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     x0 = max(0, int((tx.min() - lateral_mm - 5) / sx)); x1 = min(canon.shape[2], int((tx.max() + lateral_mm + 5) / sx) + 1)
     z0 = max(0, int(spine.track_z_mm[0] / sz) - 1 - int(10 / sz)); z1 = min(canon.shape[0], int(spine.track_z_mm[-1] / sz) + 2 + int(10 / sz))
     crop = np.asarray(canon.array[z0:z1, y0:y1, x0:x1])
-    bone = _bone(crop, label_low_hu, bone_high_hu)
     zz = (np.arange(z0, z1) + 0.5) * sz
     track_y = np.interp(zz, spine.track_z_mm, ty)
     track_x = np.interp(zz, spine.track_z_mm, tx)
+
+    def body_hole(k, obj, region, hu):
+        # fill trabecular holes; leave the canal (behind the body's posterior wall) and fluid-dark
+        # holes open
+        if float(np.mean(hu)) < min_hole_hu:
+            return False
+        cy = (y0 + obj[0].start + np.mean(np.nonzero(region)[0])) * sy
+        return cy - track_y[k] <= 1.5 * spine.body_half_depth_mm
+
+    # the growth below runs through the filled canal (thin pedicles may not join the arch to the
+    # body at this threshold); the canal and dark holes are cleared from the result afterwards
+    bone, open_holes = _bone(crop, label_low_hu, bone_high_hu, keep_hole=body_hole)
     # keep bone connected to the tracked bodies
     lab, n = ndi.label(bone)
     seeds = set()
@@ -498,6 +527,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     limit = np.where(lateral <= lateral_mm, True, False)
     grown = watershed(np.zeros(bone.shape, np.uint8), markers=markers, mask=bone & limit)
     out_crop = grown.astype(np.int16)
+    out_crop[open_holes] = 0
     for o, seg in ordinal_level.items():
         if seg.level in verse and (seg.level.startswith("T") or seg.rib_ml >= 2.0):
             out_crop[(out_crop == verse[seg.level]) & (lateral > rib_lateral_mm)] = 0
