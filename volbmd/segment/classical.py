@@ -309,13 +309,15 @@ def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30
     ``max_shift_mm``. Ties keep the smaller change."""
     best = (np.inf, point, normal)
     e1, e2 = _plane_basis(normal)
+    slab_mm = (-2.0, 0.0, 2.0)  # the disc is a slab: its middle plane has the least bone around it
     for a in np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0)):
         for b in np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0)):
             n = normal * np.cos(a) * np.cos(b) + e2 * np.sin(a) * np.cos(b) + e1 * np.sin(b)
             n /= np.linalg.norm(n)
             for d in np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0):
                 p = point + d * normal
-                cost = _bone_on_disk(bone, spacing, p, n, offsets) + 1e-3 * (abs(a) + abs(b) + abs(d) / 10)
+                cost = sum(_bone_on_disk(bone, spacing, p + h * n, n, offsets) for h in slab_mm) / len(slab_mm)
+                cost += 1e-3 * (abs(a) + abs(b) + abs(d) / 10)
                 if cost < best[0]:
                     best = (cost, p, n)
     return best[1], best[2]
@@ -472,12 +474,13 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     track_x = np.interp(zz, spine.track_z_mm, tx)
 
     def body_hole(k, obj, region, hu):
-        # fill trabecular holes; leave the canal (behind the body's posterior wall) and fluid-dark
-        # holes open
-        if float(np.mean(hu)) < min_hole_hu:
-            return False
+        # fill the body's trabecular interior (however dark: fatty osteoporotic marrow); leave the
+        # canal (behind the body's posterior wall) and dark holes between the posterior elements open
         cy = (y0 + obj[0].start + np.mean(np.nonzero(region)[0])) * sy
-        return cy - track_y[k] <= 1.5 * spine.body_half_depth_mm
+        behind_mm = cy - track_y[k]
+        if behind_mm > 1.5 * spine.body_half_depth_mm:
+            return False
+        return not (behind_mm > 0.5 * spine.body_half_depth_mm and float(np.mean(hu)) < min_hole_hu)
 
     # the growth below runs through the filled canal (thin pedicles may not join the arch to the
     # body at this threshold); the canal and dark holes are cleared from the result afterwards
