@@ -485,6 +485,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # the growth below runs through the filled canal (thin pedicles may not join the arch to the
     # body at this threshold); the canal and dark holes are cleared from the result afterwards
     bone, open_holes = _bone(crop, label_low_hu, bone_high_hu, keep_hole=body_hole)
+    _close_body_rings(bone, zz, track_y, track_x, (y0 * sy, x0 * sx), (sy, sx), spine.body_half_depth_mm)
     # keep bone connected to the tracked bodies
     lab, n = ndi.label(bone)
     seeds = set()
@@ -500,9 +501,11 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     yy = ((np.arange(y0, y1)) * sy)[None, :, None]
     xx = ((np.arange(x0, x1)) * sx)[None, None, :]
     seg_index = np.zeros(bone.shape, np.int16)
+    hd = spine.body_half_depth_mm
     for point, nrm in spine.disc_planes:
         signed = (zz[:, None, None] - point[0]) * nrm[0] + (yy - point[1]) * nrm[1] + (xx - point[2]) * nrm[2]
         seg_index += (signed > 0).astype(np.int16)
+        _carve_disc(bone, crop, signed, zz, yy, xx, point, hd)
     # segment ordinal by disc count; map to the kept segments by their z ranges
     bounds = [spine.track_z_mm[0] - 0.5 * wsp[0]] + list(spine.discs_z_mm) + [spine.track_z_mm[-1] + 0.5 * wsp[0]]
     ordinal_level = {}
@@ -544,6 +547,71 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         source="classical segmentation",
     )
     return uncanonicalize(labels_canon, reo)
+
+
+def _carve_disc(bone, crop, signed, zz, yy, xx, point, half_depth_mm: float, reach_mm: float = 12.0) -> None:
+    """Remove the disc between two endplates from ``bone`` (in place).
+
+    Degenerate or thin discs seen in thick slices can be as bright as bone. Along the disc's normal,
+    the mean HU across the body has a trough (the disc) between two endplate peaks; the disc is the
+    part of the trough below the half-way level on each side, within the body (not behind its
+    posterior wall, where the facet joints are)."""
+    ks = np.flatnonzero(np.abs(zz - point[0]) <= reach_mm + 2.5 * half_depth_mm)
+    if ks.size == 0:
+        return
+    sub = slice(ks[0], ks[-1] + 1)
+    sd = signed[sub]
+    dy = np.broadcast_to(yy - point[1], sd.shape)
+    d2 = (zz[sub, None, None] - point[0]) ** 2 + (yy - point[1]) ** 2 + (xx - point[2]) ** 2 - sd**2
+    body = (d2 <= (1.8 * half_depth_mm) ** 2) & (dy <= half_depth_mm) & (np.abs(sd) <= reach_mm)
+    if not body.any():
+        return
+    hbin = np.round(sd[body]).astype(np.int64) + int(reach_mm)
+    counts = np.bincount(hbin, minlength=2 * int(reach_mm) + 1)
+    sums = np.bincount(hbin, weights=crop[sub][body].astype(np.float64), minlength=2 * int(reach_mm) + 1)
+    if (counts == 0).any():
+        return
+    prof = ndi.gaussian_filter1d(sums / counts, 1.0)
+    c = int(reach_mm)
+    trough = c - 4 + int(np.argmin(prof[c - 4 : c + 5]))
+    lo_peak = int(np.argmax(prof[:trough + 1]))
+    hi_peak = trough + int(np.argmax(prof[trough:]))
+    if min(prof[lo_peak], prof[hi_peak]) - prof[trough] < 50.0:
+        return
+    lo_half = 0.5 * (prof[trough] + prof[lo_peak])
+    hi_half = 0.5 * (prof[trough] + prof[hi_peak])
+    lo = trough
+    while lo > lo_peak and prof[lo - 1] < lo_half:
+        lo -= 1
+    hi = trough
+    while hi < hi_peak and prof[hi + 1] < hi_half:
+        hi += 1
+    slab = body & (sd >= lo - c - 0.5) & (sd <= hi - c + 0.5)
+    bone[sub][slab] = False
+
+
+def _close_body_rings(bone: np.ndarray, zz, track_y, track_x, origin_yx_mm, spacing_yx, half_depth_mm: float,
+                      gap_mm: float = 3.0) -> None:
+    """Fill the body's interior where its cortical ring has gaps up to ``gap_mm`` wide (thin or
+    osteoporotic cortex at partial volume): holes that appear after a closing, centred in the body."""
+    sy, sx = spacing_yx
+    ry, rx = max(1, int(round(gap_mm / sy))), max(1, int(round(gap_mm / sx)))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= gap_mm**2 + 1e-6
+    pad = (ry + 1, rx + 1)
+    for k in range(bone.shape[0]):
+        if not bone[k].any():
+            continue
+        sl = np.pad(bone[k], ((pad[0], pad[0]), (pad[1], pad[1])))
+        closed = ndi.binary_closing(sl, disk)[pad[0] : -pad[0], pad[1] : -pad[1]]
+        holes, n = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
+        for h, obj in enumerate(ndi.find_objects(holes), start=1):
+            region = holes[obj] == h
+            j, i = np.nonzero(region)
+            cy = origin_yx_mm[0] + (obj[0].start + j.mean()) * sy
+            cx = origin_yx_mm[1] + (obj[1].start + i.mean()) * sx
+            if abs(cy - track_y[k]) <= 0.5 * half_depth_mm and abs(cx - track_x[k]) <= half_depth_mm:
+                bone[k][obj] |= region
 
 
 class ClassicalSegmenter:
