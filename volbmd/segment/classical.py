@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 
 from volbmd.errors import InputError
+from volbmd_kernels.geodesic import geodesic_grow
 from volbmd.geometry import block_mean, canonicalize, uncanonicalize
 from volbmd.labels import LEVELS, level_rank, load_label_scheme
 from volbmd.volume import LabelMap, Volume
@@ -450,7 +451,8 @@ def _assign_levels(spine: SpineSegments, rib_ml: float = 2.0) -> None:
 
 def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: float = 200.0,
                   label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0,
-                  min_hole_hu: float = 30.0) -> LabelMap:
+                  min_hole_hu: float = 30.0, arch_hu: float = 600.0, dim_cost: float = 4.0,
+                  max_path_cost: float = 150.0) -> LabelMap:
     """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid.
 
     ``bone_low_hu``/``bone_high_hu`` drive localisation; ``label_low_hu`` is the outline of the
@@ -530,8 +532,18 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         if seg.level is None or seg.level not in verse:
             continue
         markers[body_zone & (seg_index == o)] = verse[seg.level]
+    if spine.sacrum_at_bottom and spine.disc_planes and 0 in ordinal_level and ordinal_level[0].level in verse:
+        # the sacrum below S1's top curves back out of the tracked column: all midline bone well
+        # below the lumbosacral disc is sacral (it must not be grown into from L5)
+        below = (zz < spine.disc_planes[0][0][0] - 10.0)[:, None, None] & (lateral <= 35.0)
+        markers[bone & below & (seg_index == 0)] = verse[ordinal_level[0].level]
     limit = np.where(lateral <= lateral_mm, True, False)
-    grown = watershed(np.zeros(bone.shape, np.uint8), markers=markers, mask=bone & limit)
+    # each bone voxel joins the body it reaches most cheaply through bone; dim voxels (joint
+    # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
+    dim = np.clip((arch_hu - crop.astype(np.float32)) / max(arch_hu - label_low_hu, 1.0), 0.0, 1.0)
+    weight = np.where(bone & limit, 1.0 + dim_cost * dim, np.inf)
+    grown, cost = geodesic_grow(markers, weight, canon.spacing_mm)
+    grown[cost > max_path_cost] = 0
     out_crop = grown.astype(np.int16)
     out_crop[open_holes] = 0
     for o, seg in ordinal_level.items():
