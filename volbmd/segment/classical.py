@@ -307,21 +307,36 @@ def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30
                  max_shift_mm: float = 6.0):
     """The plane near (point, normal) with the least bone on its disk: sagittal tilt up to
     ``max_tilt_deg``, coronal tilt up to a third of that, shift along the normal up to
-    ``max_shift_mm``. Ties keep the smaller change."""
-    best = (np.inf, point, normal)
+    ``max_shift_mm``. The disc is a slab, so each plane is scored by the bone on it and on planes
+    2 mm either side. Ties keep the smaller change."""
     e1, e2 = _plane_basis(normal)
-    slab_mm = (-2.0, 0.0, 2.0)  # the disc is a slab: its middle plane has the least bone around it
-    for a in np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0)):
-        for b in np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0)):
-            n = normal * np.cos(a) * np.cos(b) + e2 * np.sin(a) * np.cos(b) + e1 * np.sin(b)
-            n /= np.linalg.norm(n)
-            for d in np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0):
-                p = point + d * normal
-                cost = sum(_bone_on_disk(bone, spacing, p + h * n, n, offsets) for h in slab_mm) / len(slab_mm)
-                cost += 1e-3 * (abs(a) + abs(b) + abs(d) / 10)
-                if cost < best[0]:
-                    best = (cost, p, n)
-    return best[1], best[2]
+    a = np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0))[:, None]
+    b = np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0))[None, :]
+    n = (normal * (np.cos(a) * np.cos(b))[..., None] + e2 * (np.sin(a) * np.cos(b))[..., None]
+         + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]).reshape(-1, 3)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    tilt = (np.abs(a) + np.abs(b)).reshape(-1)
+    # per candidate normal, an in-plane basis (left-right projected, as in _plane_basis)
+    f1 = np.array([0.0, 0.0, 1.0])[None, :] - n * n[:, 2:3]
+    f1 /= np.linalg.norm(f1, axis=1, keepdims=True)
+    f2 = np.cross(n, f1)
+    shifts = np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0)
+    slab = np.array([-2.0, 0.0, 2.0])
+    disk = offsets[:, :1, None] * f1[None, :, :] + offsets[:, 1:, None] * f2[None, :, :]  # (P, N, 3)
+    grid = np.asarray(spacing)
+    shape = np.asarray(bone.shape)
+    cost = np.zeros((len(n), len(shifts)))
+    for si, d in enumerate(shifts):
+        for h in slab:
+            pts = point + d * normal + h * n[None, :, :] + disk  # (P, N, 3)
+            idx = np.floor(pts / grid).astype(np.int64)
+            ok = np.all((idx >= 0) & (idx < shape), axis=2)
+            idx = np.where(ok[..., None], idx, 0)
+            hits = bone[idx[..., 0], idx[..., 1], idx[..., 2]] & ok
+            cost[:, si] += hits.sum(axis=0) / len(offsets) / len(slab)
+    cost += 1e-3 * (tilt[:, None] + np.abs(shifts)[None, :] / 10)
+    i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    return point + shifts[j] * normal, n[i]
 
 
 def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegments, np.ndarray, tuple]:
@@ -504,8 +519,10 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     xx = ((np.arange(x0, x1)) * sx)[None, None, :]
     seg_index = np.zeros(bone.shape, np.int16)
     hd = spine.body_half_depth_mm
+    zz32, yy32, xx32 = (np.asarray(a, np.float32) for a in (zz[:, None, None], yy, xx))
     for point, nrm in spine.disc_planes:
-        signed = (zz[:, None, None] - point[0]) * nrm[0] + (yy - point[1]) * nrm[1] + (xx - point[2]) * nrm[2]
+        p32, n32 = point.astype(np.float32), nrm.astype(np.float32)
+        signed = (zz32 - p32[0]) * n32[0] + (yy32 - p32[1]) * n32[1] + (xx32 - p32[2]) * n32[2]
         seg_index += (signed > 0).astype(np.int16)
         _carve_disc(bone, crop, signed, zz, yy, xx, point, hd)
     # segment ordinal by disc count; map to the kept segments by their z ranges
@@ -611,19 +628,25 @@ def _close_body_rings(bone: np.ndarray, zz, track_y, track_x, origin_yx_mm, spac
     yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
     disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= gap_mm**2 + 1e-6
     pad = (ry + 1, rx + 1)
+    reach = 2.5 * half_depth_mm  # a window around the body is enough
     for k in range(bone.shape[0]):
-        if not bone[k].any():
+        j0 = max(0, int((track_y[k] - reach - origin_yx_mm[0]) / sy))
+        j1 = max(j0, min(bone.shape[1], int((track_y[k] + reach - origin_yx_mm[0]) / sy) + 1))
+        i0 = max(0, int((track_x[k] - reach - origin_yx_mm[1]) / sx))
+        i1 = max(i0, min(bone.shape[2], int((track_x[k] + reach - origin_yx_mm[1]) / sx) + 1))
+        win = bone[k, j0:j1, i0:i1]
+        if not win.any():
             continue
-        sl = np.pad(bone[k], ((pad[0], pad[0]), (pad[1], pad[1])))
+        sl = np.pad(win, ((pad[0], pad[0]), (pad[1], pad[1])))
         closed = ndi.binary_closing(sl, disk)[pad[0] : -pad[0], pad[1] : -pad[1]]
         holes, n = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
         for h, obj in enumerate(ndi.find_objects(holes), start=1):
             region = holes[obj] == h
             j, i = np.nonzero(region)
-            cy = origin_yx_mm[0] + (obj[0].start + j.mean()) * sy
-            cx = origin_yx_mm[1] + (obj[1].start + i.mean()) * sx
+            cy = origin_yx_mm[0] + (j0 + obj[0].start + j.mean()) * sy
+            cx = origin_yx_mm[1] + (i0 + obj[1].start + i.mean()) * sx
             if abs(cy - track_y[k]) <= 0.5 * half_depth_mm and abs(cx - track_x[k]) <= half_depth_mm:
-                bone[k][obj] |= region
+                win[obj] |= region
 
 
 class ClassicalSegmenter:
