@@ -32,6 +32,7 @@ from volbmd.volume import LabelMap, Volume
 __all__ = ["ClassicalSegmenter", "SpineSegments", "segment_spine"]
 
 _WORK_MM = 2.0  # working grid for localisation
+_FOREIGN = 2**30  # growth label of ribs and iliac bones
 
 
 @dataclass
@@ -483,7 +484,8 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # full resolution within a box around the track
     ty, tx = spine.track_yx_mm[:, 0], spine.track_yx_mm[:, 1]
     y0 = max(0, int((ty.min() - 40) / sy)); y1 = min(canon.shape[1], int((ty.max() + 85) / sy) + 1)
-    x0 = max(0, int((tx.min() - lateral_mm - 5) / sx)); x1 = min(canon.shape[2], int((tx.max() + lateral_mm + 5) / sx) + 1)
+    side_mm = lateral_mm + 25.0  # room beyond the lateral limit to recognise ribs and iliac bones
+    x0 = max(0, int((tx.min() - side_mm) / sx)); x1 = min(canon.shape[2], int((tx.max() + side_mm) / sx) + 1)
     z0 = max(0, int(spine.track_z_mm[0] / sz) - 1 - int(10 / sz)); z1 = min(canon.shape[0], int(spine.track_z_mm[-1] / sz) + 2 + int(10 / sz))
     crop = np.asarray(canon.array[z0:z1, y0:y1, x0:x1])
     zz = (np.arange(z0, z1) + 0.5) * sz
@@ -554,13 +556,21 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         # below the lumbosacral disc is sacral (it must not be grown into from L5)
         below = (zz < spine.disc_planes[0][0][0] - 10.0)[:, None, None] & (lateral <= 35.0)
         markers[bone & below & (seg_index == 0)] = verse[ordinal_level[0].level]
-    limit = np.where(lateral <= lateral_mm, True, False)
+    # ribs and iliac bones: bone beyond the lateral limit that runs on well past it. They are seeded
+    # with a label of their own, so the growth from the vertebrae stops where they meet
+    foreign = bone & (lateral > lateral_mm)
+    flab, nf = ndi.label(foreign)
+    if nf:
+        far = np.zeros(nf + 1, bool)
+        far[np.unique(flab[foreign & (lateral > lateral_mm + 15.0)])] = True
+        far[0] = False
+        markers[far[flab]] = _FOREIGN
     # each bone voxel joins the body it reaches most cheaply through bone; dim voxels (joint
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((arch_hu - crop.astype(np.float32)) / max(arch_hu - label_low_hu, 1.0), 0.0, 1.0)
-    weight = np.where(bone & limit, 1.0 + dim_cost * dim, np.inf)
+    weight = np.where(bone, 1.0 + dim_cost * dim, np.inf)
     grown, cost = geodesic_grow(markers, weight, canon.spacing_mm)
-    grown[cost > max_path_cost] = 0
+    grown[(cost > max_path_cost) | (grown == _FOREIGN) | (lateral > lateral_mm)] = 0
     out_crop = grown.astype(np.int16)
     out_crop[open_holes] = 0
     for o, seg in ordinal_level.items():
