@@ -526,7 +526,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         p32, n32 = point.astype(np.float32), nrm.astype(np.float32)
         signed = (zz32 - p32[0]) * n32[0] + (yy32 - p32[1]) * n32[1] + (xx32 - p32[2]) * n32[2]
         seg_index += (signed > 0).astype(np.int16)
-        _carve_disc(bone, crop, signed, zz, yy, xx, point, hd)
+        _carve_disc(bone, crop, signed, zz, yy, xx, point, nrm, hd)
     # segment ordinal by disc count; map to the kept segments by their z ranges
     bounds = [spine.track_z_mm[0] - 0.5 * wsp[0]] + list(spine.discs_z_mm) + [spine.track_z_mm[-1] + 0.5 * wsp[0]]
     ordinal_level = {}
@@ -588,7 +588,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     return uncanonicalize(labels_canon, reo)
 
 
-def _carve_disc(bone, crop, signed, zz, yy, xx, point, half_depth_mm: float, reach_mm: float = 12.0) -> None:
+def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: float, reach_mm: float = 12.0) -> None:
     """Remove the disc between two endplates from ``bone`` (in place).
 
     Degenerate or thin discs seen in thick slices can be as bright as bone. Along the disc's normal,
@@ -625,8 +625,32 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, half_depth_mm: float, rea
     hi = trough
     while hi < hi_peak and prof[hi + 1] < hi_half:
         hi += 1
-    slab = body & (sd >= lo - c - 0.5) & (sd <= hi - c + 0.5)
-    bone[sub][slab] = False
+    lo_mm, hi_mm = lo - c - 0.5, hi - c + 0.5
+    # endplates are seldom parallel (wedged discs): each 8 mm tile of the disc moves the slab along
+    # the normal, up to 4 mm, to where it is darkest
+    e1, e2 = _plane_basis(np.asarray(normal, float))
+    rel = [zz[sub, None, None] - point[0], yy - point[1], xx - point[2]]
+    u = rel[0] * e1[0] + rel[1] * e1[1] + rel[2] * e1[2]
+    v = rel[0] * e2[0] + rel[1] * e2[1] + rel[2] * e2[2]
+    tile_mm = 8.0
+    tu = np.floor(np.broadcast_to(u, sd.shape)[body] / tile_mm).astype(np.int64)
+    tv = np.floor(np.broadcast_to(v, sd.shape)[body] / tile_mm).astype(np.int64)
+    tile = (tu - tu.min()) * (tv.max() - tv.min() + 1) + (tv - tv.min())
+    h = sd[body]
+    hu = crop[sub][body].astype(np.float64)
+    shifts = np.arange(-4.0, 4.0 + 1e-9, 1.0)
+    means = np.full((len(shifts), tile.max() + 1), np.inf)
+    for i, d in enumerate(shifts):
+        inside = (h >= lo_mm + d) & (h <= hi_mm + d)
+        n = np.bincount(tile[inside], minlength=tile.max() + 1)
+        tot = np.bincount(tile[inside], weights=hu[inside], minlength=tile.max() + 1)
+        ok = n >= 3
+        means[i, ok] = tot[ok] / n[ok] + 1e-3 * abs(d)
+    best = np.where(np.isfinite(means).any(axis=0), shifts[np.argmin(means, axis=0)], 0.0)
+    shift = best[tile]
+    carve = (h >= lo_mm + shift) & (h <= hi_mm + shift)
+    where = np.nonzero(body)
+    bone[sub][tuple(w[carve] for w in where)] = False
 
 
 def _close_body_rings(bone: np.ndarray, zz, track_y, track_x, origin_yx_mm, spacing_yx, half_depth_mm: float,
