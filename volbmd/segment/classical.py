@@ -39,7 +39,8 @@ _FOREIGN = 2**30  # growth label of ribs and iliac bones
 class Segment:
     z_lo_mm: float
     z_hi_mm: float
-    rib_ml: float = 0.0
+    rib_contact_mm3: float = 0.0  # vertebra within reach of ribs (not the pelvis), both sides
+    rib_sides: list[str] = field(default_factory=list)  # "right"/"left" sides with a rib contact
     blob_area_mm2: float = 0.0
     blob_width_mm: float = 0.0
     level: str | None = None
@@ -396,70 +397,91 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     spine.disc_planes = discs
     spine.body_half_depth_mm = float(np.median(thick[tracked]))
     spine.sacrum_at_bottom = _sacral_merge(bone, centre_f, k0, wsp)
-    _rib_evidence(spine, small, wsp, low, high)
     return spine, bone, wsp
 
 
-def _rib_evidence(spine: SpineSegments, small: np.ndarray, wsp, low: float, high: float) -> None:
-    """Bone 50–130 mm lateral of the track in each segment's slab (ml), above the pelvis.
+def _rib_contacts(grown: np.ndarray, ordinal_level: dict, spacing, dx_mm: np.ndarray,
+                  sacral_ordinal: int | None, reach_mm: float = 4.0, min_contact_mm3: float = 30.0) -> None:
+    """Record on each segment how much of its grown vertebra (mm³) lies within ``reach_mm`` of
+    rib-like bone, per side, and the sides where that reaches ``min_contact_mm3``.
 
-    The pelvis is the lateral bone continuous from the bottom of the scan; segments within it get 0.
-    """
-    raw = (small > high)
-    sy, sx = wsp[1], wsp[2]
-    yy = (np.arange(small.shape[1]) * sy)[:, None]
-    xx = (np.arange(small.shape[2]) * sx)[None, :]
-    per_slice = np.zeros(small.shape[0])
-    for k in range(small.shape[0]):
-        zc = (k + 0.5) * wsp[0]
-        j = int(np.clip(np.searchsorted(spine.track_z_mm, zc), 0, len(spine.track_z_mm) - 1))
-        cy, cx = spine.track_yx_mm[j]
-        lateral = np.abs(xx - cx)
-        band = (lateral >= 50) & (lateral <= 130) & (yy >= cy - 30) & (yy <= cy + 60)
-        per_slice[k] = (raw[k] & band).sum() * wsp[0] * sy * sx / 1000.0
-    pelvis_top = -1
-    if spine.sacrum_at_bottom or per_slice[: max(1, int(20 / wsp[0]))].max() > 0.05:
-        quiet = 0
-        for k in range(small.shape[0]):
-            quiet = quiet + 1 if per_slice[k] < 0.01 else 0
-            if quiet >= max(2, int(round(6.0 / wsp[0]))):
-                pelvis_top = k
-                break
-    for seg in spine.segments:
-        ks = range(int(seg.z_lo_mm / wsp[0]), min(int(np.ceil(seg.z_hi_mm / wsp[0])), small.shape[0]))
-        seg.rib_ml = float(sum(per_slice[k] for k in ks if k > pelvis_top))
+    ``grown`` holds ordinal + 1 for vertebrae and ``_FOREIGN + k`` for lateral bone component k.
+    A component near the sacral segment, or reaching the bottom of the box, is pelvis, not rib.
+    Costovertebral joints are open in thin slices, so nearness counts, not touching.
+    (Patient right: dx < 0.)"""
+    sz, sy, sx = spacing
+    size = tuple(2 * max(1, int(round(reach_mm / s))) + 1 for s in spacing)
+    foreign = np.where(grown >= _FOREIGN, grown, 0)
+    near = ndi.maximum_filter(foreign, size=size)
+    vert = (grown > 0) & (grown < _FOREIGN) & (near > 0)
+    voxel_mm3 = sz * sy * sx
+    pelvis: set[int] = set()
+    if sacral_ordinal is not None:
+        pelvis = {int(c) for c in np.unique(near[vert & (grown == sacral_ordinal + 1)])}
+        bottom = foreign[: max(1, grown.shape[0] // 20)]
+        pelvis |= {int(c) for c in np.unique(bottom[bottom > 0])}
+    rib_near = vert & ~np.isin(near, list(pelvis)) if pelvis else vert
+    left = np.broadcast_to(dx_mm, grown.shape) >= 0
+    counts_r = np.bincount(grown[rib_near & ~left], minlength=len(ordinal_level) + 2)
+    counts_l = np.bincount(grown[rib_near & left], minlength=len(ordinal_level) + 2)
+    for o, seg in ordinal_level.items():
+        right = float(counts_r[o + 1]) * voxel_mm3 if o + 1 < counts_r.size else 0.0
+        left_v = float(counts_l[o + 1]) * voxel_mm3 if o + 1 < counts_l.size else 0.0
+        seg.rib_contact_mm3 = right + left_v
+        seg.rib_sides = [name for name, v in (("right", right), ("left", left_v)) if v >= min_contact_mm3]
 
 
-def _assign_levels(spine: SpineSegments, rib_ml: float = 2.0) -> None:
-    """Name the segments (bottom → top).
+_ORDER_UP = (["S1"] + [f"L{n}" for n in range(5, 0, -1)] + [f"T{n}" for n in range(12, 0, -1)]
+             + [f"C{n}" for n in range(7, 0, -1)])
 
-    From the sacrum when the track ends in the pelvis (S1, then L5 … upwards); else from the last
-    rib-bearing segment (T12) when a segment without ribs lies below it; else provisional names with
-    a flag. Transitional anatomy (L6/T13) is not inferred: lateral bone (12th ribs hanging at L1,
-    iliac crests at L4) does not tell rib-bearing vertebrae apart reliably enough.
+
+def _assign_levels(spine: SpineSegments) -> None:
+    """Name the segments (bottom → top) from the landmarks in view.
+
+    - Sacrum and a last rib-bearing vertebra both in view: the vertebrae between them are lumbar.
+      Five is normal. Six gives L1–L6 (``transitional:L6``), four gives L1–L4
+      (``transitional:4_lumbar``); L1 is always the first vertebra below the last rib, the
+      convention of opportunistic L1 screening, and the flag asks for a review.
+    - Sacrum only: S1, then L5 … upwards. Last rib only (with a rib-free vertebra below it): T12
+      there. Neither: provisional names (the lowest is T12 if it bears ribs, else L5), flagged.
+    A vertebra bears ribs when bone running on laterally past the transverse processes touches it
+    (see :func:`_rib_contacts`).
     """
     segs = spine.segments
     if not segs:
         return
+    ribs = [bool(s.rib_sides) for s in segs]
     names: list[str | None] = [None] * len(segs)
-    order_up = ["S1"] + [f"L{n}" for n in range(5, 0, -1)] + [f"T{n}" for n in range(12, 0, -1)] + [f"C{n}" for n in range(7, 0, -1)]
-    ribs = [s.rib_ml >= rib_ml for s in segs]
-    if spine.sacrum_at_bottom:
+
+    def from_index(i0: int, name: str) -> None:
+        start = _ORDER_UP.index(name)
         for i in range(len(segs)):
-            names[i] = order_up[i] if i < len(order_up) else None
+            j = start + (i - i0)
+            names[i] = _ORDER_UP[j] if 0 <= j < len(_ORDER_UP) else None
+
+    lowest_rib = next((i for i, r in enumerate(ribs) if r), None)
+    if spine.sacrum_at_bottom and lowest_rib is not None and lowest_rib >= 1:
+        n_lumbar = lowest_rib - 1  # segments strictly between S1 (index 0) and the last rib-bearing one
+        from_index(lowest_rib, "T12")
+        names[0] = "S1"
+        if n_lumbar == 6:
+            names[1] = "L6"
+            spine.flags.append("transitional:L6 (6 rib-free vertebrae above the sacrum)")
+        elif n_lumbar == 4:
+            spine.flags.append("transitional:4_lumbar (4 rib-free vertebrae above the sacrum: sacralised L5 or T13)")
+        elif n_lumbar != 5:
+            # implausible count: trust the sacrum and say so
+            from_index(0, "S1")
+            spine.flags.append(f"levels:rib_count_disagrees ({n_lumbar} rib-free vertebrae above the sacrum)")
+        spine.flags.append("levels:from_sacrum_and_last_rib")
+    elif spine.sacrum_at_bottom:
+        from_index(0, "S1")
         spine.flags.append("levels:from_sacrum")
-    elif any(ribs) and not ribs[0]:
-        first = next(i for i, r in enumerate(ribs) if r)  # lowest rib-bearing segment = T12
-        t12 = order_up.index("T12")
-        for i in range(len(segs)):
-            j = t12 + (i - first)
-            names[i] = order_up[j] if 1 <= j < len(order_up) else None
+    elif lowest_rib is not None and lowest_rib >= 1:
+        from_index(lowest_rib, "T12")
         spine.flags.append("levels:from_last_rib")
     else:
-        # no landmark in view: provisional names (lowest = T12 with ribs, else L5), flagged
-        start = order_up.index("T12") if any(ribs) else order_up.index("L5")
-        for i in range(len(segs)):
-            names[i] = order_up[start + i] if start + i < len(order_up) else None
+        from_index(0, "T12" if ribs[0] else "L5")
         spine.flags.append("levels:provisional (no sacrum or last rib in view)")
     for seg, name in zip(segs, names):
         seg.level = name
@@ -478,7 +500,6 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         raise InputError(f"the classical segmenter needs CT, got {volume.metadata.get('modality')}", volume.source)
     canon, reo = canonicalize(volume, copy=False)
     spine, _, wsp = _find_segments(canon, bone_low_hu, bone_high_hu)
-    _assign_levels(spine)
     verse = load_label_scheme("verse")
     sz, sy, sx = canon.spacing_mm
     # full resolution within a box around the track
@@ -535,10 +556,8 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
             if abs(seg.z_lo_mm - lo) < wsp[0] + 1e-6 or (seg.z_lo_mm >= lo - 1e-6 and seg.z_hi_mm <= hi + 1e-6):
                 ordinal_level[o] = seg
     # seeds: each segment's body core (near the track, clear of the cut planes); the rest of the
-    # bone goes to the seed it reaches first through bone (geodesic growth: a flat watershed), so
-    # an arch stays with the body its pedicles join
-    from skimage.segmentation import watershed
-
+    # bone goes to the seed it reaches most cheaply through bone, so an arch stays with the body
+    # its pedicles join
     lateral = np.abs(xx - track_x[:, None, None])
     radial = np.hypot(yy - track_y[:, None, None], lateral)
     # the body region (around the track, in front of the pedicles) is labelled by the disc planes;
@@ -546,35 +565,43 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     body_radius = float(np.clip(np.median([s.blob_width_mm for s in spine.segments if s.blob_width_mm] or [40]) / 2, 12, 28))
     in_front = (yy - track_y[:, None, None]) <= 0.5 * body_radius
     body_zone = bone & (radial <= body_radius) & in_front
+    # growth labels: ordinal + 1 for each vertebra (named after the growth, from what it touches)
     markers = np.zeros(bone.shape, np.int32)
-    for o, seg in ordinal_level.items():
-        if seg.level is None or seg.level not in verse:
-            continue
-        markers[body_zone & (seg_index == o)] = verse[seg.level]
-    if spine.sacrum_at_bottom and spine.disc_planes and 0 in ordinal_level and ordinal_level[0].level in verse:
+    for o in ordinal_level:
+        markers[body_zone & (seg_index == o)] = o + 1
+    if spine.sacrum_at_bottom and spine.disc_planes and 0 in ordinal_level:
         # the sacrum below S1's top curves back out of the tracked column: all midline bone well
         # below the lumbosacral disc is sacral (it must not be grown into from L5)
         below = (zz < spine.disc_planes[0][0][0] - 10.0)[:, None, None] & (lateral <= 35.0)
-        markers[bone & below & (seg_index == 0)] = verse[ordinal_level[0].level]
-    # ribs and iliac bones: bone beyond the lateral limit that runs on well past it. They are seeded
-    # with a label of their own, so the growth from the vertebrae stops where they meet
+        markers[bone & below & (seg_index == 0)] = 1
+    # ribs and iliac bones: bone beyond the lateral limit that runs on well past it. Each is seeded
+    # with a label of its own, so the growth from the vertebrae stops where they meet, and the
+    # contacts tell which vertebrae bear ribs
     foreign = bone & (lateral > lateral_mm)
     flab, nf = ndi.label(foreign)
     if nf:
         far = np.zeros(nf + 1, bool)
         far[np.unique(flab[foreign & (lateral > lateral_mm + 15.0)])] = True
         far[0] = False
-        markers[far[flab]] = _FOREIGN
+        markers[far[flab]] = _FOREIGN + flab[far[flab]]
     # each bone voxel joins the body it reaches most cheaply through bone; dim voxels (joint
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((arch_hu - crop.astype(np.float32)) / max(arch_hu - label_low_hu, 1.0), 0.0, 1.0)
     weight = np.where(bone, 1.0 + dim_cost * dim, np.inf)
     grown, cost = geodesic_grow(markers, weight, canon.spacing_mm)
-    grown[(cost > max_path_cost) | (grown == _FOREIGN) | (lateral > lateral_mm)] = 0
-    out_crop = grown.astype(np.int16)
+    grown[cost > max_path_cost] = 0
+    _rib_contacts(grown, ordinal_level, canon.spacing_mm, xx - track_x[:, None, None],
+                  sacral_ordinal=0 if spine.sacrum_at_bottom else None)
+    _assign_levels(spine)
+    ordinal_id = np.zeros(len(bounds) + 1, np.int16)
+    for o, seg in ordinal_level.items():
+        if seg.level in verse:
+            ordinal_id[o + 1] = verse[seg.level]
+    grown[(grown >= _FOREIGN) | (lateral > lateral_mm)] = 0
+    out_crop = ordinal_id[grown]
     out_crop[open_holes] = 0
     for o, seg in ordinal_level.items():
-        if seg.level in verse and (seg.level.startswith("T") or seg.rib_ml >= 2.0):
+        if seg.level in verse and (seg.level.startswith("T") or seg.rib_sides):
             out_crop[(out_crop == verse[seg.level]) & (lateral > rib_lateral_mm)] = 0
     full = np.zeros(canon.shape, np.int16)
     full[z0:z1, y0:y1, x0:x1] = out_crop
