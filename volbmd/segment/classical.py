@@ -41,6 +41,7 @@ class Segment:
     z_hi_mm: float
     rib_contact_mm3: float = 0.0  # vertebra within reach of ribs (not the pelvis), both sides
     rib_sides: list[str] = field(default_factory=list)  # "right"/"left" sides with a rib contact
+    rib_beside_mm3: float = 0.0  # rib-like bone beside the vertebra's slab, touching it or not
     blob_area_mm2: float = 0.0
     blob_width_mm: float = 0.0
     level: str | None = None
@@ -424,7 +425,13 @@ def _rib_contacts(grown: np.ndarray, ordinal_level: dict, spacing, dx_mm: np.nda
     left = np.broadcast_to(dx_mm, grown.shape) >= 0
     counts_r = np.bincount(grown[rib_near & ~left], minlength=len(ordinal_level) + 2)
     counts_l = np.bincount(grown[rib_near & left], minlength=len(ordinal_level) + 2)
+    rib_bone = foreign > 0
+    if pelvis:
+        rib_bone &= ~np.isin(foreign, list(pelvis))
+    rib_per_slice = rib_bone.sum(axis=(1, 2)) * voxel_mm3
     for o, seg in ordinal_level.items():
+        ks = np.flatnonzero((grown == o + 1).any(axis=(1, 2)))
+        seg.rib_beside_mm3 = float(rib_per_slice[ks].sum()) if ks.size else 0.0
         right = float(counts_r[o + 1]) * voxel_mm3 if o + 1 < counts_r.size else 0.0
         left_v = float(counts_l[o + 1]) * voxel_mm3 if o + 1 < counts_l.size else 0.0
         seg.rib_contact_mm3 = right + left_v
@@ -481,7 +488,9 @@ def _assign_levels(spine: SpineSegments) -> None:
         from_index(lowest_rib, "T12")
         spine.flags.append("levels:from_last_rib")
     else:
-        from_index(0, "T12" if ribs[0] else "L5")
+        # no landmark: the lowest is T12 when ribs lie beside it (thoracic field of view), else L5
+        thoracic = ribs[0] or segs[0].rib_beside_mm3 >= 500.0
+        from_index(0, "T12" if thoracic else "L5")
         spine.flags.append("levels:provisional (no sacrum or last rib in view)")
     for seg, name in zip(segs, names):
         seg.level = name
@@ -526,6 +535,9 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # body at this threshold); the canal and dark holes are cleared from the result afterwards
     bone, open_holes = _bone(crop, label_low_hu, bone_high_hu, keep_hole=body_hole)
     _close_body_rings(bone, zz, track_y, track_x, (y0 * sy, x0 * sx), (sy, sx), spine.body_half_depth_mm)
+    vessels = _enhanced_vessels(crop, canon.spacing_mm, zz, (np.arange(y0, y1) * sy), (np.arange(x0, x1) * sx),
+                                track_y, track_x, spine.body_half_depth_mm)
+    bone &= ~vessels
     # keep bone connected to the tracked bodies
     lab, n = ndi.label(bone)
     seeds = set()
@@ -536,6 +548,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
                 seeds.add(int(lab[k, j, i]))
     keep = np.zeros(n + 1, bool)
     keep[list(seeds)] = True
+    all_bone = bone.copy()  # ribs may be apart from the spine (open costovertebral joints)
     bone &= keep[lab]
     # split at the discs: planes normal to the track
     yy = ((np.arange(y0, y1)) * sy)[None, :, None]
@@ -577,17 +590,17 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # ribs and iliac bones: bone beyond the lateral limit that runs on well past it. Each is seeded
     # with a label of its own, so the growth from the vertebrae stops where they meet, and the
     # contacts tell which vertebrae bear ribs
-    foreign = bone & (lateral > lateral_mm)
+    foreign = all_bone & (lateral > lateral_mm)
     flab, nf = ndi.label(foreign)
+    far = np.zeros(nf + 1, bool)
     if nf:
-        far = np.zeros(nf + 1, bool)
         far[np.unique(flab[foreign & (lateral > lateral_mm + 15.0)])] = True
         far[0] = False
         markers[far[flab]] = _FOREIGN + flab[far[flab]]
     # each bone voxel joins the body it reaches most cheaply through bone; dim voxels (joint
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((arch_hu - crop.astype(np.float32)) / max(arch_hu - label_low_hu, 1.0), 0.0, 1.0)
-    weight = np.where(bone, 1.0 + dim_cost * dim, np.inf)
+    weight = np.where(bone | far[flab], 1.0 + dim_cost * dim, np.inf)
     grown, cost = geodesic_grow(markers, weight, canon.spacing_mm)
     grown[cost > max_path_cost] = 0
     _rib_contacts(grown, ordinal_level, canon.spacing_mm, xx - track_x[:, None, None],
@@ -678,6 +691,44 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: fl
     carve = (h >= lo_mm + shift) & (h <= hi_mm + shift)
     where = np.nonzero(body)
     bone[sub][tuple(w[carve] for w in where)] = False
+
+
+def _enhanced_vessels(crop: np.ndarray, spacing, zz, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float,
+                      window_mm: float = 5.0, max_sd_hu: float = 20.0, min_volume_mm3: float = 500.0) -> np.ndarray:
+    """Contrast-filled vessels beside the spine (aorta, vena cava, iliac vessels): bright like bone
+    but homogeneous. Components of voxels whose neighbourhood (``window_mm``) averages above 120 HU
+    with an SD under ``max_sd_hu``, at least ``min_volume_mm3``, mostly outside the body's core and
+    centred in front of its posterior wall, widened by the window (their wall and partial-volume
+    rim) where not brighter than the blood. Without contrast, blood is
+    far below the bone threshold and nothing is found."""
+    size = tuple(max(1, 2 * int(round(window_mm / 2 / s)) + 1) for s in spacing)
+    a = crop.astype(np.float32)
+    mean = ndi.uniform_filter(a, size)
+    var = ndi.uniform_filter(a * a, size) - mean * mean
+    cand = (mean > 120.0) & (var < max_sd_hu**2) & (a > 100.0)
+    out = np.zeros(crop.shape, bool)
+    lab, n = ndi.label(cand)
+    if n == 0:
+        return out
+    voxel = float(np.prod(spacing))
+    idx = np.arange(1, n + 1)
+    count = ndi.sum_labels(np.ones(crop.shape, np.float32), lab, idx)
+    k_c = ndi.mean(np.broadcast_to(np.arange(crop.shape[0])[:, None, None], crop.shape), lab, idx)
+    y_c = ndi.mean(np.broadcast_to(yy_mm[None, :, None], crop.shape), lab, idx)
+    core = (np.hypot(yy_mm[None, :, None] - track_y[:, None, None], xx_mm[None, None, :] - track_x[:, None, None])
+            <= 0.8 * half_depth_mm)
+    in_core = ndi.sum_labels(core.astype(np.float32), lab, idx)
+    keep = np.zeros(n + 1, bool)
+    for i in range(n):
+        k = int(round(k_c[i]))
+        dy = y_c[i] - track_y[k]
+        keep[i + 1] = count[i] * voxel >= min_volume_mm3 and in_core[i] < 0.2 * count[i] and dy < 0.5 * half_depth_mm
+    if keep.any():
+        # the wall and partial-volume rim, as wide as the window, unless brighter than the blood
+        # (cortex where the vessel lies against the vertebra)
+        blood_hu = float(np.max(ndi.mean(a, lab, np.flatnonzero(keep))))
+        out = ndi.binary_dilation(keep[lab], np.ones(size, bool)) & (a < 1.25 * blood_hu)
+    return out
 
 
 def _close_body_rings(bone: np.ndarray, zz, track_y, track_x, origin_yx_mm, spacing_yx, half_depth_mm: float,
