@@ -36,3 +36,34 @@ def value_statistics(values):
     for p in (5, 25, 50, 75, 95):
         out[f"p{p}"] = np.percentile(values, p)
     return out
+
+
+def geodesic_grow(seeds, weight, spacing_mm):
+    """One skimage MCP_Geometric run per label; each voxel takes the cheapest label.
+
+    Returns (labels, cost, unique): ``unique`` marks voxels whose best label wins by a clear margin
+    (exact ties may be broken differently)."""
+    from skimage.graph import MCP_Geometric
+
+    seeds = np.asarray(seeds)
+    weight = np.asarray(weight, dtype=np.float64)
+    passable = np.isfinite(weight) & (weight > 0)
+    ids = [int(i) for i in np.unique(seeds[(seeds > 0) & passable])]
+    if not ids:
+        return np.zeros(seeds.shape, np.int32), np.full(seeds.shape, np.inf), np.ones(seeds.shape, bool)
+    costs = []
+    for i in ids:
+        starts = [tuple(p) for p in np.argwhere((seeds == i) & passable)]
+        mcp = MCP_Geometric(np.where(passable, weight, -1.0), sampling=tuple(spacing_mm))
+        c, _ = mcp.find_costs(starts)
+        costs.append(np.where(passable, c, np.inf))
+    costs = np.stack(costs)
+    best = costs.min(axis=0)
+    labels = np.asarray(ids, np.int32)[costs.argmin(axis=0)]
+    labels[~np.isfinite(best)] = 0
+    if len(ids) == 1:
+        return labels, best, np.ones(seeds.shape, bool)
+    ordered = np.sort(costs, axis=0)
+    with np.errstate(invalid="ignore"):
+        unique = ~np.isfinite(ordered[1]) | (ordered[1] - ordered[0] > 1e-9)
+    return labels, best, unique

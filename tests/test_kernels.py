@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 import reference
 from volbmd_kernels.morphology import CORE_TIE_RTOL, edt_squared_mm2, strip_cortex
+from volbmd_kernels.geodesic import geodesic_grow
 from volbmd_kernels.stats import label_bboxes, masked_values, value_statistics
 
 SPACINGS = [(1.0, 1.0, 1.0), (0.6, 0.6, 3.0), (3.0, 0.6, 0.6), (1.25, 0.7, 0.9), (2.0, 0.9765625, 0.9765625)]
@@ -130,3 +131,77 @@ def test_masked_values_order_and_dtype():
     vol = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     mask = vol % 5 == 0
     assert np.array_equal(masked_values(vol, mask), vol[mask].astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- geodesic growth
+
+
+def _geodesic_agrees(seeds, weight, spacing):
+    got_labels, got_cost = geodesic_grow(seeds, weight, spacing)
+    ref_labels, ref_cost, unique = reference.geodesic_grow(seeds, weight, spacing)
+    finite = np.isfinite(ref_cost)
+    assert np.array_equal(finite, np.isfinite(got_cost))
+    assert np.allclose(got_cost[finite], ref_cost[finite], rtol=1e-12, atol=1e-9)
+    assert np.array_equal(got_labels[unique], ref_labels[unique])
+    assert not got_labels[~finite].any()
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("seed", range(3))
+def test_geodesic_grow_matches_skimage_mcp(spacing, seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(3, 14, 3))
+    weight = rng.uniform(0.5, 5.0, shape)
+    weight[rng.random(shape) < 0.25] = np.inf  # impassable
+    seeds = np.zeros(shape, np.int32)
+    for label in (1, 2, 7):
+        seeds[tuple(rng.integers(0, s) for s in shape)] = label
+    _geodesic_agrees(seeds, weight, spacing)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_geodesic_grow_edge_cases(spacing):
+    weight = np.ones((4, 5, 6))
+    empty = np.zeros(weight.shape, np.int32)
+    labels, cost = geodesic_grow(empty, weight, spacing)  # no seed: nothing reached
+    assert not labels.any() and np.isinf(cost).all()
+    one = np.zeros((1, 1, 1), np.int32)
+    one[0, 0, 0] = 3
+    labels, cost = geodesic_grow(one, np.ones((1, 1, 1)), spacing)
+    assert labels[0, 0, 0] == 3 and cost[0, 0, 0] == 0.0
+    border = empty.copy()
+    border[0, 0, 0], border[-1, -1, -1] = 1, 2  # seeds in opposite corners of the array
+    _geodesic_agrees(border, weight, spacing)
+    blocked = weight.copy()
+    blocked[:, 2, :] = np.inf  # a wall: the far side stays unreached
+    one_seed = empty.copy()
+    one_seed[0, 0, 0] = 1
+    labels, cost = geodesic_grow(one_seed, blocked, spacing)
+    assert not labels[:, 3:, :].any() and np.isinf(cost[:, 3:, :]).all()
+    unseeded = one_seed.copy()
+    unseeded[1, 1, 1] = 5
+    wall = weight.copy()
+    wall[1, 1, 1] = np.inf  # a seed on an impassable voxel is ignored
+    labels, _ = geodesic_grow(unseeded, wall, spacing)
+    assert 5 not in labels
+    _geodesic_agrees(unseeded, wall, spacing)
+
+
+def test_geodesic_grow_cost_is_mm_along_axes():
+    weight = np.ones((3, 1, 1))
+    seeds = np.zeros((3, 1, 1), np.int32)
+    seeds[0, 0, 0] = 1
+    _, cost = geodesic_grow(seeds, weight, (2.5, 1.0, 1.0))
+    assert np.allclose(cost[:, 0, 0], [0.0, 2.5, 5.0])
+    weight[2, 0, 0] = 3.0  # half a step through each voxel
+    _, cost = geodesic_grow(seeds, weight, (2.5, 1.0, 1.0))
+    assert np.allclose(cost[:, 0, 0], [0.0, 2.5, 2.5 + 2.5 * 2.0])
+
+
+def test_geodesic_grow_rejects_bad_input():
+    with pytest.raises(ValueError):
+        geodesic_grow(np.zeros((2, 2), np.int32), np.ones((2, 2)), (1, 1, 1))
+    with pytest.raises(ValueError):
+        geodesic_grow(np.zeros((2, 2, 2), np.int32), np.ones((2, 2, 3)), (1, 1, 1))
+    with pytest.raises(ValueError):
+        geodesic_grow(np.zeros((2, 2, 2), np.int32), np.ones((2, 2, 2)), (1, 0, 1))
