@@ -44,7 +44,12 @@ def test_classical_on_abdomen_ct_levels_and_dice(shared_data):
     ref = load_label_map(folder / "vertebrae_multilabel.nii.gz", load_label_scheme("totalseg"))
     labels = segment_spine(ct)
     assert labels.geometry.matches(ct.geometry)
-    assert "levels:from_sacrum" in labels.metadata["flags"]
+    # both landmarks seen, and they agree: sacrum at the bottom, ribs at T12 (both sides) only
+    assert "levels:from_sacrum_and_last_rib" in labels.metadata["flags"]
+    assert not any(f.startswith("transitional") for f in labels.metadata["flags"])
+    ribs = {s["level"]: s["rib_sides"] for s in labels.metadata["segments"]}
+    assert ribs["T12"] == ["right", "left"]
+    assert not any(ribs[f"L{n}"] for n in range(1, 6))
     dice = {}
     for level in ("T12", "L1", "L2", "L3", "L4", "L5"):
         ours = labels.array == VERSE[level]
@@ -54,9 +59,10 @@ def test_classical_on_abdomen_ct_levels_and_dice(shared_data):
         c_truth = ct.geometry.index_to_world(np.argwhere(truth).mean(axis=0))
         assert np.linalg.norm(c_ours - c_truth) <= 20.0, level  # the VerSe identification rule
         dice[level] = _dice(ours, truth)
-    # measured now: L2 0.85, L3 0.85, L4 0.85, L1 0.76, L5 0.51 (the target is 0.85 for all lumbar)
-    assert min(dice["L2"], dice["L3"], dice["L4"]) >= 0.83, dice
-    assert dice["L1"] >= 0.7 and dice["L5"] >= 0.4, dice
+    # measured: T12 0.862, L1 0.869, L2 0.889, L3 0.882, L4 0.852, L5 0.810; the target is
+    # 0.85 for every lumbar level, which L5 (the oblique lumbosacral junction) does not reach yet
+    assert min(dice[f"L{n}"] for n in range(1, 5)) >= 0.85, dice
+    assert dice["T12"] >= 0.84 and dice["L5"] >= 0.79, dice
 
 
 def test_classical_on_partial_chest_dicom_flags_it(shared_data):
@@ -66,10 +72,16 @@ def test_classical_on_partial_chest_dicom_flags_it(shared_data):
     flags = labels.metadata["flags"]
     assert any(f.startswith("levels:provisional") for f in flags)
     assert "partial_fov:superior" in flags
+    # ribs lie beside it, so the provisional names are thoracic
+    assert all(level.startswith("T") for level in labels.labels), labels.labels
     c_lab, _ = canonicalize(labels)
     c_ref, _ = canonicalize(load_volume(folder / "reference_multilabel.nii.gz"))
     truth = (c_ref.array == 32) | (c_ref.array == 33)
-    assert (truth & (c_lab.array > 0)).sum() / truth.sum() > 0.9  # it finds what it can see
+    ours = c_lab.array > 0
+    assert (truth & ours).sum() / truth.sum() > 0.9  # it finds what it can see
+    # the contrast-filled aorta against the body is left out (TotalSegmentator id 52)
+    aorta = c_ref.array == 52
+    assert (aorta & ours).sum() / aorta.sum() < 0.2
 
 
 @pytest.mark.parametrize("orientation", ["LPS", "RAS"])
@@ -233,3 +245,78 @@ def test_anatomynet_shapes():
         assert net(torch.zeros(shape)).shape == (shape[0], 3, *shape[2:])
     with pytest.raises(ValueError):
         AnatomyNet(1, 1)
+
+
+# ----------------------------------------------------------------------------- level naming
+
+
+def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
+    from volbmd.segment.classical import Segment, SpineSegments
+
+    segs = [Segment(30.0 * i, 30.0 * (i + 1)) for i in range(n_segments)]
+    for i, seg in enumerate(segs):
+        if rib_from is not None and i >= rib_from:
+            seg.rib_sides = ["right", "left"]
+    segs[0].rib_beside_mm3 = beside
+    return SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [], sacrum_at_bottom=sacrum)
+
+
+@pytest.mark.parametrize(
+    "n, sacrum, rib_from, beside, names, flag",
+    [
+        (8, True, 6, 0.0, ["S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "levels:from_sacrum_and_last_rib"),
+        (9, True, 7, 0.0, ["S1", "L6", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:L6"),
+        (7, True, 5, 0.0, ["S1", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:4_lumbar"),
+        (5, True, 3, 0.0, ["S1", "L5", "L4", "L3", "L2"], "levels:rib_count_disagrees"),
+        (4, True, None, 0.0, ["S1", "L5", "L4", "L3"], "levels:from_sacrum"),
+        (4, False, 2, 0.0, ["L2", "L1", "T12", "T11"], "levels:from_last_rib"),
+        (3, False, None, 0.0, ["L5", "L4", "L3"], "levels:provisional"),
+        (3, False, None, 4000.0, ["T12", "T11", "T10"], "levels:provisional"),
+        (3, False, 0, 0.0, ["T12", "T11", "T10"], "levels:provisional"),
+    ],
+)
+def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, beside, names, flag):
+    from volbmd.segment.classical import _assign_levels
+
+    spine = _spine(n, sacrum, rib_from, beside)
+    _assign_levels(spine)
+    assert [s.level for s in spine.segments] == names
+    assert any(f.startswith(flag) for f in spine.flags), spine.flags
+
+
+def test_rib_contacts_tell_ribs_from_pelvis():
+    from volbmd.segment.classical import _FOREIGN, Segment, _rib_contacts
+
+    grown = np.zeros((20, 10, 30), np.int32)
+    grown[0:6, 3:7, 12:18] = 1  # sacral segment (ordinal 0)
+    grown[7:12, 3:7, 12:18] = 2  # a lumbar vertebra, nothing beside it
+    grown[13:19, 3:7, 12:18] = 3  # a vertebra with a rib on its right (low x)
+    grown[0:8, 3:7, 2:10] = _FOREIGN + 1  # iliac bone: touches the sacrum
+    grown[14:18, 3:7, 7:11] = _FOREIGN + 2  # rib, 1 voxel from vertebra 3
+    dx_mm = (np.arange(30) - 15.0)[None, None, :]
+    segs = {o: Segment(0.0, 0.0) for o in range(3)}
+    _rib_contacts(grown, segs, (2.0, 2.0, 2.0), dx_mm, sacral_ordinal=0)
+    assert segs[2].rib_sides == ["right"] and segs[2].rib_contact_mm3 > 0
+    assert segs[1].rib_sides == [] and segs[0].rib_sides == []  # the pelvis is no rib
+    assert segs[2].rib_beside_mm3 > 0 and segs[1].rib_beside_mm3 == 0
+
+
+def test_enhanced_vessel_beside_the_body_is_not_bone():
+    from volbmd.segment.classical import _enhanced_vessels
+
+    rng = np.random.default_rng(0)
+    shape, spacing = (12, 60, 60), (2.0, 1.0, 1.0)
+    crop = rng.normal(40.0, 8.0, shape)
+    yy, xx = np.mgrid[0:60, 0:60]
+    body = np.hypot(yy - 35, xx - 30) <= 14
+    aorta = np.hypot(yy - 12, xx - 44) <= 9  # in front, to the left, touching the body's front
+    crop[:, body] = rng.normal(220.0, 60.0, (shape[0], body.sum()))  # trabecular texture
+    crop[:, aorta] = rng.normal(300.0, 8.0, (shape[0], aorta.sum()))  # homogeneous contrast blood
+    track = np.full(shape[0], 35.0), np.full(shape[0], 30.0)
+    zz = (np.arange(shape[0]) + 0.5) * 2.0
+    found = _enhanced_vessels(crop, spacing, zz, np.arange(60.0), np.arange(60.0), *track, half_depth_mm=14.0)
+    assert found[:, aorta].mean() > 0.95
+    assert found[:, body].mean() < 0.02
+    # without contrast nothing is found
+    crop[:, aorta] = rng.normal(40.0, 8.0, (shape[0], aorta.sum()))
+    assert not _enhanced_vessels(crop, spacing, zz, np.arange(60.0), np.arange(60.0), *track, half_depth_mm=14.0).any()
