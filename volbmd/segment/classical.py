@@ -535,7 +535,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # body at this threshold); the canal and dark holes are cleared from the result afterwards
     bone, open_holes = _bone(crop, label_low_hu, bone_high_hu, keep_hole=body_hole)
     _close_body_rings(bone, zz, track_y, track_x, (y0 * sy, x0 * sx), (sy, sx), spine.body_half_depth_mm)
-    vessels = _enhanced_vessels(crop, canon.spacing_mm, zz, (np.arange(y0, y1) * sy), (np.arange(x0, x1) * sx),
+    vessels = _enhanced_vessels(crop, canon.spacing_mm, (np.arange(y0, y1) * sy), (np.arange(x0, x1) * sx),
                                 track_y, track_x, spine.body_half_depth_mm)
     bone &= ~vessels
     # keep bone connected to the tracked bodies
@@ -556,11 +556,15 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     seg_index = np.zeros(bone.shape, np.int16)
     hd = spine.body_half_depth_mm
     zz32, yy32, xx32 = (np.asarray(a, np.float32) for a in (zz[:, None, None], yy, xx))
+    window_mm = 12.0 + 2.5 * hd + 5.0  # the planes matter near the body only (markers, carving)
     for point, nrm in spine.disc_planes:
+        k0 = int(np.searchsorted(zz, point[0] - window_mm))
+        k1 = int(np.searchsorted(zz, point[0] + window_mm))
+        seg_index[k1:] += 1
         p32, n32 = point.astype(np.float32), nrm.astype(np.float32)
-        signed = (zz32 - p32[0]) * n32[0] + (yy32 - p32[1]) * n32[1] + (xx32 - p32[2]) * n32[2]
-        seg_index += (signed > 0).astype(np.int16)
-        _carve_disc(bone, crop, signed, zz, yy, xx, point, nrm, hd)
+        near = (zz32[k0:k1] - p32[0]) * n32[0] + (yy32 - p32[1]) * n32[1] + (xx32 - p32[2]) * n32[2]
+        seg_index[k0:k1] += (near > 0).astype(np.int16)
+        _carve_disc(bone[k0:k1], crop[k0:k1], near, zz[k0:k1], yy, xx, point, nrm, hd)
     # segment ordinal by disc count; map to the kept segments by their z ranges
     bounds = [spine.track_z_mm[0] - 0.5 * wsp[0]] + list(spine.discs_z_mm) + [spine.track_z_mm[-1] + 0.5 * wsp[0]]
     ordinal_level = {}
@@ -693,7 +697,7 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: fl
     bone[sub][tuple(w[carve] for w in where)] = False
 
 
-def _enhanced_vessels(crop: np.ndarray, spacing, zz, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float,
+def _enhanced_vessels(crop: np.ndarray, spacing, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float,
                       window_mm: float = 5.0, max_sd_hu: float = 20.0, min_volume_mm3: float = 500.0) -> np.ndarray:
     """Contrast-filled vessels beside the spine (aorta, vena cava, iliac vessels): bright like bone
     but homogeneous. Components of voxels whose neighbourhood (``window_mm``) averages above 120 HU
@@ -711,18 +715,20 @@ def _enhanced_vessels(crop: np.ndarray, spacing, zz, yy_mm, xx_mm, track_y, trac
     if n == 0:
         return out
     voxel = float(np.prod(spacing))
-    idx = np.arange(1, n + 1)
-    count = ndi.sum_labels(np.ones(crop.shape, np.float32), lab, idx)
-    k_c = ndi.mean(np.broadcast_to(np.arange(crop.shape[0])[:, None, None], crop.shape), lab, idx)
-    y_c = ndi.mean(np.broadcast_to(yy_mm[None, :, None], crop.shape), lab, idx)
-    core = (np.hypot(yy_mm[None, :, None] - track_y[:, None, None], xx_mm[None, None, :] - track_x[:, None, None])
-            <= 0.8 * half_depth_mm)
-    in_core = ndi.sum_labels(core.astype(np.float32), lab, idx)
+    counts = np.bincount(lab.ravel())
     keep = np.zeros(n + 1, bool)
-    for i in range(n):
-        k = int(round(k_c[i]))
-        dy = y_c[i] - track_y[k]
-        keep[i + 1] = count[i] * voxel >= min_volume_mm3 and in_core[i] < 0.2 * count[i] and dy < 0.5 * half_depth_mm
+    objects = ndi.find_objects(lab)
+    for i in np.flatnonzero(counts * voxel >= min_volume_mm3):
+        if i == 0:
+            continue
+        box = objects[i - 1]
+        region = lab[box] == i
+        k, j, m = np.nonzero(region)
+        ks = k + box[0].start
+        dy = yy_mm[j + box[1].start] - track_y[ks]
+        dx = xx_mm[m + box[2].start] - track_x[ks]
+        in_core = np.count_nonzero(np.hypot(dy, dx) <= 0.8 * half_depth_mm)
+        keep[i] = in_core < 0.2 * k.size and float(np.mean(dy)) < 0.5 * half_depth_mm
     if keep.any():
         # the wall and partial-volume rim, as wide as the window, unless brighter than the blood
         # (cortex where the vessel lies against the vertebra)
