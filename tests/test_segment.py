@@ -268,6 +268,7 @@ def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
         (9, True, 7, 0.0, ["S1", "L6", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:L6"),
         (7, True, 5, 0.0, ["S1", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:4_lumbar"),
         (5, True, 3, 0.0, ["S1", "L5", "L4", "L3", "L2"], "levels:rib_count_disagrees"),
+        (6, True, 5, 0.0, ["S1", "L5", "L4", "L3", "L2", "L1"], "levels:rib_count_disagrees"),  # top: weak
         (4, True, None, 0.0, ["S1", "L5", "L4", "L3"], "levels:from_sacrum"),
         (4, False, 2, 0.0, ["L2", "L1", "T12", "T11"], "levels:from_last_rib"),
         (3, False, None, 0.0, ["L5", "L4", "L3"], "levels:provisional"),

@@ -136,20 +136,27 @@ def _track(bone: np.ndarray, spacing: tuple[float, float, float], mid_x_mm: floa
     max_gap = max(2, int(round(25.0 / sz)))
     for direction in (1, -1):
         last = np.array(best[seed][:2])
+        recent = [best[seed][2]]  # thicknesses of the last accepted centres
         gap = 0
         k = seed + direction
         while 0 <= k < nz and gap <= max_gap:
-            near = [c for c in cand[k] if np.hypot(c[0] - last[0], c[1] - last[1]) <= 15.0 and c[2] >= 3.0]
+            # a blob much thinner than the bodies just followed (an osteophyte or rim at a disc)
+            # does not carry the track
+            min_thick = max(3.0, 0.4 * float(np.median(recent[-10:])))
+            # the body centre may move further between distant slices (thick slices, gaps)
+            reach = 15.0 + 0.5 * sz * (gap + 1)
+            near = [c for c in cand[k] if np.hypot(c[0] - last[0], c[1] - last[1]) <= reach and c[2] >= min_thick]
             if not near and direction == -1:
                 # the sacrum merges with the iliac bones into one wide blob: follow the thickest
                 # bone near the last centre instead of whole blobs
                 local = _local_thickest(bone[k], last, spacing)
                 near = [local] if local is not None else []
             if near:
-                c = max(near, key=lambda t: t[2])
+                c = min(near, key=lambda t: np.hypot(t[0] - last[0], t[1] - last[1]))  # the nearest: an arch is never nearer than the body
                 centre[k] = c[:2]
                 thick[k], area[k], width[k] = c[2], c[3], c[4]
                 last = np.array(c[:2])
+                recent.append(c[2])
                 gap = 0
             else:
                 gap += 1
@@ -289,8 +296,9 @@ def _anterior_centre_y(bone: np.ndarray, ks: np.ndarray, centres: np.ndarray, de
     return ndi.median_filter(y, size=5, mode="nearest")
 
 
-def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float,
-                min_gap_mm: float = 14.0) -> list[tuple[np.ndarray, np.ndarray]]:
+def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float, hu: np.ndarray | None = None,
+                min_gap_mm: float = 14.0, max_disc_bone: float = 0.45, endplate_reach_mm: float = 8.0,
+                min_trough_hu: float = 80.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Intervertebral discs as (point, unit normal) in mm (z, y, x), bottom to top.
 
     The bone fraction of a disk across the spine, normal to the centre line, is sampled every
@@ -299,11 +307,34 @@ def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float,
     offsets = _disk_offsets(radius_mm)
     prof = np.array([_bone_on_disk(bone, spacing, p, t, offsets) for p, t in zip(line.points_mm, line.tangents)])
     prof = ndi.gaussian_filter1d(prof, sigma=max(0.5, 1.5 / line.step_mm))
-    minima, _ = find_peaks(-prof, distance=max(1, int(round(min_gap_mm / line.step_mm))), prominence=0.3)
+    gap = max(1, int(round(min_gap_mm / line.step_mm)))
+    minima, _ = find_peaks(-prof, distance=gap, prominence=0.3)
+    found = [int(m) for m in minima if prof[m] <= max_disc_bone]
+    if hu is not None:
+        # bright (degenerate, partial-volume) discs fill in as bone; they still show as a trough
+        # of mean HU between two endplate peaks within a few mm either side
+        mean_hu = np.array([_mean_on_disk(hu, spacing, p, t, offsets) for p, t in zip(line.points_mm, line.tangents)])
+        w = max(1, int(round(endplate_reach_mm / line.step_mm)))
+        before = ndi.maximum_filter1d(mean_hu, w + 1, origin=w // 2, mode="nearest")
+        after = ndi.maximum_filter1d(mean_hu, w + 1, origin=-(w // 2), mode="nearest")
+        score = np.minimum(before, after) - mean_hu
+        peaks, _ = find_peaks(score, height=min_trough_hu, distance=gap)
+        for m in peaks:
+            if all(abs(int(m) - f) >= gap for f in found):
+                found.append(int(m))
     discs = []
-    for m in minima:
+    for m in sorted(found):
         discs.append(_refine_disc(bone, spacing, line.points_mm[m], line.tangents[m], offsets))
     return discs
+
+
+def _mean_on_disk(arr: np.ndarray, spacing, centre: np.ndarray, normal: np.ndarray, offsets: np.ndarray) -> float:
+    """Mean of ``arr`` over the disk (nearest working voxel; points outside the grid left out)."""
+    e1, e2 = _plane_basis(normal)
+    pts = centre[None, :] + offsets[:, :1] * e1[None, :] + offsets[:, 1:] * e2[None, :]
+    idx = np.floor(pts / np.asarray(spacing)[None, :]).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < np.asarray(arr.shape)[None, :]), axis=1)
+    return float(arr[idx[ok, 0], idx[ok, 1], idx[ok, 2]].mean()) if ok.any() else np.nan
 
 
 def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30.0,
@@ -375,7 +406,7 @@ def _find_segments(volume: Volume, low: float, high: float) -> tuple[SpineSegmen
     centre_f = np.full_like(centre, np.nan)
     centre_f[k0 : k1 + 1] = filled
     line = _centre_line((idx + 0.5) * wsp[0], filled)
-    discs = _find_discs(bone, wsp, line, radius)
+    discs = _find_discs(bone, wsp, line, radius, hu=small)
     bounds = [k0 * wsp[0]] + [float(p[0]) for p, _ in discs] + [(k1 + 1) * wsp[0]]
     segments = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -447,8 +478,10 @@ def _assign_levels(spine: SpineSegments) -> None:
 
     - Sacrum and a last rib-bearing vertebra both in view: the vertebrae between them are lumbar.
       Five is normal. Six gives L1–L6 (``transitional:L6``), four gives L1–L4
-      (``transitional:4_lumbar``); L1 is always the first vertebra below the last rib, the
-      convention of opportunistic L1 screening, and the flag asks for a review.
+      (``transitional:4_lumbar``); L1 is then the first vertebra below the last rib, the
+      convention of opportunistic L1 screening, and the flag asks for a review. Only ribs on both
+      sides of a vertebra with its upper disc in view count as such evidence; otherwise, and for
+      any other count, the names come from the sacrum with ``levels:rib_count_disagrees``.
     - Sacrum only: S1, then L5 … upwards. Last rib only (with a rib-free vertebra below it): T12
       there. Neither: provisional names (the lowest is T12 if it bears ribs, else L5), flagged.
     A vertebra bears ribs when bone running on laterally past the transverse processes touches it
@@ -469,15 +502,18 @@ def _assign_levels(spine: SpineSegments) -> None:
     lowest_rib = next((i for i, r in enumerate(ribs) if r), None)
     if spine.sacrum_at_bottom and lowest_rib is not None and lowest_rib >= 1:
         n_lumbar = lowest_rib - 1  # segments strictly between S1 (index 0) and the last rib-bearing one
+        # transitional anatomy needs strong evidence: ribs on both sides of a vertebra whose upper
+        # disc was found (the top segment may hold parts of two vertebrae)
+        strong = len(segs[lowest_rib].rib_sides) == 2 and lowest_rib < len(segs) - 1
         from_index(lowest_rib, "T12")
         names[0] = "S1"
-        if n_lumbar == 6:
+        if n_lumbar == 6 and strong:
             names[1] = "L6"
             spine.flags.append("transitional:L6 (6 rib-free vertebrae above the sacrum)")
-        elif n_lumbar == 4:
+        elif n_lumbar == 4 and strong:
             spine.flags.append("transitional:4_lumbar (4 rib-free vertebrae above the sacrum: sacralised L5 or T13)")
         elif n_lumbar != 5:
-            # implausible count: trust the sacrum and say so
+            # weak or implausible rib evidence: trust the sacrum and say so
             from_index(0, "S1")
             spine.flags.append(f"levels:rib_count_disagrees ({n_lumbar} rib-free vertebrae above the sacrum)")
         spine.flags.append("levels:from_sacrum_and_last_rib")
