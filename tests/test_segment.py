@@ -59,10 +59,54 @@ def test_classical_on_abdomen_ct_levels_and_dice(shared_data):
         c_truth = ct.geometry.index_to_world(np.argwhere(truth).mean(axis=0))
         assert np.linalg.norm(c_ours - c_truth) <= 20.0, level  # the VerSe identification rule
         dice[level] = _dice(ours, truth)
-    # measured: T12 0.862, L1 0.869, L2 0.889, L3 0.882, L4 0.852, L5 0.810; the issue's target is
+    # measured: T12 0.860, L1 0.878, L2 0.895, L3 0.881, L4 0.855, L5 0.812; the issue's target is
     # 0.85 for every lumbar level, which L5 (the oblique lumbosacral junction) does not reach yet
     assert min(dice[f"L{n}"] for n in range(1, 5)) >= 0.85, dice
     assert dice["T12"] >= 0.84 and dice["L5"] >= 0.79, dice
+
+
+def _abdomen_variant(shared_data, kind):
+    import dataclasses as dc
+
+    from scipy import ndimage as ndi
+
+    folder = shared_data / "ts_abdomen_ct"
+    ct, _ = canonicalize(load_volume(folder / "ct.nii.gz"))
+    ref, _ = canonicalize(load_volume(folder / "vertebrae_multilabel.nii.gz"))
+    a, r, sp = ct.array.astype(np.int16), ref.array, ct.spacing_mm
+    if kind == "1.5 mm":  # thin slices: linear upsampling
+        a = ndi.zoom(a.astype(np.float32), 2, order=1).astype(np.int16)
+        r, sp = ndi.zoom(r, 2, order=0), (1.5, 1.5, 1.5)
+    elif kind == "6 mm":  # thick slices: pairs of slices averaged
+        n = a.shape[0] // 2 * 2
+        a = a[:n].reshape(-1, 2, *a.shape[1:]).mean(axis=1).astype(np.int16)
+        r, sp = r[:n:2], (6.0, sp[1], sp[2])
+    elif kind == "no sacrum":
+        a, r = a[60:], r[60:]
+    elif kind == "no ribs":
+        a, r = a[:92], r[:92]
+    return dc.replace(ct, array=a, spacing_mm=sp, origin_lps_mm=(0.0, 0.0, 0.0)), r
+
+
+@pytest.mark.parametrize(
+    "kind, flag, levels",
+    [
+        ("1.5 mm", "levels:from_sacrum_and_last_rib", ("T12", "L1", "L2", "L3", "L4", "L5")),
+        ("6 mm", "levels:from_sacrum", ("L2", "L3", "L4", "L5")),
+        ("no sacrum", "levels:from_last_rib", ("T12", "L1", "L2", "L3", "L4")),
+        ("no ribs", "levels:from_sacrum", ("L2", "L3", "L4", "L5")),
+    ],
+)
+def test_classical_levels_survive_other_slices_and_fields_of_view(shared_data, kind, flag, levels):
+    """The same patient resampled or cropped: each landmark in view still names the levels, and
+    each level found overlaps its reference."""
+    vol, ref = _abdomen_variant(shared_data, kind)
+    labels = segment_spine(vol)
+    assert any(f.startswith(flag) for f in labels.metadata["flags"]), labels.metadata["flags"]
+    totalseg = load_label_scheme("totalseg")
+    for level in levels:
+        ours, truth = labels.array == VERSE[level], ref == totalseg[level]
+        assert _dice(ours, truth) >= 0.7, (kind, level, _dice(ours, truth))
 
 
 def test_classical_on_partial_chest_dicom_flags_it(shared_data):
