@@ -692,7 +692,7 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: fl
         return
     prof = ndi.gaussian_filter1d(sums / counts, 1.0)
     c = int(reach_mm)
-    trough = c - 4 + int(np.argmin(prof[c - 4 : c + 5]))
+    trough = c - 2 + int(np.argmin(prof[c - 2 : c + 3]))  # at the least-bone plane, not in a dark marrow cavity beside it
     lo_peak = int(np.argmax(prof[:trough + 1]))
     hi_peak = trough + int(np.argmax(prof[trough:]))
     if min(prof[lo_peak], prof[hi_peak]) - prof[trough] < 50.0:
@@ -728,7 +728,8 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: fl
         means[i, ok] = tot[ok] / n[ok] + 1e-3 * abs(d)
     best = np.where(np.isfinite(means).any(axis=0), shifts[np.argmin(means, axis=0)], 0.0)
     shift = best[tile]
-    carve = (h >= lo_mm + shift) & (h <= hi_mm + shift)
+    # marrow darker than the disc (fatty, osteoporotic) is a body's, never the disc's
+    carve = (h >= lo_mm + shift) & (h <= hi_mm + shift) & (hu >= prof[trough] - 40.0)
     where = np.nonzero(body)
     bone[sub][tuple(w[carve] for w in where)] = False
 
