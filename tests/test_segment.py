@@ -354,11 +354,10 @@ def test_enhanced_vessel_beside_the_body_is_not_bone():
     crop = rng.normal(40.0, 8.0, shape)
     yy, xx = np.mgrid[0:60, 0:60]
     body = np.hypot(yy - 35, xx - 30) <= 14
-    aorta = np.hypot(yy - 12, xx - 44) <= 9  # in front, to the left, touching the body's front
+    aorta = np.hypot(yy - 14, xx - 42) <= 9  # in front and to the left, next to the body
     crop[:, body] = rng.normal(220.0, 60.0, (shape[0], body.sum()))  # trabecular texture
     crop[:, aorta] = rng.normal(300.0, 8.0, (shape[0], aorta.sum()))  # homogeneous contrast blood
     track = np.full(shape[0], 35.0), np.full(shape[0], 30.0)
-    zz = (np.arange(shape[0]) + 0.5) * 2.0
     found = _enhanced_vessels(crop, spacing, np.arange(60.0), np.arange(60.0), *track, half_depth_mm=14.0)
     assert found[:, aorta].mean() > 0.95
     assert found[:, body].mean() < 0.02

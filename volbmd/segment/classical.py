@@ -4,16 +4,23 @@ Steps, in the canonical LPS frame (axis 0 inferior → superior, 1 anterior → 
 
 1. Bone: voxels above ``bone_low_hu`` connected to voxels above ``bone_high_hu`` (cortex), holes
    filled per axial slice (osteoporotic trabecular bone inside its cortical ring is kept).
-2. Spine track: in each slice, the vertebral body is the thickest bone blob near the patient's
-   midline; it is followed slice to slice from the thickest one up and down (≈2 mm working grid).
-3. Discs: minima of the bone area around the track (the disc is the gap between two bodies).
-4. Vertebrae: the bone connected to the tracked bodies, split by planes normal to the track at the
-   discs, clipped laterally (tighter where ribs attach).
-5. Levels: counted from the sacrum (a wide, solid S1 blob at the bottom) and from the last
-   rib-bearing vertebra (T12); 6 lumbar-type vertebrae give L6 and 4 raise a transitional flag; a
-   field of view without either landmark gets provisional labels and a flag.
+2. Spine track (≈2 mm working grid): in each slice the vertebral body is the thick bone blob near
+   the patient's midline, followed slice to slice from the thickest; into the sacrum it follows the
+   thickest bone. The body centre is its anterior edge plus its half depth (the thickest point
+   drifts to the pedicles where the body is tilted); a smoothed centre line joins the centres.
+3. Discs: deep minima of the bone fraction of disks normal to the centre line, plus bright
+   (degenerate) discs seen as mean-HU troughs between two endplates; each disc plane is then tilted
+   and shifted to the least bone (the lumbosacral disc lies at up to 45°).
+4. Vertebrae, at full resolution: contrast-filled vessels beside the spine are removed; each disc
+   is carved out between its endplates; the body cores between the disc planes seed a geodesic
+   growth through bone (Numba kernel, dim voxels such as joint spaces cost more), which hands each
+   arch to the body its pedicles join. Ribs and iliac bones are seeded too, so growth stops where
+   they meet; the spinal canal and dark holes behind the body are cleared.
+5. Levels: from the sacrum (the track ends in a wide pelvic blob) and from the last rib-bearing
+   vertebra (ribs come within reach of it). Six or four rib-free vertebrae above the sacrum give
+   ``transitional:L6`` / ``transitional:4_lumbar`` flags when the rib evidence is strong; a field
+   of view without either landmark gets provisional names and a flag.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +33,7 @@ from scipy.signal import find_peaks
 from volbmd.errors import InputError
 from volbmd_kernels.geodesic import geodesic_grow
 from volbmd.geometry import block_mean, canonicalize, uncanonicalize
-from volbmd.labels import LEVELS, level_rank, load_label_scheme
+from volbmd.labels import level_rank, load_label_scheme
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["ClassicalSegmenter", "SpineSegments", "segment_spine"]
@@ -205,18 +212,6 @@ def _sacral_merge(bone: np.ndarray, centre: np.ndarray, k0: int, spacing) -> boo
         if (cols[-1] - cols[0] + 1) * sx >= 140.0:
             return True
     return False
-
-
-def _body_area_profile(bone: np.ndarray, centre: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
-    sz, sy, sx = spacing
-    yy = (np.arange(bone.shape[1]) * sy)[:, None]
-    xx = (np.arange(bone.shape[2]) * sx)[None, :]
-    prof = np.zeros(bone.shape[0])
-    for k in range(bone.shape[0]):
-        if np.isfinite(centre[k, 0]):
-            disc = (yy - centre[k, 0]) ** 2 + (xx - centre[k, 1]) ** 2 <= radius_mm**2
-            prof[k] = (bone[k] & disc).sum() * sy * sx
-    return prof
 
 
 @dataclass
