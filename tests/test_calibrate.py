@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from test_cli import assert_clean_error, run
-from volbmd.calibrate.base import Calibration, ScannerInfo, load_calibration, save_calibration
+from volbmd.calibrate.base import ScannerInfo, load_calibration, save_calibration
 from volbmd.calibrate.corrections import (
     contrast_phase_from_aorta,
     convert_density,
@@ -22,7 +22,6 @@ from volbmd.calibrate.phantom import (
     PhantomDefinition,
     calibrate_from_hu,
     find_rods,
-    fit_mindways,
     load_phantom,
     rod_hu_from_mask,
     shipped_phantoms,

@@ -10,7 +10,6 @@ import pytest
 from volbmd.config import MeasurementConfig, load_config
 from volbmd.errors import GeometryError
 from volbmd.measure import (
-    body_heights_mm,
     choose_cortical_depth_mm,
     genant_grade,
     measure_vertebrae,

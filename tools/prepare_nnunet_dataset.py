@@ -12,7 +12,6 @@ its nnU-Net backend predicts in; label names are vertebrae_<level>.
 import argparse
 import csv
 import sys
-from pathlib import Path
 
 
 def main() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-import yaml
 
 from volbmd.errors import ConfigError
 

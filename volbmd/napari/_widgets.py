@@ -155,7 +155,6 @@ class AnalyzeWidget(QWidget):
 
     def _done(self, report) -> None:
         from volbmd.napari._layers import labels_layer
-        from volbmd.volume import LabelMap
 
         self.report = report
         art = report.artifacts

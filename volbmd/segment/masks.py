@@ -15,7 +15,7 @@ import numpy as np
 from volbmd.errors import GeometryError, InputError
 from volbmd.io import load_volume
 from volbmd.io._atomic import full_suffix
-from volbmd.labels import is_level, level_rank, load_label_scheme
+from volbmd.labels import level_rank, load_label_scheme
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["load_masks", "MasksSegmenter"]
