@@ -364,3 +364,28 @@ def test_enhanced_vessel_beside_the_body_is_not_bone():
     # without contrast nothing is found
     crop[:, aorta] = rng.normal(40.0, 8.0, (shape[0], aorta.sum()))
     assert not _enhanced_vessels(crop, spacing, np.arange(60.0), np.arange(60.0), *track, half_depth_mm=14.0).any()
+
+
+@pytest.mark.parametrize(
+    "levels, flag",
+    [
+        (("T11", "T12", "L1", "L2", "L3", "L4", "L5"), None),
+        (("T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6"), "transitional:L6"),
+        (("T11", "T12", "L1", "L2", "L3", "L4"), "transitional:4_lumbar"),
+    ],
+)
+def test_classical_transitional_anatomy_on_phantoms(levels, flag):
+    """Ribs on T11 and T12, a sacrum with iliac wings: every vertebra gets its true name, and six
+    or four rib-free vertebrae above the sacrum are flagged."""
+    p = make_spine_phantom(levels, spacing_mm=(2.0, 0.9, 0.9), body_height_mm=24.0, rib_levels=("T11", "T12"),
+                           sacrum=True, noise_hu=10.0, seed=2)
+    labels = segment_spine(p.volume)
+    flags = labels.metadata["flags"]
+    assert "levels:from_sacrum_and_last_rib" in flags
+    transitional = [f for f in flags if f.startswith("transitional")]
+    assert (transitional[0].startswith(flag) if flag else not transitional), flags
+    assert set(labels.labels) == set(levels) | {"S1"}
+    for level, vid in labels.labels.items():
+        assert _dice(labels.array == vid, p.labels.array == p.labels.labels[level]) > 0.85, level
+    ribs = {s["level"]: s["rib_sides"] for s in labels.metadata["segments"]}
+    assert ribs["T12"] == ["right", "left"] and ribs["L1"] == []

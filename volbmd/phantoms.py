@@ -44,6 +44,8 @@ def make_spine_phantom(
     field_of_view_mm: tuple[float, float] = (184.0, 170.0),
     noise_hu: float = 0.0,
     seed: int = 0,
+    rib_levels: tuple[str, ...] = (),
+    sacrum: bool = False,
     dtype=np.int16,
 ) -> SpinePhantom:
     """A stack of vertebrae (elliptic bodies with a cortical shell, an arch and a spinous process).
@@ -58,14 +60,22 @@ def make_spine_phantom(
             fracture: the superior endplate slopes down linearly from the posterior wall).
         field_of_view_mm: (AP, LR) extent of the grid.
         noise_hu: SD of Gaussian noise added to every voxel (seeded).
+        rib_levels: levels with a pair of ribs (bars from the body's side out past 90 mm lateral,
+            at the upper half of the body, not part of the vertebra's label).
+        sacrum: add a sacrum below the lowest level (labelled S1) joined to two iliac wings
+            (unlabelled) that reach 95 mm to each side, as the pelvis does.
+        The grid widens to fit ribs and iliac wings.
     """
     scheme = load_label_scheme("verse")
     hu = {lvl: float((trabecular_hu or DEFAULT_TRABECULAR_HU).get(lvl, 150.0)) for lvl in levels}
     heights = {lvl: float(body_height_mm[lvl] if isinstance(body_height_mm, dict) else body_height_mm) for lvl in levels}
     sz, sy, sx = spacing_mm
     margin_mm = 12.0
-    total_z = sum(heights.values()) + disc_height_mm * (len(levels) + 1) + 2 * margin_mm
+    sacrum_mm = 40.0 if sacrum else 0.0
+    total_z = sum(heights.values()) + disc_height_mm * (len(levels) + 1) + 2 * margin_mm + sacrum_mm
     fov_y, fov_x = field_of_view_mm
+    if rib_levels or sacrum:
+        fov_x = max(fov_x, 230.0)
     shape = (int(round(total_z / sz)), int(round(fov_y / sy)), int(round(fov_x / sx)))
     z = (np.arange(shape[0]) + 0.5) * sz
     y = (np.arange(shape[1]) + 0.5) * sy - fov_y / 2  # 0 at the body's AP centre line
@@ -74,8 +84,9 @@ def make_spine_phantom(
 
     volume = np.full(shape, -1000.0, dtype=np.float32)
     # Body outline: fat ring around muscle-like soft tissue; the spine lies in its posterior half.
-    body_r = ((Y + 20) / 70.0) ** 2 + (X / 80.0) ** 2
-    inner = ((Y + 20) / 62.0) ** 2 + (X / 72.0) ** 2
+    half_width = 80.0 if fov_x <= 170.0 else fov_x / 2 - 5.0
+    body_r = ((Y + 20) / 70.0) ** 2 + (X / half_width) ** 2
+    inner = ((Y + 20) / 62.0) ** 2 + (X / (half_width - 8.0)) ** 2
     volume[:, body_r <= 1] = -100.0
     volume[:, inner <= 1] = 45.0
 
@@ -117,7 +128,27 @@ def make_spine_phantom(
             sl[posterior_2d] = posterior_hu
             labels[k][inside | posterior_2d] = scheme[lvl]
             bodies[k][inside] = scheme[lvl]
+            if lvl in rib_levels and z[k] >= z0 + 0.5 * h and z[k] < z1 - 2.0:
+                # ribs: from the body's side (behind its centre) out and back, 8 mm thick
+                rib = (np.abs(X) >= a_lr - 1.0) & (np.abs(X) <= 100.0) & (np.abs(Y - (body_cy + 5.0 + 0.15 * np.abs(X))) <= 4.0)
+                sl[rib & ~inside] = posterior_hu
         z_top = z0 - disc_height_mm
+    if sacrum:
+        # S1: a body and arch tapering down, joined at its sides to iliac wings
+        s_top = z_top  # the lumbosacral disc lies above it
+        disc = (z >= s_top) & (z < s_top + disc_height_mm)
+        volume[disc] = np.where(ell <= 1.0, 90.0, volume[disc])
+        for k in np.flatnonzero((z < s_top) & (z >= s_top - sacrum_mm)):
+            depth = s_top - z[k]
+            scale = 1.0 - 0.4 * depth / sacrum_mm
+            body = np.sqrt(((Y - body_cy) / (a_ap * scale)) ** 2 + (X / (a_lr * scale)) ** 2) <= 1.0
+            wings = (np.abs(X) >= a_lr * scale - 2.0) & (np.abs(X) <= 95.0) & (np.abs(Y - (body_cy + 10.0)) <= 6.0)
+            sl = volume[k]
+            sl[wings] = posterior_hu
+            sl[body] = 220.0
+            sl[posterior_2d & (Y < canal_cy + 20.0)] = posterior_hu
+            labels[k][body | (posterior_2d & (Y < canal_cy + 20.0))] = scheme["S1"]
+            bodies[k][body] = scheme["S1"]
     if noise_hu > 0:
         volume += np.random.default_rng(seed).normal(0.0, noise_hu, size=shape).astype(np.float32)
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
@@ -130,7 +161,7 @@ def make_spine_phantom(
                   "contrast_agent": None, "manufacturer": "volbmd digital phantom"},
         source="volbmd digital spine phantom",
     )
-    present = {lvl: scheme[lvl] for lvl in levels}
+    present = {lvl: scheme[lvl] for lvl in levels + (("S1",) if sacrum else ())}
     return SpinePhantom(
         volume=vol,
         labels=LabelMap.on_grid_of(vol, labels, present, source="phantom labels"),
