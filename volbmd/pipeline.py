@@ -183,7 +183,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
         info["contrast_phase"] = calibrated.contrast_phase
     warnings = list(volume.metadata.get("warnings", [])) + list(result.warnings)
     warnings += [f"segmentation: {f}" for f in labels.metadata.get("flags", []) if "provisional" in f or "partial" in f
-                 or "transitional" in f or "uncertain" in f]
+                 or "transitional" in f or "uncertain" in f or "disagrees" in f]
     if calibrated is not None:
         warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate({
