@@ -2,12 +2,16 @@
 
 Every traversable voxel gets the label of the seed it reaches most cheaply. A step between two
 neighbouring voxel centres costs its length in mm times the mean of the two voxels' weights, the
-same rule as ``skimage.graph.MCP_Geometric(weights, sampling=spacing)``; the tests compare the two.
+same rule as ``skimage.graph.MCP_Geometric(weights, sampling=spacing)`` (with ``up_factor`` 1);
+the tests compare the two.
 A voxel is traversable when its weight is finite and positive. Seeds are the voxels with a label
 above 0 that are traversable; other labelled voxels are ignored.
 
 Used to hand the posterior elements to the vertebral body they join: weights grow where bone is
 dim, so a path through a facet joint or an interspinous gap costs more than one along the arch.
+An optional ``up_factor`` makes steps towards higher axis-0 indices (superior, in the canonical
+frame) dearer for all labels but one: a vertebra's inferior articular and spinous processes hang
+down from it, so the vertebra below should not climb into them through a facet joint.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ __all__ = ["geodesic_grow"]
 
 
 @njit()
-def _grow(seeds, weight, sz, sy, sx):
+def _grow(seeds, weight, sz, sy, sx, up_factor, free_label):
     nz, ny, nx = seeds.shape
     n = nz * ny * nx
     lab = np.zeros(n, np.int32)
@@ -68,7 +72,10 @@ def _grow(seeds, weight, sz, sy, sx):
             wj = w[j]
             if not (np.isfinite(wj) and wj > 0):
                 continue
-            nd = d + offs[k, 3] * (0.5 * w[i] + 0.5 * wj)
+            step = offs[k, 3]
+            if offs[k, 0] > 0 and lab[i] != free_label:
+                step *= up_factor
+            nd = d + step * (0.5 * w[i] + 0.5 * wj)
             if nd < dist[j]:
                 dist[j] = nd
                 lab[j] = lab[i]
@@ -76,9 +83,12 @@ def _grow(seeds, weight, sz, sy, sx):
     return lab.reshape(seeds.shape), dist.reshape(seeds.shape)
 
 
-def geodesic_grow(seeds: np.ndarray, weight: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
+def geodesic_grow(seeds: np.ndarray, weight: np.ndarray, spacing_mm,
+                  up_factor: float = 1.0, free_label: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Grow integer ``seeds`` (0 = none) through voxels of finite positive ``weight``.
 
+    ``up_factor`` multiplies the cost of every step towards a higher index along axis 0, except
+    for the growth of ``free_label`` (1: the plain geodesic distance).
     Returns (labels int32, cost float64); voxels no seed reaches get label 0 and cost inf."""
     seeds = np.ascontiguousarray(seeds, dtype=np.int32)
     weight = np.ascontiguousarray(weight, dtype=np.float64)
@@ -87,4 +97,6 @@ def geodesic_grow(seeds: np.ndarray, weight: np.ndarray, spacing_mm) -> tuple[np
     sz, sy, sx = (float(v) for v in spacing_mm)
     if min(sz, sy, sx) <= 0:
         raise ValueError(f"spacing must be positive, got {spacing_mm}")
-    return _grow(seeds, weight, sz, sy, sx)
+    if not up_factor > 0:
+        raise ValueError(f"up_factor must be positive, got {up_factor}")
+    return _grow(seeds, weight, sz, sy, sx, float(up_factor), int(free_label))

@@ -205,3 +205,20 @@ def test_geodesic_grow_rejects_bad_input():
         geodesic_grow(np.zeros((2, 2, 2), np.int32), np.ones((2, 2, 3)), (1, 1, 1))
     with pytest.raises(ValueError):
         geodesic_grow(np.zeros((2, 2, 2), np.int32), np.ones((2, 2, 2)), (1, 0, 1))
+
+
+def test_geodesic_grow_up_factor_and_free_label():
+    # a column of 11 voxels, seed 1 at the bottom, seed 2 at the top
+    weight = np.ones((11, 1, 1))
+    seeds = np.zeros((11, 1, 1), np.int32)
+    seeds[0, 0, 0], seeds[10, 0, 0] = 1, 2
+    labels, _ = geodesic_grow(seeds, weight, (1.0, 1.0, 1.0))
+    assert list(labels[:, 0, 0]).count(1) in (5, 6)  # they meet in the middle
+    labels, cost = geodesic_grow(seeds, weight, (1.0, 1.0, 1.0), up_factor=3.0)
+    # going up costs 3 per step for label 1: it reaches 2 voxels (cost 3, 6) before label 2
+    # (cost 1 per step down) gets there
+    assert list(labels[:, 0, 0]).count(1) == 3 and np.isclose(cost[2, 0, 0], 6.0)
+    labels, _ = geodesic_grow(seeds, weight, (1.0, 1.0, 1.0), up_factor=3.0, free_label=1)
+    assert list(labels[:, 0, 0]).count(1) in (5, 6)  # label 1 is exempt: the middle again
+    with pytest.raises(ValueError):
+        geodesic_grow(seeds, weight, (1.0, 1.0, 1.0), up_factor=0.0)

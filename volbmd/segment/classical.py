@@ -13,7 +13,8 @@ Steps, in the canonical LPS frame (axis 0 inferior → superior, 1 anterior → 
    and shifted to the least bone (the lumbosacral disc lies at up to 45°).
 4. Vertebrae, at full resolution: contrast-filled vessels beside the spine are removed; each disc
    is carved out between its endplates; the body cores between the disc planes seed a geodesic
-   growth through bone (Numba kernel, dim voxels such as joint spaces cost more), which hands each
+   growth through bone (Numba kernel, dim voxels such as joint spaces cost more, climbing costs
+   more: articular and spinous processes hang down from their own vertebra), which hands each
    arch to the body its pedicles join. Ribs and iliac bones are seeded too, so growth stops where
    they meet; the spinal canal and dark holes behind the body are cleared.
 5. Levels: from the sacrum (the track ends in a wide pelvic blob) and from the last rib-bearing
@@ -530,7 +531,7 @@ def _assign_levels(spine: SpineSegments) -> None:
 def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: float = 200.0,
                   label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0,
                   min_hole_hu: float = 30.0, arch_hu: float = 600.0, dim_cost: float = 4.0,
-                  max_path_cost: float = 150.0) -> LabelMap:
+                  max_path_cost: float = 150.0, up_factor: float = 2.0) -> LabelMap:
     """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid.
 
     ``bone_low_hu``/``bone_high_hu`` drive localisation; ``label_low_hu`` is the outline of the
@@ -636,7 +637,8 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((arch_hu - crop.astype(np.float32)) / max(arch_hu - label_low_hu, 1.0), 0.0, 1.0)
     weight = np.where(bone | far[flab], 1.0 + dim_cost * dim, np.inf)
-    grown, cost = geodesic_grow(markers, weight, canon.spacing_mm)
+    grown, cost = geodesic_grow(markers, weight, canon.spacing_mm, up_factor=up_factor,
+                                free_label=1 if spine.sacrum_at_bottom else 0)
     grown[cost > max_path_cost] = 0
     _rib_contacts(grown, ordinal_level, canon.spacing_mm, xx - track_x[:, None, None],
                   sacral_ordinal=0 if spine.sacrum_at_bottom else None)
