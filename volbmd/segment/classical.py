@@ -653,6 +653,7 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
     for o, seg in ordinal_level.items():
         if seg.level in verse and (seg.level.startswith("T") or seg.rib_sides):
             out_crop[(out_crop == verse[seg.level]) & (lateral > rib_lateral_mm)] = 0
+    _fill_enclosed_marrow(out_crop)
     full = np.zeros(canon.shape, np.int16)
     full[z0:z1, y0:y1, x0:x1] = out_crop
     present = {s.level: verse[s.level] for s in spine.segments if s.level in verse and (out_crop == verse[s.level]).any()}
@@ -729,6 +730,25 @@ def _carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: fl
     carve = (h >= lo_mm + shift) & (h <= hi_mm + shift) & (hu >= prof[trough] - 40.0)
     where = np.nonzero(body)
     bone[sub][tuple(w[carve] for w in where)] = False
+
+
+def _fill_enclosed_marrow(labels: np.ndarray) -> None:
+    """Give each vertebra, in place, the unlabelled voxels it encloses in a sagittal or coronal
+    slice: dark marrow walled in by cortex and endplates whose axial ring stays open (a vein's
+    foramen). The spinal canal is never enclosed in these slices (it runs on to the next level)."""
+    for vid, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        sub = labels[box]
+        own = sub == vid
+        filled = np.zeros_like(own)
+        for i in range(own.shape[2]):
+            if own[:, :, i].any():
+                filled[:, :, i] = ndi.binary_fill_holes(own[:, :, i])
+        for j in range(own.shape[1]):
+            if own[:, j, :].any():
+                filled[:, j, :] |= ndi.binary_fill_holes(own[:, j, :])
+        sub[filled & (sub == 0)] = vid
 
 
 def _enhanced_vessels(crop: np.ndarray, spacing, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float,
