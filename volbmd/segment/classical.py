@@ -531,7 +531,7 @@ def _assign_levels(spine: SpineSegments) -> None:
 def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: float = 200.0,
                   label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0,
                   min_hole_hu: float = 30.0, arch_hu: float = 600.0, dim_cost: float = 4.0,
-                  max_path_cost: float = 150.0, up_factor: float = 2.0) -> LabelMap:
+                  max_path_cost: float = 150.0, up_factor: float = 2.0, rim_hu: float = 150.0) -> LabelMap:
     """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid.
 
     ``bone_low_hu``/``bone_high_hu`` drive localisation; ``label_low_hu`` is the outline of the
@@ -654,6 +654,9 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
         if seg.level in verse and (seg.level.startswith("T") or seg.rib_sides):
             out_crop[(out_crop == verse[seg.level]) & (lateral > rib_lateral_mm)] = 0
     _fill_enclosed_marrow(out_crop)
+    # the partial-volume rim: a surface voxel dimmer than ``rim_hu`` is mostly soft tissue
+    fg = out_crop > 0
+    out_crop[fg & ~ndi.binary_erosion(fg) & (crop < rim_hu)] = 0
     full = np.zeros(canon.shape, np.int16)
     full[z0:z1, y0:y1, x0:x1] = out_crop
     present = {s.level: verse[s.level] for s in spine.segments if s.level in verse and (out_crop == verse[s.level]).any()}
