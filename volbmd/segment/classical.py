@@ -254,18 +254,6 @@ def _disk_offsets(radius_mm: float, step_mm: float = 1.0) -> np.ndarray:
     return np.column_stack([u[keep], v[keep]])
 
 
-def _bone_on_disk(bone: np.ndarray, spacing, centre: np.ndarray, normal: np.ndarray,
-                  offsets: np.ndarray) -> float:
-    """Fraction of the disk (``offsets`` in the plane through ``centre`` normal to ``normal``) that
-    is bone (nearest working voxel; points outside the grid count as no bone)."""
-    e1, e2 = _plane_basis(normal)
-    pts = centre[None, :] + offsets[:, :1] * e1[None, :] + offsets[:, 1:] * e2[None, :]
-    idx = np.floor(pts / np.asarray(spacing)[None, :]).astype(np.int64)
-    ok = np.all((idx >= 0) & (idx < np.asarray(bone.shape)[None, :]), axis=1)
-    hits = bone[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
-    return float(hits.sum()) / len(offsets)
-
-
 def _anterior_centre_y(bone: np.ndarray, ks: np.ndarray, centres: np.ndarray, depth_mm: float,
                        spacing) -> np.ndarray:
     """Body centre y (mm) per slice: the body's anterior edge (the front of the bone run that reaches
@@ -301,7 +289,7 @@ def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float, h
     ``line.step_mm``; discs are its deep minima. Each disc's plane is then tilted and shifted to the
     position with the least bone (lumbosacral and lordotic discs are oblique to the line)."""
     offsets = _disk_offsets(radius_mm)
-    prof = np.array([_bone_on_disk(bone, spacing, p, t, offsets) for p, t in zip(line.points_mm, line.tangents)])
+    prof = _disks_along(bone, spacing, line, offsets, empty=0.0)
     prof = ndi.gaussian_filter1d(prof, sigma=max(0.5, 1.5 / line.step_mm))
     gap = max(1, int(round(min_gap_mm / line.step_mm)))
     minima, _ = find_peaks(-prof, distance=gap, prominence=0.3)
@@ -309,7 +297,7 @@ def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float, h
     if hu is not None:
         # bright (degenerate, partial-volume) discs fill in as bone; they still show as a trough
         # of mean HU between two endplate peaks within a few mm either side
-        mean_hu = np.array([_mean_on_disk(hu, spacing, p, t, offsets) for p, t in zip(line.points_mm, line.tangents)])
+        mean_hu = _disks_along(hu, spacing, line, offsets, empty=np.nan)
         w = max(1, int(round(endplate_reach_mm / line.step_mm)))
         before = ndi.maximum_filter1d(mean_hu, w + 1, origin=w // 2, mode="nearest")
         after = ndi.maximum_filter1d(mean_hu, w + 1, origin=-(w // 2), mode="nearest")
@@ -324,13 +312,24 @@ def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float, h
     return discs
 
 
-def _mean_on_disk(arr: np.ndarray, spacing, centre: np.ndarray, normal: np.ndarray, offsets: np.ndarray) -> float:
-    """Mean of ``arr`` over the disk (nearest working voxel; points outside the grid left out)."""
-    e1, e2 = _plane_basis(normal)
-    pts = centre[None, :] + offsets[:, :1] * e1[None, :] + offsets[:, 1:] * e2[None, :]
-    idx = np.floor(pts / np.asarray(spacing)[None, :]).astype(np.int64)
-    ok = np.all((idx >= 0) & (idx < np.asarray(arr.shape)[None, :]), axis=1)
-    return float(arr[idx[ok, 0], idx[ok, 1], idx[ok, 2]].mean()) if ok.any() else np.nan
+def _disks_along(arr: np.ndarray, spacing, line: CentreLine, offsets: np.ndarray, empty: float) -> np.ndarray:
+    """Per centre-line point, the mean of ``arr`` (nearest working voxel) over the disk normal to
+    the line. Points outside the grid count as ``empty`` (0 for a mask: no bone), or are left out
+    when ``empty`` is NaN."""
+    t = line.tangents
+    e1 = np.array([0.0, 0.0, 1.0])[None, :] - t * t[:, 2:3]
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 = np.cross(t, e1)
+    pts = (line.points_mm[:, None, :] + offsets[None, :, :1] * e1[:, None, :]
+           + offsets[None, :, 1:] * e2[:, None, :])  # (N, P, 3)
+    idx = np.floor(pts / np.asarray(spacing)).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < np.asarray(arr.shape)), axis=2)
+    idx = np.where(ok[..., None], idx, 0)
+    vals = arr[idx[..., 0], idx[..., 1], idx[..., 2]].astype(np.float64)
+    if np.isnan(empty):
+        n = ok.sum(axis=1)
+        return np.where(n > 0, np.where(ok, vals, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
+    return np.where(ok, vals, empty).mean(axis=1)
 
 
 def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30.0,
