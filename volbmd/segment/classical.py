@@ -307,8 +307,9 @@ def _find_discs(bone: np.ndarray, spacing, line: CentreLine, radius_mm: float, h
             if all(abs(int(m) - f) >= gap for f in found):
                 found.append(int(m))
     discs = []
+    coarse = _disk_offsets(radius_mm, step_mm=2.0)  # the working grid is ≈2 mm: enough to score planes
     for m in sorted(found):
-        discs.append(_refine_disc(bone, spacing, line.points_mm[m], line.tangents[m], offsets))
+        discs.append(_refine_disc(bone, spacing, line.points_mm[m], line.tangents[m], coarse))
     return discs
 
 
