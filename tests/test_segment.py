@@ -59,7 +59,7 @@ def test_classical_on_abdomen_ct_levels_and_dice(shared_data):
         c_truth = ct.geometry.index_to_world(np.argwhere(truth).mean(axis=0))
         assert np.linalg.norm(c_ours - c_truth) <= 20.0, level  # the VerSe identification rule
         dice[level] = _dice(ours, truth)
-    # measured: T12 0.851, L1 0.932, L2 0.916, L3 0.921, L4 0.918, L5 0.855 (the target:
+    # measured: T12 0.851, L1 0.932, L2 0.922, L3 0.921, L4 0.918, L5 0.855 (the target:
     # 0.85 for every lumbar level)
     assert min(dice[f"L{n}"] for n in range(1, 6)) >= 0.85, dice
     assert dice["T12"] >= 0.84, dice
