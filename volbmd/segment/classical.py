@@ -239,10 +239,10 @@ def _centre_line(track_z_mm: np.ndarray, track_yx_mm: np.ndarray, step_mm: float
 
 
 def _plane_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors spanning the plane normal to ``normal`` (z, y, x): the first is the
-    patient's left-right direction projected on the plane."""
-    e1 = np.array([0.0, 0.0, 1.0]) - normal * normal[2]
-    e1 /= np.linalg.norm(e1)
+    """Two unit vectors spanning the plane normal to ``normal`` (z, y, x; or rows of an (N, 3)
+    array): the first is the patient's left-right direction projected on the plane."""
+    e1 = np.array([0.0, 0.0, 1.0]) - normal * normal[..., 2:3]
+    e1 = e1 / np.linalg.norm(e1, axis=-1, keepdims=True)
     e2 = np.cross(normal, e1)
     return e1, e2
 
@@ -317,10 +317,7 @@ def _disks_along(arr: np.ndarray, spacing, line: CentreLine, offsets: np.ndarray
     """Per centre-line point, the mean of ``arr`` (nearest working voxel) over the disk normal to
     the line. Points outside the grid count as ``empty`` (0 for a mask: no bone), or are left out
     when ``empty`` is NaN."""
-    t = line.tangents
-    e1 = np.array([0.0, 0.0, 1.0])[None, :] - t * t[:, 2:3]
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(t, e1)
+    e1, e2 = _plane_basis(line.tangents)
     pts = (line.points_mm[:, None, :] + offsets[None, :, :1] * e1[:, None, :]
            + offsets[None, :, 1:] * e2[:, None, :])  # (N, P, 3)
     idx = np.floor(pts / np.asarray(spacing)).astype(np.int64)
@@ -346,10 +343,7 @@ def _refine_disc(bone, spacing, point, normal, offsets, max_tilt_deg: float = 30
          + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]).reshape(-1, 3)
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     tilt = (np.abs(a) + np.abs(b)).reshape(-1)
-    # per candidate normal, an in-plane basis (left-right projected, as in _plane_basis)
-    f1 = np.array([0.0, 0.0, 1.0])[None, :] - n * n[:, 2:3]
-    f1 /= np.linalg.norm(f1, axis=1, keepdims=True)
-    f2 = np.cross(n, f1)
+    f1, f2 = _plane_basis(n)  # per candidate normal
     shifts = np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0)
     slab = np.array([-2.0, 0.0, 2.0])
     disk = offsets[:, :1, None] * f1[None, :, :] + offsets[:, 1:, None] * f2[None, :, :]  # (P, N, 3)
