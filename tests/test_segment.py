@@ -389,3 +389,25 @@ def test_classical_transitional_anatomy_on_phantoms(levels, flag):
         assert _dice(labels.array == vid, p.labels.array == p.labels.labels[level]) > 0.85, level
     ribs = {s["level"]: s["rib_sides"] for s in labels.metadata["segments"]}
     assert ribs["T12"] == ["right", "left"] and ribs["L1"] == []
+
+
+def test_classical_bmd_agrees_with_reference_masks(shared_data):
+    """End to end on the abdomen CT (internal calibration): the classical masks and the reference
+    masks give the same trabecular HU and BMD per level, within a few units."""
+    import volbmd
+    from volbmd.segment.base import make_segmenter
+
+    folder = shared_data / "ts_abdomen_ct"
+    ours = volbmd.analyze(folder / "ct.nii.gz")
+    ref = volbmd.analyze(folder / "ct.nii.gz", segmenter=make_segmenter(
+        "masks", masks=folder / "vertebrae_multilabel.nii.gz", label_scheme="totalseg"))
+    assert "blood" in ours.calibration.reference_tissues  # the aorta is found with either masks
+    by_level = {v.level: v for v in ref.vertebrae}
+    for v in ours.vertebrae:
+        if v.level in ("L1", "L2", "L3", "L4", "L5"):
+            other = by_level[v.level]
+            assert abs(v.trabecular_hu_median - other.trabecular_hu_median) <= 5.0, v.level
+            assert abs(v.bmd_mg_cm3 - other.bmd_mg_cm3) <= 8.0, v.level
+    assert ours.summary.levels_used == ref.summary.levels_used == ["L1", "L2"]
+    assert abs(ours.summary.bmd_mg_cm3_mean - ref.summary.bmd_mg_cm3_mean) <= 5.0
+    assert ours.summary.acr_category == ref.summary.acr_category

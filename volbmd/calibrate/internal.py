@@ -107,15 +107,17 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
         blood_slices.append((k, box))
     if muscle_vals and (r := _robust(np.concatenate(muscle_vals).astype(np.float64))) is not None:
         found["muscle"] = r
-    aorta = _find_aorta(arr, body, bone, blood_slices, (sy, sx))
+    aorta = _find_aorta(arr, body, bone, blood_slices, (sz, sy, sx))
     if aorta is not None:
         found["blood"] = aorta
     return found
 
 
-def _find_aorta(arr, body, bone, slices, spacing_yx) -> dict | None:
-    """The aorta: in each slice, the largest round, homogeneous blob of blood-like or enhanced HU."""
-    sy, sx = spacing_yx
+def _find_aorta(arr, body, bone, slices, spacing, min_length_mm: float = 30.0) -> dict | None:
+    """The aorta: in each slice, the largest round, homogeneous blob of blood-like or enhanced HU;
+    found when such blobs span at least ``min_length_mm`` along the spine (it divides at L4, so in a
+    scan reaching into the pelvis it is absent from many of the vertebrae's slices)."""
+    sz, sy, sx = spacing
     px = sy * sx
     values = []
     for k, box in slices:
@@ -141,7 +143,7 @@ def _find_aorta(arr, body, bone, slices, spacing_yx) -> dict | None:
                 best = (area, c[obj][disc])
         if best is not None:
             values.append(best[1])
-    if len(values) < max(1, len(slices) // 4):
+    if not values or len(values) * sz < min_length_mm:
         return None
     out = _robust(np.concatenate(values))
     if out is None:
