@@ -526,10 +526,16 @@ def segment_spine(volume: Volume, *, bone_low_hu: float = 100.0, bone_high_hu: f
                   label_low_hu: float = 100.0, lateral_mm: float = 55.0, rib_lateral_mm: float = 38.0,
                   min_hole_hu: float = 30.0, arch_hu: float = 600.0, dim_cost: float = 4.0,
                   max_path_cost: float = 150.0, up_factor: float = 2.0, rim_hu: float = 150.0) -> LabelMap:
-    """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid.
+    """Find, split and label the vertebrae of a CT. Returns VerSe ids on the volume's own grid,
+    with ``metadata["flags"]`` (level landmarks, partial field of view, transitional anatomy) and
+    ``metadata["segments"]`` (per vertebra: extent, rib sides, level).
 
     ``bone_low_hu``/``bone_high_hu`` drive localisation; ``label_low_hu`` is the outline of the
-    final masks (higher trims the partial-volume rim of thick slices).
+    final masks and ``rim_hu`` the least HU of a surface voxel (the partial-volume rim).
+    ``lateral_mm`` bounds the vertebrae (``rib_lateral_mm`` for rib-bearing ones). The geodesic
+    growth that splits them: voxels dimmer than ``arch_hu`` cost up to ``1 + dim_cost`` per mm,
+    climbing costs ``up_factor`` times more, paths dearer than ``max_path_cost`` are dropped.
+    ``min_hole_hu``: a hole behind the body's core darker than this is not marrow.
     """
     if volume.metadata.get("modality") not in (None, "CT"):
         raise InputError(f"the classical segmenter needs CT, got {volume.metadata.get('modality')}", volume.source)
