@@ -297,7 +297,7 @@ def test_anatomynet_shapes():
 def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
     from volbmd.segment.classical import Segment, SpineSegments
 
-    segs = [Segment(30.0 * i, 30.0 * (i + 1)) for i in range(n_segments)]
+    segs = [Segment(30.0 * i, 30.0 * (i + 1), ordinal=i) for i in range(n_segments)]
     for i, seg in enumerate(segs):
         if rib_from is not None and i >= rib_from:
             seg.rib_sides = ["right", "left"]
@@ -321,33 +321,86 @@ def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
     ],
 )
 def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, beside, names, flag):
-    from volbmd.segment.classical import _assign_levels
+    from volbmd.segment.classical.levels import assign_levels
 
     spine = _spine(n, sacrum, rib_from, beside)
-    _assign_levels(spine)
+    assign_levels(spine)
     assert [s.level for s in spine.segments] == names
     assert any(f.startswith(flag) for f in spine.flags), spine.flags
 
 
-def test_rib_contacts_tell_ribs_from_pelvis():
-    from volbmd.segment.classical import _FOREIGN, Segment, _rib_contacts
+@pytest.mark.parametrize(
+    "ribs, names, flag",
+    [
+        # a neck-to-chest field of view: C6, C7 rib-free above the first rib-bearing vertebra
+        ([True] * 6 + [False, False], ["T6", "T5", "T4", "T3", "T2", "T1", "C7", "C6"], "levels:from_first_rib"),
+        # first and last rib in view, twelve rib-bearing vertebrae between them
+        ([False] + [True] * 12 + [False], ["L1"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
+         "levels:from_last_rib_and_first_rib"),
+        # thirteen rib-bearing vertebrae, strong on both ends: a transitional count, flagged
+        ([False] + [True] * 13 + [False], ["L1", "T13"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
+         "transitional:13_rib_pairs"),
+    ],
+)
+def test_level_names_from_the_first_rib(ribs, names, flag):
+    from volbmd.segment.classical import Segment, SpineSegments
+    from volbmd.segment.classical.levels import assign_levels
 
-    grown = np.zeros((20, 10, 30), np.int32)
-    grown[0:6, 3:7, 12:18] = 1  # sacral segment (ordinal 0)
-    grown[7:12, 3:7, 12:18] = 2  # a lumbar vertebra, nothing beside it
-    grown[13:19, 3:7, 12:18] = 3  # a vertebra with a rib on its right (low x)
-    grown[0:8, 3:7, 2:10] = _FOREIGN + 1  # iliac bone: touches the sacrum
-    grown[14:18, 3:7, 7:11] = _FOREIGN + 2  # rib, 1 voxel from vertebra 3
-    dx_mm = (np.arange(30) - 15.0)[None, None, :]
-    segs = {o: Segment(0.0, 0.0) for o in range(3)}
-    _rib_contacts(grown, segs, (2.0, 2.0, 2.0), dx_mm, sacral_ordinal=0)
+    segs = [Segment(20.0 * i, 20.0 * (i + 1), ordinal=i, rib_sides=["right", "left"] if r else [])
+            for i, r in enumerate(ribs)]
+    spine = SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [])
+    assign_levels(spine)
+    assert [s.level for s in spine.segments] == names
+    assert any(f.startswith(flag) for f in spine.flags), spine.flags
+    assert 0.0 < spine.naming["confidence"] <= 1.0
+
+
+def test_level_naming_says_which_evidence_lost():
+    """Sacrum and last rib disagree on weak rib evidence: the sacrum wins, the rib is flagged, and
+    the naming confidence is lower than when both agree."""
+    from volbmd.segment.classical.levels import assign_levels
+
+    agree = _spine(8, True, 6)
+    assign_levels(agree)
+    weak = _spine(6, True, 5)
+    assign_levels(weak)
+    assert weak.naming["disagrees"] == ["last_rib"] and agree.naming["disagrees"] == []
+    assert weak.naming["confidence"] < agree.naming["confidence"]
+
+
+def test_rib_heads_tell_ribs_from_pelvis_and_name_their_vertebra():
+    """A rib belongs to the vertebra its head (its most medial part) lies beside, even when its
+    shaft runs on past the next vertebra; bone touching the sacral vertebra is pelvis."""
+    from volbmd.segment.classical import Segment
+    from volbmd.segment.classical.growth import FOREIGN, Grown, rib_heads
+    from volbmd.segment.classical.options import GrowthOptions
+
+    shape = (30, 10, 40)
+    grown = np.zeros(shape, np.int32)
+    seg_index = np.zeros(shape, np.int16)
+    seg_index[10:20], seg_index[20:] = 1, 2
+    grown[0:9, 3:7, 16:24] = 1  # sacral vertebra (ordinal 0)
+    grown[10:19, 3:7, 16:24] = 2  # ordinal 1: nothing's head beside it
+    grown[20:29, 3:7, 16:24] = 3  # ordinal 2: a rib's head on its right (low x)
+    grown[0:9, 3:7, 2:15] = FOREIGN + 1  # iliac bone against the sacrum
+    grown[21:24, 3:7, 10:15] = FOREIGN + 2  # rib head and neck beside ordinal 2 ...
+    grown[12:24, 3:7, 6:11] = FOREIGN + 2  # ... its shaft running down past ordinal 1
+    dx = (np.arange(40) + 0.5 - 20.0)[None, None, :] * 2.0
+    segs = {o: Segment(0.0, 0.0, ordinal=o) for o in range(3)}
+    g = Grown(grown, np.zeros(shape, bool), np.zeros(shape, np.int16), (slice(0, 30),) * 3, np.abs(dx), dx, segs,
+              np.ones((1, 1, 1), bool), seg_index)
+    rib_heads(g, (2.0, 2.0, 2.0), sacral_ordinal=0, opts=GrowthOptions(rib_head_zone_mm=40.0))
     assert segs[2].rib_sides == ["right"] and segs[2].rib_contact_mm3 > 0
-    assert segs[1].rib_sides == [] and segs[0].rib_sides == []  # the pelvis is no rib
-    assert segs[2].rib_beside_mm3 > 0 and segs[1].rib_beside_mm3 == 0
+    assert segs[1].rib_sides == [] and segs[0].rib_sides == []  # the shaft passes by; the pelvis is no rib
+    assert segs[2].rib_beside_mm3 > 0
 
 
 def test_enhanced_vessel_beside_the_body_is_not_bone():
-    from volbmd.segment.classical import _enhanced_vessels
+    from volbmd.segment.classical.options import OutlineOptions
+    from volbmd.segment.classical.outline import enhanced_vessels
+
+    def _enhanced_vessels(*args, half_depth_mm):
+        return enhanced_vessels(*args, half_depth_mm, OutlineOptions())
 
     rng = np.random.default_rng(0)
     shape, spacing = (12, 60, 60), (2.0, 1.0, 1.0)

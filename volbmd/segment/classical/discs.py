@@ -1,0 +1,280 @@
+"""Discs along the straightened spine, chosen jointly.
+
+The body centre line is resampled by arc length and the scan is sampled on planes normal to it
+(a curved reformat). Two profiles come out: the mean HU of the body's core (a disc is a trough
+between two bright endplates) and the HU beside the canal (pedicles and rib heads, periodic with
+the vertebrae). The local period of both profiles (autocorrelation) says how tall the vertebrae are
+at each height of the spine; the discs are then chosen together by dynamic programming: each
+candidate trough earns its depth and each spacing pays for its distance from the local period, so
+a faint disc between two strong ones is taken and a trough inside a body is not. Each disc plane is
+finally tilted and shifted to the least bone around it (the lumbosacral disc lies at up to 45°).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.signal import find_peaks
+
+from volbmd.segment.classical.options import DiscOptions
+from volbmd.segment.classical.types import CentreLine, Disc, SpacingZYX, SpineTrack
+
+__all__ = ["centre_line", "plane_basis", "Profiles", "spine_profiles", "local_period", "disc_scores", "choose_discs",
+           "refine_plane", "find_discs"]
+
+
+def centre_line(track: SpineTrack, step_mm: float, smooth_mm: float) -> CentreLine:
+    """The body centre line (z, y, x) smoothed and resampled every ``step_mm`` of arc length, with
+    the body half depth and the canal's centre carried along."""
+    pts = np.column_stack([track.z_mm, track.body_yx_mm])
+    canal = np.column_stack([track.z_mm, track.canal_yx_mm])
+    dz = float(np.median(np.diff(track.z_mm))) if len(track.z_mm) > 1 else 1.0
+    sigma = max(0.5, smooth_mm / dz)
+    pts = ndi.gaussian_filter1d(pts, sigma=sigma, axis=0, mode="nearest")
+    canal = ndi.gaussian_filter1d(canal, sigma=sigma, axis=0, mode="nearest")
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    grid = np.arange(0.0, s[-1] + 1e-9, step_mm)
+    out = np.column_stack([np.interp(grid, s, pts[:, c]) for c in range(3)])
+    can = np.column_stack([np.interp(grid, s, canal[:, c]) for c in range(3)])
+    half = np.interp(grid, s, track.half_depth_mm)
+    tan = np.gradient(out, axis=0) if len(out) > 1 else np.array([[1.0, 0.0, 0.0]])
+    tan /= np.maximum(np.linalg.norm(tan, axis=1, keepdims=True), 1e-9)
+    return CentreLine(out, tan, step_mm, half, can)
+
+
+def plane_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors spanning the plane normal to ``normal`` (z, y, x; or rows of an (N, 3)
+    array): the first is the patient's left-right direction projected on the plane, the second
+    points anteriorly when the normal points up."""
+    e1 = np.array([0.0, 0.0, 1.0]) - normal * normal[..., 2:3]
+    e1 = e1 / np.linalg.norm(e1, axis=-1, keepdims=True)
+    e2 = np.cross(normal, e1)
+    return e1, e2
+
+
+def _sample(array: np.ndarray, spacing: SpacingZYX, points_mm: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``array`` at points (..., 3) in mm (voxel i centred at (i + 0.5)·s)."""
+    idx = points_mm / np.asarray(spacing) - 0.5
+    flat = idx.reshape(-1, 3).T
+    return ndi.map_coordinates(array, flat, order=1, mode="nearest", output=np.float32).reshape(idx.shape[:-1])
+
+
+@dataclass
+class Profiles:
+    """Per centre-line point: mean HU of the body's core, mean HU beside the canal (pedicles, rib
+    heads), and the share of the core inside the working grid's filled bone mask."""
+
+    core_hu: np.ndarray
+    beside_hu: np.ndarray
+    bone_fraction: np.ndarray
+
+
+def spine_profiles(array: np.ndarray, spacing: SpacingZYX, bone: np.ndarray, bone_spacing: SpacingZYX,
+                   line: CentreLine, opts: DiscOptions) -> Profiles:
+    """The profiles along ``line``, each sampled on the plane normal to it."""
+    e1, e2 = plane_basis(line.tangents)
+    radius = np.maximum(opts.core_min_radius_mm, opts.core_fraction * line.half_depth_mm)
+    r_max = float(radius.max())
+    g = np.arange(-r_max, r_max + 1e-9, 1.5)
+    u, v = (a.ravel() for a in np.meshgrid(g, g, indexing="ij"))
+    inside = (u[None, :] ** 2 + v[None, :] ** 2) <= radius[:, None] ** 2  # (N, P)
+    n_inside = np.maximum(inside.sum(axis=1), 1)
+    pts = line.points_mm[:, None, :] + u[None, :, None] * e1[:, None, :] + v[None, :, None] * e2[:, None, :]
+    core = np.where(inside, _sample(array, spacing, pts), 0.0).sum(axis=1) / n_inside
+    idx = np.floor(pts / np.asarray(bone_spacing)).astype(np.int64)
+    ok = np.all((idx >= 0) & (idx < np.asarray(bone.shape)), axis=2) & inside
+    idx = np.where(ok[..., None], idx, 0)
+    fraction = (bone[idx[..., 0], idx[..., 1], idx[..., 2]] & ok).sum(axis=1) / n_inside
+    lat = np.concatenate([np.arange(9.0, 19.0, 2.0), -np.arange(9.0, 19.0, 2.0)])
+    ap = np.arange(-6.0, 3.0, 2.0)  # from 6 mm in front of the canal's centre to 2 mm behind it
+    lu, lv = (a.ravel() for a in np.meshgrid(lat, ap, indexing="ij"))
+    pts = line.canal_mm[:, None, :] + lu[None, :, None] * e1[:, None, :] - lv[None, :, None] * e2[:, None, :]
+    beside = _sample(array, spacing, pts).mean(axis=1)
+    return Profiles(core.astype(np.float64), beside.astype(np.float64), fraction.astype(np.float64))
+
+
+def _detrended(x: np.ndarray, window: int) -> np.ndarray:
+    d = x - ndi.uniform_filter1d(x, max(3, window), mode="nearest")
+    sd = float(np.std(d))
+    return d / sd if sd > 1e-6 else d * 0.0
+
+
+def local_period(signals: list[np.ndarray], step_mm: float, opts: DiscOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: the local period (mm) of the profiles and its strength (autocorrelation, 0–1).
+
+    Windows of ``period_window_mm`` every 10 mm; in each, the lag in ``period_range_mm`` with the
+    highest mean autocorrelation, preferring the shortest lag within 85 % of the best (a period,
+    not twice it). NaN where no window fits."""
+    n = len(signals[0])
+    lo, hi = (int(round(v / step_mm)) for v in opts.period_range_mm)
+    half_w = int(round(opts.period_window_mm / step_mm / 2))
+    xs = [_detrended(s, int(round(2 * opts.period_range_mm[1] / step_mm))) for s in signals]
+    centres, periods, strengths = [], [], []
+    for c in range(0, n, max(1, int(round(10.0 / step_mm)))):
+        a, b = max(0, c - half_w), min(n, c + half_w + 1)
+        if b - a < 2 * lo + 4:
+            continue
+        lags = np.arange(lo, min(hi, (b - a) // 2) + 1)
+        if lags.size < 3:
+            continue
+        r = np.zeros(lags.size)
+        for x in xs:
+            seg = x[a:b]
+            for i, lag in enumerate(lags):
+                p, q = seg[:-lag], seg[lag:]
+                sp, sq = p.std(), q.std()
+                if sp > 1e-9 and sq > 1e-9:
+                    r[i] += float(np.mean((p - p.mean()) * (q - q.mean())) / (sp * sq)) / len(xs)
+        peaks, _ = find_peaks(r)
+        if peaks.size == 0:
+            continue
+        best = float(r[peaks].max())
+        if best <= 0:
+            continue
+        chosen = int(peaks[np.flatnonzero(r[peaks] >= 0.85 * best)[0]])
+        centres.append(c)
+        periods.append(lags[chosen] * step_mm)
+        strengths.append(max(0.0, float(r[chosen])))
+    if not centres:
+        return np.full(n, np.nan), np.zeros(n)
+    grid = np.arange(n)
+    period = np.interp(grid, centres, ndi.median_filter(np.asarray(periods), size=3, mode="nearest"))
+    strength = np.interp(grid, centres, strengths)
+    return period, strength
+
+
+def _trough(x: np.ndarray, w: int) -> np.ndarray:
+    """How far ``x`` lies below the lower of its maxima within ``w`` samples before and after."""
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, w, mode="edge"), w + 1).max(axis=1)
+    before, after = windows[: x.size], windows[w : w + x.size]  # max over [i - w, i] and [i, i + w]
+    return np.minimum(before, after) - x
+
+
+def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
+    largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
+    of the local period either side):
+
+    - a gap in the bone: the core leaves the filled bone mask between two bony stretches (a disc
+      darker than bone);
+    - a trough of HU: the core dips below the lower of the brightest values on either side (a dark
+      disc, with or without bright endplates), as a share of the profile's spread;
+    - a bright band: the mean within ``band_half_mm`` stands above the mean of the rest of the reach
+      (a thin disc between dense endplates, blurred into one bright band, as in osteoporotic
+      thoracic spines), as a share of the spread.
+
+    The body's interior, bounded by its two endplates a whole body height apart, is none of them.
+    Returns the score and whether a gap or trough (True: a dark disc) or the band gave it."""
+    x = ndi.gaussian_filter1d(profiles.core_hu, sigma=max(0.5, 1.0 / step_mm))
+    f = ndi.gaussian_filter1d(profiles.bone_fraction, sigma=max(0.5, 1.0 / step_mm))
+    spread = max(20.0, float(np.percentile(x, 90) - np.percentile(x, 10)))
+    reach = np.clip(opts.endplate_fraction * period_mm, *opts.endplate_reach_range_mm)
+    w_at = np.maximum(1, np.round(reach / step_mm).astype(int))
+    half = max(1, int(round(opts.band_half_mm / step_mm)))
+    inner = ndi.uniform_filter1d(x, 2 * half + 1, mode="nearest")
+    score = np.zeros_like(x)
+    dark = np.ones(x.shape, bool)
+    for w in np.unique(w_at):
+        dark_score = np.maximum(_trough(x, w) / spread, _trough(f, w))
+        band = np.zeros_like(x)
+        outer_n = 2 * w + 1 - (2 * half + 1)
+        if outer_n > 0:
+            total = ndi.uniform_filter1d(x, 2 * w + 1, mode="nearest") * (2 * w + 1)
+            band = (inner - (total - inner * (2 * half + 1)) / outer_n) / spread
+        here = w_at == w
+        score[here] = np.maximum(dark_score, band)[here]
+        dark[here] = (dark_score >= band)[here]
+    return np.clip(score, 0.0, None), dark
+
+
+def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> list[int]:
+    """Indices of the discs: the chain of candidate troughs that maximises the sum of their scores
+    minus ``period_penalty`` · (log(spacing / local period))² per spacing; spacings below
+    ``spacing_range[0]`` periods are not allowed."""
+    sep = max(1, int(round(opts.min_separation_mm / step_mm)))
+    cand, _ = find_peaks(score, height=opts.min_score, distance=sep)
+    if cand.size == 0:
+        return []
+    pos = cand * step_mm
+    gain = score[cand]
+    best = gain.copy()
+    prev = np.full(cand.size, -1)
+    lo_ratio = opts.spacing_range[0]
+    for j in range(cand.size):
+        for i in range(j):
+            d = pos[j] - pos[i]
+            t = float(period_mm[(cand[i] + cand[j]) // 2])
+            if d < lo_ratio * t:
+                continue
+            s = best[i] + gain[j] - opts.period_penalty * np.log(d / t) ** 2
+            if s > best[j]:
+                best[j], prev[j] = s, i
+    j = int(np.argmax(best))
+    chain = []
+    while j >= 0:
+        chain.append(int(cand[j]))
+        j = int(prev[j])
+    return chain[::-1]
+
+
+def refine_plane(bone: np.ndarray, spacing: SpacingZYX, point: np.ndarray, normal: np.ndarray, radius_mm: float,
+                 max_tilt_deg: float, max_shift_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The plane near (point, normal) with the least bone on its disk: sagittal tilt up to
+    ``max_tilt_deg``, coronal tilt up to a third of that, shift along the normal up to
+    ``max_shift_mm``. The disc is a slab, so each plane is scored by the bone on it and on planes
+    2 mm either side. Ties keep the smaller change."""
+    g = np.arange(-radius_mm, radius_mm + 1e-9, 2.0)  # the working grid is ≈2 mm: enough to score planes
+    uu, vv = np.meshgrid(g, g, indexing="ij")
+    keep = uu**2 + vv**2 <= radius_mm**2
+    offsets = np.column_stack([uu[keep], vv[keep]])
+    e1, e2 = plane_basis(normal)
+    a = np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0))[:, None]
+    b = np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0))[None, :]
+    n = (normal * (np.cos(a) * np.cos(b))[..., None] + e2 * (np.sin(a) * np.cos(b))[..., None]
+         + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]).reshape(-1, 3)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    tilt = (np.abs(a) + np.abs(b)).reshape(-1)
+    f1, f2 = plane_basis(n)
+    shifts = np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0)
+    disk = offsets[:, :1, None] * f1[None, :, :] + offsets[:, 1:, None] * f2[None, :, :]  # (P, N, 3)
+    grid = np.asarray(spacing)
+    shape = np.asarray(bone.shape)
+    cost = np.zeros((len(n), len(shifts)))
+    for si, d in enumerate(shifts):
+        for h in (-2.0, 0.0, 2.0):
+            pts = point + d * normal + h * n[None, :, :] + disk
+            idx = np.floor(pts / grid).astype(np.int64)
+            ok = np.all((idx >= 0) & (idx < shape), axis=2)
+            idx = np.where(ok[..., None], idx, 0)
+            hits = bone[idx[..., 0], idx[..., 1], idx[..., 2]] & ok
+            cost[:, si] += hits.sum(axis=0) / len(offsets) / 3.0
+    cost += 1e-3 * (tilt[:, None] + np.abs(shifts)[None, :] / 10)
+    i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    return point + shifts[j] * normal, n[i]
+
+
+def find_discs(array: np.ndarray, spacing: SpacingZYX, work_bone: np.ndarray, work_spacing: SpacingZYX,
+               line: CentreLine, opts: DiscOptions) -> tuple[list[Disc], dict]:
+    """The discs along ``line`` (bottom to top) and what chose them (period, strength, candidates)."""
+    profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
+    period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
+    fallback = opts.depth_to_period * 2.0 * line.half_depth_mm
+    weak = ~np.isfinite(period) | (strength < opts.min_period_strength)
+    period = np.clip(np.where(weak, fallback, period), *opts.period_range_mm)
+    score, dark = disc_scores(profiles, period, line.step_mm, opts)
+    chosen = choose_discs(score, period, line.step_mm, opts)
+    discs = []
+    for m in chosen:
+        point, normal = line.points_mm[m], line.tangents[m]
+        if dark[m]:
+            # a dark disc: the plane with the least bone around it (bright thin discs stay normal to the line)
+            radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
+            point, normal = refine_plane(work_bone, work_spacing, point, normal, radius, opts.max_tilt_deg,
+                                         opts.max_shift_mm)
+        discs.append(Disc(point, normal, float(m * line.step_mm), float(score[m])))
+    info = {"period_mm": period, "period_strength": strength, "score": score, "dark": dark,
+            "core_hu": profiles.core_hu, "beside_hu": profiles.beside_hu, "bone_fraction": profiles.bone_fraction}
+    return discs, info

@@ -1,0 +1,172 @@
+"""Name the vertebrae from every landmark in view, jointly.
+
+Landmarks: the sacrum (the lowest vertebra merges with the pelvis: S1), the last rib-bearing
+vertebra above a rib-free one (T12), the first rib-bearing vertebra below a rib-free one (T1, with
+C7 above it), and the rib state of every vertebra in between (thoracic vertebrae bear ribs, cervical
+and lumbar ones do not). Each naming hypothesis, an anatomy (5 lumbar vertebrae, or transitional:
+6 or 4, 13 or 11 rib pairs) placed at an offset, is scored by the landmarks it satisfies and the
+ones it contradicts; the best one wins, the margin to the runner-up is the naming confidence, and
+the flags say which evidence won and which disagreed. Transitional anatomies are considered only on
+strong rib evidence (ribs on both sides of a vertebra whose upper disc was found). With no
+landmark at all the names are provisional, counted from the lowest vertebra, and flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from volbmd.segment.classical.options import LevelOptions
+from volbmd.segment.classical.types import Segment, SpineSegments
+
+__all__ = ["assign_levels", "ANATOMIES"]
+
+
+def _up(cervical: int = 7, thoracic: int = 12, lumbar: int = 5) -> list[str]:
+    """Level names from the sacrum upwards."""
+    return (["S1"] + [f"L{n}" for n in range(lumbar, 0, -1)] + [f"T{n}" for n in range(thoracic, 0, -1)]
+            + [f"C{n}" for n in range(cervical, 0, -1)])
+
+
+#: name → (levels from the sacrum up, transitional flag or None, needs)
+ANATOMIES: dict[str, tuple[list[str], str | None, str]] = {
+    "normal": (_up(), None, ""),
+    "L6": (_up(lumbar=6), "transitional:L6 ({n} rib-free vertebrae above the sacrum)", "sacrum+last_rib"),
+    "4_lumbar": (_up(lumbar=4),
+                 "transitional:4_lumbar ({n} rib-free vertebrae above the sacrum: sacralised L5 or T13)",
+                 "sacrum+last_rib"),
+    "13_ribs": (_up(thoracic=13), "transitional:13_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
+                "first_rib+last_rib"),
+    "11_ribs": (_up(thoracic=11), "transitional:11_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
+                "first_rib+last_rib"),
+}
+
+
+@dataclass
+class _Landmarks:
+    sacrum: bool
+    last_rib: int | None  # segment index of the last rib-bearing vertebra (a rib-free one below)
+    last_strong: bool
+    first_rib: int | None  # segment index of the first rib-bearing vertebra (a rib-free one above)
+    first_strong: bool
+
+    @property
+    def any(self) -> bool:
+        return self.sacrum or self.last_rib is not None or self.first_rib is not None
+
+
+def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
+    segs = spine.segments
+    ribs = [bool(s.rib_sides) for s in segs]
+    n = len(segs)
+    lowest = next((i for i, r in enumerate(ribs) if r), None)
+    last = lowest if lowest is not None and lowest >= 1 else None
+    # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two)
+    last_strong = last is not None and len(segs[last].rib_sides) == 2 and last < n - 1
+    highest = next((i for i in range(n - 1, -1, -1) if ribs[i]), None)
+    first = None
+    if highest is not None and n - 1 - highest >= opts.first_rib_min_above:
+        above = segs[highest + 1 :]
+        # the rib-free vertebra above must be seen whole (a cut top piece may have lost its ribs)
+        if any(s.complete for s in above) or len(above) >= 2:
+            first = highest
+    first_strong = first is not None and len(segs[first].rib_sides) == 2 and first > 0
+    return _Landmarks(spine.sacrum_at_bottom, last, last_strong, first, first_strong)
+
+
+def _score(names: list[str], segs: list[Segment], marks: _Landmarks, anatomy_up: list[str],
+           opts: LevelOptions) -> tuple[float, list[str], list[str]]:
+    """Score of one naming, the landmarks it satisfies and the ones it contradicts."""
+    agree, disagree = [], []
+    score = 0.0
+    if marks.sacrum:
+        ok = names[0] == "S1"
+        score += opts.sacrum_weight if ok else -opts.sacrum_weight
+        (agree if ok else disagree).append("sacrum")
+    elif names[0] == "S1":
+        score -= opts.sacrum_weight / 2  # S1 without the pelvis beside it
+    last_thoracic = next(v for v in anatomy_up if v.startswith("T"))
+    for key, index, strong, expected in (("last_rib", marks.last_rib, marks.last_strong, last_thoracic),
+                                         ("first_rib", marks.first_rib, marks.first_strong, "T1")):
+        if index is None:
+            continue
+        weight = opts.end_rib_weight * (1.0 if strong else 0.4)
+        ok = names[index] == expected
+        score += weight if ok else -weight
+        (agree if ok else disagree).append(key)
+    for i, (name, seg) in enumerate(zip(names, segs)):
+        weight = opts.rib_weight * (0.5 if i in (0, len(segs) - 1) else 1.0)
+        score += weight if bool(seg.rib_sides) == name.startswith("T") else -weight
+    return score, agree, disagree
+
+
+def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> None:
+    """Name the segments (bottom → top) in place; flags and ``spine.naming`` say how."""
+    opts = opts or LevelOptions()
+    segs = spine.segments
+    if not segs:
+        return
+    marks = _landmarks(spine, opts)
+    n = len(segs)
+    if not marks.any:
+        # no landmark: the lowest is T12 when ribs lie beside it (thoracic field of view), else L5
+        thoracic = bool(segs[0].rib_sides) or segs[0].rib_beside_mm3 >= opts.rib_beside_thoracic_mm3
+        up = ANATOMIES["normal"][0]
+        start = up.index("T12" if thoracic else "L5")
+        for i, seg in enumerate(segs):
+            seg.level = up[start + i] if start + i < len(up) else None
+        spine.flags.append("levels:provisional (no sacrum, first or last rib in view)")
+        spine.naming = {"method": "provisional", "confidence": 0.1, "landmarks": _describe(marks),
+                        "agrees": [], "disagrees": []}
+        return
+    hypotheses = []
+    for key, (up, _, needs) in ANATOMIES.items():
+        if needs == "sacrum+last_rib" and not (marks.sacrum and marks.last_strong):
+            continue
+        if needs == "first_rib+last_rib" and not (marks.first_strong and marks.last_strong):
+            continue
+        for start in range(len(up) - n + 1):
+            names = up[start : start + n]
+            score, agree, disagree = _score(names, segs, marks, up, opts)
+            if key != "normal":
+                score -= 2.5
+            hypotheses.append((score, key, names, agree, disagree))
+    hypotheses.sort(key=lambda h: -h[0])
+    score, key, names, agree, disagree = hypotheses[0]
+    runner_up = next((h for h in hypotheses[1:] if h[2] != names), None)
+    margin = score - runner_up[0] if runner_up else score
+    for seg, name in zip(segs, names):
+        seg.level = name
+    template = ANATOMIES[key][1]
+    if template:
+        rib_free = (marks.last_rib - 1) if marks.last_rib is not None else 0
+        rib_bearing = (marks.first_rib - marks.last_rib + 1) if marks.first_rib is not None and marks.last_rib is not None else 0
+        spine.flags.append(template.format(n=rib_free, r=rib_bearing))
+    if agree:
+        spine.flags.append("levels:from_" + "_and_".join(agree))
+    if "last_rib" in disagree and marks.sacrum and marks.last_rib is not None:
+        spine.flags.append(f"levels:rib_count_disagrees ({marks.last_rib - 1} rib-free vertebrae above the sacrum)")
+    elif "last_rib" in disagree:
+        spine.flags.append(f"levels:last_rib_disagrees (the last rib-bearing vertebra is named {names[marks.last_rib]})")
+    if "first_rib" in disagree:
+        spine.flags.append(f"levels:first_rib_disagrees (the first rib-bearing vertebra is named {names[marks.first_rib]})")
+    if "sacrum" in disagree:
+        spine.flags.append(f"levels:sacrum_disagrees (the lowest vertebra is named {names[0]})")
+    if len(agree) == 1 and not disagree and len(segs) > 1:
+        spine.flags.append(f"levels:single_landmark ({agree[0].replace('_', ' ')} only)")
+    spine.naming = {
+        "method": "joint landmarks", "anatomy": key, "confidence": round(1.0 - math.exp(-max(margin, 0.0) / 4.0), 3),
+        "score": round(score, 2), "margin": round(margin, 2), "landmarks": _describe(marks, names),
+        "agrees": agree, "disagrees": disagree,
+        "runner_up": None if runner_up is None else {"anatomy": runner_up[1], "lowest": runner_up[2][0],
+                                                     "score": round(runner_up[0], 2)},
+    }
+
+
+def _describe(marks: _Landmarks, names: list[str] | None = None) -> dict:
+    def at(i):
+        return None if i is None else (names[i] if names else i)
+
+    return {"sacrum": marks.sacrum,
+            "last_rib": None if marks.last_rib is None else {"at": at(marks.last_rib), "strong": marks.last_strong},
+            "first_rib": None if marks.first_rib is None else {"at": at(marks.first_rib), "strong": marks.first_strong}}

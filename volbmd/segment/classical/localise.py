@@ -1,0 +1,298 @@
+"""Find the spine: the spinal canal followed through the scan, the vertebral bodies in front of it.
+
+The canal is the anchor: a dark hole inside a bony ring at every level, whatever the contrast phase
+or slice thickness, and never in the heart or the vessels. Per working slice, holes of the right
+size and darkness enclosed by bone (at a few thresholds, osteoporotic bone included) are
+candidates; the canal is the longest smooth path through them (dynamic programming along the
+spine), so an isolated hole elsewhere cannot pull the track off. The bodies lie directly in front of
+the canal; past the canal's ends (the sacrum, a cut field of view) the track follows the thickest
+bone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from volbmd.errors import InputError
+from volbmd.geometry import block_mean
+from volbmd.segment.classical.options import CanalOptions, LocaliseOptions
+from volbmd.segment.classical.types import CanalPath, SpacingZYX, SpineTrack, WorkGrid
+from volbmd.volume import Volume
+
+__all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "sacrum_at_bottom", "disk_footprint"]
+
+
+def working_grid(canon: Volume, opts: LocaliseOptions) -> WorkGrid:
+    """Block-average the canonical scan to the localisation grid and find the patient in it."""
+    sz, sy, sx = canon.spacing_mm
+    factors = (max(1, int(round(opts.work_slice_mm / sz))), max(1, int(round(opts.work_in_plane_mm / sy))),
+               max(1, int(round(opts.work_in_plane_mm / sx))))
+    hu = block_mean(canon.array, factors)
+    spacing = (sz * factors[0], sy * factors[1], sx * factors[2])
+    solid = hu > opts.patient_hu
+    if not solid.any():
+        raise InputError(f"no patient in the scan (nothing above {opts.patient_hu:g} HU)", canon.source)
+    objects, _ = ndi.label(solid)
+    sizes = np.bincount(objects.ravel())
+    sizes[0] = 0
+    patient = objects == int(np.argmax(sizes))  # the patient, not the table
+    for k in range(patient.shape[0]):
+        patient[k] = ndi.binary_fill_holes(patient[k])
+    xs = np.nonzero(patient)[2]
+    return WorkGrid(hu, spacing, factors, patient, float(np.median(xs) + 0.5) * spacing[2])
+
+
+def bone_mask(hu: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Voxels above ``low`` connected to voxels above ``high`` (cortex), holes filled per slice
+    (the trabecular interior inside its cortical ring, even when osteoporotic)."""
+    low_mask = hu > low
+    lab, n = ndi.label(low_mask)
+    if n == 0:
+        return low_mask
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[hu > high])] = True
+    keep[0] = False
+    bone = keep[lab]
+    for k in range(bone.shape[0]):
+        if bone[k].any():
+            bone[k] = ndi.binary_fill_holes(bone[k])
+    return bone
+
+
+def disk_footprint(radius_mm: float, spacing_yx) -> np.ndarray:
+    sy, sx = spacing_yx
+    ry, rx = max(1, int(np.ceil(radius_mm / sy))), max(1, int(np.ceil(radius_mm / sx)))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return (yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm**2 + 1e-6
+
+
+def _canal_candidates(work: WorkGrid, opts: CanalOptions) -> list[list[tuple[float, float]]]:
+    """Per working slice, canal-like holes (y, x) in mm: dark, of canal size, enclosed by bone,
+    near the midline and behind the front of the patient."""
+    sz, sy, sx = work.spacing_mm
+    nz, ny, nx = work.hu.shape
+    x0 = max(0, int((work.mid_x_mm - opts.midline_mm - 20.0) / sx))
+    x1 = min(nx, int((work.mid_x_mm + opts.midline_mm + 20.0) / sx) + 1)
+    band = work.hu[:, :, x0:x1]
+    smooth = ndi.gaussian_filter(band, (0, opts.smooth_mm / sy, opts.smooth_mm / sx))
+    disk = disk_footprint(opts.closing_mm, (sy, sx)) if opts.closing_mm > 0 else None
+    pad = 0 if disk is None else max(disk.shape) // 2 + 1
+    pixel_mm2 = sy * sx
+    lo_area, hi_area = opts.area_mm2
+    out: list[list[tuple[float, float]]] = []
+    for k in range(nz):
+        found: list[tuple[float, float]] = []
+        rows = np.flatnonzero(work.patient[k, :, x0:x1].any(axis=1))
+        if rows.size == 0:
+            out.append(found)
+            continue
+        y_min_mm = (rows[0] + opts.anterior_fraction * (rows[-1] - rows[0])) * sy
+        for threshold in opts.ring_thresholds_hu:
+            ring = smooth[k] > threshold
+            if not ring.any():
+                continue
+            if disk is not None:
+                ring = ndi.binary_closing(np.pad(ring, pad), disk)[pad:-pad, pad:-pad] | ring
+            holes = ndi.binary_fill_holes(ring) & ~ring
+            lab, n = ndi.label(holes)
+            if n == 0:
+                continue
+            idx = np.arange(1, n + 1)
+            area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * pixel_mm2
+            ok = (area >= lo_area) & (area <= hi_area)
+            if not ok.any():
+                continue
+            mean = np.asarray(ndi.mean(smooth[k], lab, idx[ok]))
+            com = np.asarray(ndi.center_of_mass(holes, lab, idx[ok])).reshape(-1, 2)
+            top = min(opts.max_content_hu, threshold - 40.0)
+            for m, (cy, cx) in zip(mean, com):
+                y_mm, x_mm = (cy + 0.5) * sy, (x0 + cx + 0.5) * sx
+                if not (opts.min_content_hu <= m <= top) or abs(x_mm - work.mid_x_mm) > opts.midline_mm or y_mm < y_min_mm:
+                    continue
+                if all(np.hypot(y_mm - fy, x_mm - fx) > 4.0 for fy, fx in found):
+                    found.append((y_mm, x_mm))
+        out.append(found)
+    return out
+
+
+def _longest_path(cands: list[list[tuple[float, float]]], dz_mm: float, opts: CanalOptions) -> list[tuple[int, float, float]]:
+    """The best path (slice, y, x) through the candidates, bottom to top: each step earns the length
+    it covers (up to ``reward_cap_mm``, less beyond it) and pays for in-plane movement; steps that
+    move faster than the spine can curve are not allowed."""
+    nodes = [(k, y, x) for k, cs in enumerate(cands) for (y, x) in cs]
+    if not nodes:
+        return []
+    score = np.zeros(len(nodes))
+    prev = np.full(len(nodes), -1)
+    for i, (k, y, x) in enumerate(nodes):
+        best, arg = min(dz_mm, opts.reward_cap_mm), -1
+        for j in range(i - 1, -1, -1):
+            kj, yj, xj = nodes[j]
+            gap = (k - kj) * dz_mm
+            if gap <= 0:
+                continue
+            if gap > opts.max_skip_mm:
+                break
+            move = float(np.hypot(y - yj, x - xj))
+            if move > 4.0 + opts.max_slope * gap:
+                continue
+            s = (score[j] + min(gap, opts.reward_cap_mm) - opts.gap_penalty * max(0.0, gap - opts.reward_cap_mm)
+                 - opts.move_penalty * move)
+            if s > best:
+                best, arg = s, j
+        score[i], prev[i] = best, arg
+    i = int(np.argmax(score))
+    path = []
+    while i >= 0:
+        path.append(nodes[i])
+        i = int(prev[i])
+    return path[::-1]
+
+
+def find_canal(work: WorkGrid, opts: CanalOptions) -> CanalPath:
+    """The spinal canal's centre per working slice (NaN outside the path and between its nodes)."""
+    cands = _canal_candidates(work, opts)
+    path = _longest_path(cands, work.spacing_mm[0], opts)
+    yx = np.full((work.hu.shape[0], 2), np.nan)
+    for k, y, x in path:
+        yx[k] = (y, x)
+    length = (path[-1][0] - path[0][0] + 1) * work.spacing_mm[0] if path else 0.0
+    return CanalPath(yx, len(path), float(length))
+
+
+def _running_median(values: np.ndarray, window: int, lo: float, hi: float, fallback: float) -> np.ndarray:
+    ok = np.isfinite(values)
+    if not ok.any():
+        return np.full(values.shape, fallback)
+    filled = np.interp(np.arange(values.size), np.flatnonzero(ok), values[ok])
+    return np.clip(ndi.median_filter(filled, size=max(1, window) | 1, mode="nearest"), lo, hi)
+
+
+def _body_runs(bone: np.ndarray, canal_yx: np.ndarray, ks: np.ndarray, spacing: SpacingZYX,
+               opts: LocaliseOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice: distance (mm) from the canal centre to the body's posterior wall and to its
+    anterior edge, along a narrow column in front of the canal (NaN where no body is seen)."""
+    _, sy, sx = spacing
+    post = np.full(len(ks), np.nan)
+    ant = np.full(len(ks), np.nan)
+    gap_px = max(1, int(round(opts.body_gap_mm / sy)))
+    for j, k in enumerate(ks):
+        cy, cx = canal_yx[j]
+        i0, i1 = max(0, int((cx - 4.0) / sx)), min(bone.shape[2], int((cx + 4.0) / sx) + 1)
+        jc = min(bone.shape[1] - 1, int(cy / sy))
+        j_far = max(0, int((cy - opts.posterior_wall_max_mm - opts.body_depth_max_mm) / sy))
+        if i1 <= i0 or jc <= j_far:
+            continue
+        col = bone[k, j_far : jc + 1, i0:i1].mean(axis=1) >= 0.5  # index 0 = most anterior
+        col = col[::-1]  # from the canal forwards
+        hits = np.flatnonzero(col)
+        if hits.size == 0 or hits[0] * sy > opts.posterior_wall_max_mm:
+            continue
+        r = int(hits[0])
+        run_end, misses = r, 0
+        while r + 1 < col.size:
+            r += 1
+            if col[r]:
+                run_end, misses = r, 0
+            else:
+                misses += 1
+                if misses > gap_px:
+                    break
+        post[j] = hits[0] * sy
+        ant[j] = (run_end + 1) * sy
+    return post, ant
+
+
+def _thickest_near(sl: np.ndarray, last_yx: np.ndarray, spacing_yx, radius_mm: float, min_mm: float):
+    """(y, x, thickness) of the thickest bone within ``radius_mm`` of ``last_yx`` (mm), or None."""
+    sy, sx = spacing_yx
+    pad = radius_mm + 20.0
+    j0, j1 = max(0, int((last_yx[0] - pad) / sy)), min(sl.shape[0], int((last_yx[0] + pad) / sy) + 1)
+    i0, i1 = max(0, int((last_yx[1] - pad) / sx)), min(sl.shape[1], int((last_yx[1] + pad) / sx) + 1)
+    win = sl[j0:j1, i0:i1]
+    if not win.any():
+        return None
+    d = ndi.distance_transform_edt(np.pad(win, 1), sampling=(sy, sx))[1:-1, 1:-1]
+    yy = ((np.arange(j0, j1) + 0.5) * sy)[:, None]
+    xx = ((np.arange(i0, i1) + 0.5) * sx)[None, :]
+    d = np.where((yy - last_yx[0]) ** 2 + (xx - last_yx[1]) ** 2 <= radius_mm**2, d, 0.0)
+    j, i = np.unravel_index(int(np.argmax(d)), d.shape)
+    if d[j, i] < min_mm:
+        return None
+    return (j0 + j + 0.5) * sy, (i0 + i + 0.5) * sx, float(d[j, i])
+
+
+def track_bodies(work: WorkGrid, bone: np.ndarray, canal: CanalPath, opts: LocaliseOptions,
+                 min_length_mm: float, source=None) -> SpineTrack:
+    """Body centres in front of the canal, extended past the canal's ends along the thickest bone."""
+    sz, sy, sx = work.spacing_mm
+    seen = np.flatnonzero(np.isfinite(canal.yx_mm[:, 0]))
+    if seen.size < 2 or canal.length_mm < min_length_mm:
+        raise InputError("no spine found: no spinal canal (a dark hole in a bony ring) runs through the scan", source)
+    c0, c1 = int(seen[0]), int(seen[-1])
+    ks = np.arange(c0, c1 + 1)
+    canal_yx = np.column_stack([np.interp(ks, seen, canal.yx_mm[seen, c]) for c in range(2)])
+    canal_yx = ndi.median_filter(canal_yx, size=(5, 1), mode="nearest")
+    post, ant = _body_runs(bone, canal_yx, ks, work.spacing_mm, opts)
+    window = int(round(opts.running_window_mm / sz))
+    lo, hi = opts.half_depth_range_mm
+    if np.isfinite(post).sum() < 2:
+        raise InputError("no spine found: no vertebral body in front of the spinal canal", source)
+    post_m = _running_median(post, window, 2.0, opts.posterior_wall_max_mm, 6.0)
+    half = _running_median((ant - post) / 2.0, window, lo, hi, 12.0)
+    body = canal_yx.copy()
+    body[:, 0] = canal_yx[:, 0] - post_m - half
+    # past the canal's ends: follow the thickest bone near the last body centre
+    below, above = [], []
+    for direction, store in ((-1, below), (1, above)):
+        k = (c0 if direction < 0 else c1) + direction
+        last = body[0] if direction < 0 else body[-1]
+        gap = 0
+        max_gap = max(1, int(round(opts.extend_max_gap_mm / sz)))
+        while 0 <= k < bone.shape[0] and gap <= max_gap:
+            hit = _thickest_near(bone[k], last, (sy, sx), opts.extend_radius_mm, opts.extend_min_thickness_mm)
+            if hit is None:
+                gap += 1
+            else:
+                last = np.array(hit[:2])
+                store.append((k, last))
+                gap = 0
+            k += direction
+    n_below = below[-1][0] if below else c0
+    n_above = above[-1][0] if above else c1
+    k0, k1 = min(n_below, c0), max(n_above, c1)
+    all_k = np.arange(k0, k1 + 1)
+    known_k = np.concatenate([[k for k, _ in below][::-1], ks, [k for k, _ in above]]).astype(int)
+    known_body = np.concatenate([np.array([p for _, p in below][::-1]).reshape(-1, 2), body,
+                                 np.array([p for _, p in above]).reshape(-1, 2)])
+    body_all = np.column_stack([np.interp(all_k, known_k, known_body[:, c]) for c in range(2)])
+    offset = canal_yx - body
+    canal_all = body_all + np.column_stack([np.interp(all_k, ks, offset[:, c]) for c in range(2)])
+    half_all = np.interp(all_k, ks, half)
+    return SpineTrack(int(k0), int(k1), (all_k + 0.5) * sz, body_all, canal_all, half_all,
+                      (int(c0 - k0), int(c1 - k0)))
+
+
+def sacrum_at_bottom(bone: np.ndarray, track: SpineTrack, spacing: SpacingZYX, opts: LocaliseOptions) -> bool:
+    """True when, at the bottom of the track, the bone under the body widens into the pelvis
+    (sacrum and iliac bones in one blob wider than ``pelvis_width_mm``): the lowest vertebra is S1."""
+    sz, sy, sx = spacing
+    cy, cx = track.body_yx_mm[0]
+    k0 = track.k0
+    lo = max(0, k0 - int(round(15.0 / sz)))
+    hi = min(bone.shape[0], k0 + int(round(10.0 / sz)) + 1)
+    for k in range(lo, hi):
+        pts = np.argwhere(bone[k])
+        if pts.size == 0:
+            continue
+        d = np.hypot((pts[:, 0] + 0.5) * sy - cy, (pts[:, 1] + 0.5) * sx - cx)
+        j = int(np.argmin(d))
+        if d[j] > 12.0:
+            continue
+        lab, _ = ndi.label(bone[k])
+        blob = lab == lab[tuple(pts[j])]
+        cols = np.flatnonzero(blob.any(axis=0))
+        if (cols[-1] - cols[0] + 1) * sx >= opts.pelvis_width_mm:
+            return True
+    return False

@@ -1,0 +1,73 @@
+"""Plausibility of each vertebra found, and a confidence per level.
+
+A vertebra is implausible when its height along the spine is far from its neighbours' (two
+vertebrae merged, or one split), when it is too short or too tall for any vertebra, when its
+volume is far from what its level usually has, or when no spinal canal was seen behind it. Each
+finding is a flag on the vertebra (``implausible:<what> (...)``), which keeps it out of the
+classification; the confidence (0–1) combines them with the strength of its two discs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from volbmd.segment.classical.options import QualityOptions
+from volbmd.segment.classical.types import Segment
+
+__all__ = ["TYPICAL_VOLUME_ML", "check_segments"]
+
+#: Typical whole-vertebra volume (body and posterior elements) by level, adults, ml. Rough values
+#: (they grow steadily from T1 to L5); only gross departures (``volume_factor``) are flagged.
+TYPICAL_VOLUME_ML = {
+    **{f"C{n}": 10.0 for n in range(3, 8)},
+    "T1": 15.0, "T2": 16.0, "T3": 17.0, "T4": 18.0, "T5": 20.0, "T6": 22.0, "T7": 24.0, "T8": 27.0,
+    "T9": 30.0, "T10": 34.0, "T11": 39.0, "T12": 45.0, "T13": 48.0,
+    "L1": 55.0, "L2": 60.0, "L3": 65.0, "L4": 68.0, "L5": 70.0, "L6": 70.0,
+}
+
+
+def check_segments(segments: list[Segment], disc_scores: dict[int, float], canal_seen: list[bool],
+                   opts: QualityOptions) -> None:
+    """Set ``quality_flags`` and ``confidence`` on each segment (bottom to top), in place.
+
+    ``disc_scores[ordinal]`` is the score of the disc below the segment of that ordinal (the one
+    above is ``ordinal + 1``); ``canal_seen[i]`` says whether the canal was followed behind
+    segment ``i``."""
+    heights = [s.arc_hi_mm - s.arc_lo_mm for s in segments]
+    for i, seg in enumerate(segments):
+        flags: list[str] = []
+        confidence = 1.0
+        h = heights[i]
+        if seg.complete:
+            if h < opts.min_height_mm:
+                flags.append(f"implausible:height ({h:.0f} mm along the spine)")
+            elif h > opts.max_height_mm:
+                flags.append(f"implausible:height ({h:.0f} mm along the spine)")
+            neighbours = [heights[j] for j in (i - 1, i + 1) if 0 <= j < len(segments) and segments[j].complete
+                          and segments[j].level != "S1"]
+            if neighbours and seg.level != "S1":
+                ref = sum(neighbours) / len(neighbours)
+                ratio = h / ref if ref > 0 else 1.0
+                if ratio > opts.spacing_ratio_max:
+                    flags.append(f"implausible:merged? ({h:.0f} mm tall against {ref:.0f} mm for its neighbours)")
+                elif ratio < 1.0 / opts.spacing_ratio_max:
+                    flags.append(f"implausible:split? ({h:.0f} mm tall against {ref:.0f} mm for its neighbours)")
+                confidence *= math.exp(-abs(math.log(max(ratio, 1e-3))))
+            typical = TYPICAL_VOLUME_ML.get(seg.level or "")
+            if typical and seg.volume_ml > 0:
+                factor = seg.volume_ml / typical
+                if factor > opts.volume_factor or factor < 1.0 / opts.volume_factor:
+                    flags.append(f"implausible:volume ({seg.volume_ml:.0f} ml; a {seg.level} is about {typical:.0f} ml)")
+                confidence *= min(1.0, math.exp(-0.5 * max(0.0, abs(math.log(factor)) - math.log(1.5))))
+            for o in (seg.ordinal, seg.ordinal + 1):
+                confidence *= min(1.0, 0.5 + disc_scores.get(o, 0.5))
+        else:
+            confidence *= 0.5  # cut by the end of the track or the field of view
+        if not canal_seen[i] and seg.level != "S1":
+            flags.append("implausible:no_canal (no spinal canal was seen behind it)")
+        if seg.volume_ml <= 0:
+            flags.append("implausible:empty (nothing of it was grown)")
+        if any(f.startswith("implausible") for f in flags):
+            confidence *= 0.3
+        seg.quality_flags = flags
+        seg.confidence = round(max(0.0, min(1.0, confidence)), 3)
