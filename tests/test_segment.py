@@ -388,7 +388,7 @@ def test_rib_heads_tell_ribs_from_pelvis_and_name_their_vertebra():
     dx = (np.arange(40) + 0.5 - 20.0)[None, None, :] * 2.0
     segs = {o: Segment(0.0, 0.0, ordinal=o) for o in range(3)}
     g = Grown(grown, np.zeros(shape, bool), np.zeros(shape, np.int16), (slice(0, 30),) * 3, np.abs(dx), dx, segs,
-              np.ones((1, 1, 1), bool), seg_index)
+              np.ones((1, 1, 1), bool), seg_index, np.ones(3, bool))
     rib_heads(g, (2.0, 2.0, 2.0), sacral_ordinal=0, opts=GrowthOptions(rib_head_zone_mm=40.0))
     assert segs[2].rib_sides == ["right"] and segs[2].rib_contact_mm3 > 0
     assert segs[1].rib_sides == [] and segs[0].rib_sides == []  # the shaft passes by; the pelvis is no rib

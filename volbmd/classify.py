@@ -32,7 +32,7 @@ class LevelResult:
     @property
     def valid(self) -> bool:
         blocking = ("empty_mask", "roi_empty", "roi_too_small", "too_small", "body_split_failed", "rejected_by_reviewer")
-        cut = any(f.startswith("cut_by_scan_edge") for f in self.flags)
+        cut = any(f.startswith(("cut_by_scan_edge", "implausible")) for f in self.flags)
         return (self.bmd_mg_cm3 is not None and not (self.genant_grade or 0) >= 1
                 and not any(f in blocking for f in self.flags) and not cut)
 

@@ -182,7 +182,8 @@ def _segmenter(cfg, masks, model, device):
 
     backend = cfg.segmentation.backend
     options = {"device": device} if backend in ("nnunet", "monai") else {}
-    return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model, **options)
+    return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
+                          classical=cfg.segmentation.classical, **options)
 
 
 @app.command()

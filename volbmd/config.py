@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from volbmd.errors import ConfigError
+from volbmd.segment.classical.options import ClassicalOptions
 
 __all__ = [
     "LabelScheme",
@@ -60,6 +61,7 @@ class LabelScheme(_Strict):
 class SegmentationConfig(_Strict):
     backend: Literal["classical", "nnunet", "monai", "masks"] = "classical"
     label_scheme: Literal["verse", "totalseg"] = "verse"
+    classical: ClassicalOptions = ClassicalOptions()  # every option of the classical backend
 
 
 class MeasurementConfig(_Strict):
@@ -70,6 +72,7 @@ class MeasurementConfig(_Strict):
     slab_thickness_mm: float = Field(9.0, gt=0)
     thick_slice_mm: float = Field(3.0, gt=0)
     genant_max_voxel_mm: float = Field(2.5, gt=0)
+    plausible_trabecular_hu: tuple[float, float] = (-100.0, 450.0)
 
     @field_validator("cortical_depth_mm")
     @classmethod

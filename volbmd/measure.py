@@ -65,6 +65,7 @@ class LevelMeasurement:
     genant_grade: int | None = None
     centroid_lps_mm: list[float] | None = None
     si_axis_tilt_deg: float | None = None
+    segmentation_confidence: float | None = None  # 0–1, from the segmenter's own checks (None: not given)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -336,6 +337,10 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
     m.trabecular_hu_sd = stats["sd"]
     for p in (5, 25, 75, 95):
         setattr(m, f"trabecular_hu_p{p}", stats[f"p{p}"])
+    lo, hi = cfg.plausible_trabecular_hu
+    if not lo <= m.trabecular_hu_mean <= hi:
+        # contrast-filled vessel or other tissue in the mask, a sclerotic lesion, or a wrong scale
+        m.flags.append(f"implausible:trabecular_hu ({m.trabecular_hu_mean:.0f} HU, outside {lo:g} to {hi:g})")
     return m
 
 
@@ -382,4 +387,9 @@ def measure_vertebrae(
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     kept: dict | None = {} if keep_masks else None
     results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]
+    quality = labels.metadata.get("level_quality") or {}
+    for m in results:  # the segmenter's own doubts about a level travel with its measurement
+        q = quality.get(m.level) or {}
+        m.flags.extend(f for f in q.get("flags", []) if f not in m.flags)
+        m.segmentation_confidence = q.get("confidence")
     return MeasurementResult(results, depth_mm, rule, cfg.roi, warnings, kept or {})

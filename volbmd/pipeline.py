@@ -166,6 +166,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
             "height_loss": m.height_loss,
             "body_split": m.split_method,
             "centroid_lps_mm": m.centroid_lps_mm,
+            "segmentation_confidence": m.segmentation_confidence,
         })
     by_level = result.by_level()
     l1 = by_level.get("L1")
@@ -184,12 +185,20 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     warnings = list(volume.metadata.get("warnings", [])) + list(result.warnings)
     warnings += [f"segmentation: {f}" for f in labels.metadata.get("flags", []) if "provisional" in f or "partial" in f
                  or "transitional" in f or "uncertain" in f or "disagrees" in f]
+    naming = labels.metadata.get("naming") or {}
+    if naming.get("confidence") is not None and naming["confidence"] < 0.5 and "provisional" not in naming.get("method", ""):
+        warnings.append(f"segmentation: level names uncertain (naming confidence {naming['confidence']:.2f})")
+    for m in result.levels:
+        doubts = [f.split(":", 1)[1] for f in m.flags if f.startswith("implausible:")]
+        if doubts:
+            warnings.append(f"{m.level}: implausible ({'; '.join(doubts)}): kept out of the classification; review its mask")
     if calibrated is not None:
         warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate({
         "volbmd_version": __version__,
         "input": info,
-        "segmentation": {"backend": backend, "levels_found": found, "flags": list(labels.metadata.get("flags", []))},
+        "segmentation": {"backend": backend, "levels_found": found, "flags": list(labels.metadata.get("flags", [])),
+                         **({"naming": naming} if naming else {})},
         "measurement": {
             "roi": result.roi,
             "cortical_depth_mm": result.cortical_depth_mm,
@@ -251,7 +260,8 @@ def analyze(
         cfg = load_config(config, overrides or None)
     if segmenter is None:
         backend = "masks" if masks is not None and cfg.segmentation.backend == "classical" else cfg.segmentation.backend
-        segmenter = make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model)
+        segmenter = make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
+                                   classical=cfg.segmentation.classical)
     if levels:
         from volbmd.labels import is_level
 

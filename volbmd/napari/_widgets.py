@@ -114,7 +114,8 @@ class AnalyzeWidget(QWidget):
 
             cfg = load_config(overrides={"segmentation": {"backend": backend}})
             kwargs["segmenter"] = make_segmenter(backend, model=self.model.text() or None,
-                                                 label_scheme=cfg.segmentation.label_scheme)
+                                                 label_scheme=cfg.segmentation.label_scheme,
+                                                 classical=cfg.segmentation.classical)
         return volume, kwargs
 
     def _analyze(self, volume, kwargs, emit=None):

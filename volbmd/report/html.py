@@ -63,6 +63,11 @@ def render_html(report, qa_png: bytes | None) -> str:
         f"<td>{_fmt(d.get('residual_mg_cm3'), 2)}</td></tr>" for d in rods)
     m = r.model_extra.get("measurement", {})
     seg_flags = r.segmentation.model_extra.get("flags", []) if r.segmentation.model_extra else []
+    naming = (r.segmentation.model_extra or {}).get("naming") or {}
+    naming_text = (f" Level names: {escape(str(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
+                   f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
+                   f"{'; disagree: ' + escape(', '.join(naming.get('disagrees'))) if naming.get('disagrees') else ''}."
+                   if naming else "")
     notes = summ.model_extra.get("classification_notes") or []
     warnings = "".join(f"<li class='warn'>{escape(w)}</li>" for w in r.qa.warnings) or "<li>none</li>"
     img = (f"<img alt='QA overlays' src='data:image/png;base64,{base64.b64encode(qa_png).decode()}'>" if qa_png else "")
@@ -83,7 +88,7 @@ def render_html(report, qa_png: bytes | None) -> str:
 <h2>Method</h2>
 <ul><li>Scan: {escape(str(inp.modality))}, {"×".join(str(s) for s in inp.shape[::-1])} voxels, spacing {"/".join(f"{s:g}" for s in inp.spacing_mm)} mm (z/y/x),
 kVp {_fmt(inp.kvp, 0)}, contrast {escape(str(inp.contrast_phase))}.</li>
-<li>Segmentation: {escape(r.segmentation.backend)}; levels {escape(", ".join(r.segmentation.levels_found))}{("; " + escape("; ".join(seg_flags))) if seg_flags else ""}.</li>
+<li>Segmentation: {escape(r.segmentation.backend)}; levels {escape(", ".join(r.segmentation.levels_found))}{("; " + escape("; ".join(seg_flags))) if seg_flags else ""}.{naming_text}</li>
 <li>Trabecular ROI: {escape(str(m.get('roi')))}, cortical stripping {_fmt(m.get('cortical_depth_mm'))} mm ({escape(str(m.get('cortical_depth_rule')))}).</li>
 <li>Classification: ACR QCT thresholds ({escape(str(summ.model_extra.get('threshold_set')))}) on the mean of two valid lumbar levels.</li></ul>
 <h2>Calibration</h2><p>{cal_text}</p>

@@ -24,8 +24,10 @@ class Segmenter(Protocol):
     def segment(self, volume: Volume) -> LabelMap: ...
 
 
-def make_segmenter(backend: str, *, masks=None, label_scheme: str = "verse", model=None, **options) -> Segmenter:
-    """Build a backend by name (heavy libraries are imported only by the backend that needs them)."""
+def make_segmenter(backend: str, *, masks=None, label_scheme: str = "verse", model=None, classical=None,
+                   **options) -> Segmenter:
+    """Build a backend by name (heavy libraries are imported only by the backend that needs them).
+    ``classical``: the classical backend's options (a ClassicalOptions or a nested dict)."""
     from volbmd.errors import ConfigError
 
     if backend == "masks":
@@ -37,7 +39,7 @@ def make_segmenter(backend: str, *, masks=None, label_scheme: str = "verse", mod
     if backend == "classical":
         from volbmd.segment.classical import ClassicalSegmenter
 
-        return ClassicalSegmenter(**options)
+        return ClassicalSegmenter(classical, **options)
     if backend == "nnunet":
         if model is None:
             raise ConfigError("--segmenter nnunet needs --model DIR (an nnU-Net v2 model folder)")

@@ -25,24 +25,47 @@ __all__ = ["centre_line", "plane_basis", "Profiles", "spine_profiles", "local_pe
            "refine_plane", "find_discs"]
 
 
-def centre_line(track: SpineTrack, step_mm: float, smooth_mm: float) -> CentreLine:
+def centre_line(track: SpineTrack, step_mm: float, smooth_mm: float, extend_mm: tuple[float, float] = (0.0, 0.0),
+                z_range_mm: tuple[float, float] | None = None) -> CentreLine:
     """The body centre line (z, y, x) smoothed and resampled every ``step_mm`` of arc length, with
-    the body half depth and the canal's centre carried along."""
+    the body half depth and the canal's centre carried along. The ends are extended straight by up
+    to ``extend_mm`` (bottom, top; within ``z_range_mm``, the scan's extent): a disc just past the
+    last tracked body is then still seen between its two endplates."""
     pts = np.column_stack([track.z_mm, track.body_yx_mm])
     canal = np.column_stack([track.z_mm, track.canal_yx_mm])
     dz = float(np.median(np.diff(track.z_mm))) if len(track.z_mm) > 1 else 1.0
     sigma = max(0.5, smooth_mm / dz)
     pts = ndi.gaussian_filter1d(pts, sigma=sigma, axis=0, mode="nearest")
     canal = ndi.gaussian_filter1d(canal, sigma=sigma, axis=0, mode="nearest")
+    half = np.asarray(track.half_depth_mm, float)
+    n_before = n_after = 0
+    if max(extend_mm) > 0 and len(pts) > 1:
+        lo, hi = z_range_mm if z_range_mm is not None else (-np.inf, np.inf)
+        ends = []
+        for end, inner, side, reach in ((0, 1, -1, extend_mm[0]), (-1, -2, 1, extend_mm[1])):
+            d = pts[end] - pts[inner]
+            d = d / max(np.linalg.norm(d), 1e-9)
+            room = (hi - pts[end, 0]) if side > 0 else (pts[end, 0] - lo)
+            length = min(reach, max(0.0, room / max(abs(d[0]), 1e-6)))
+            steps = np.arange(step_mm, length + 1e-9, step_mm)
+            ends.append((d, steps))
+        (d0, s0), (d1, s1) = ends
+        n_before, n_after = len(s0), len(s1)
+        before = pts[0] + s0[::-1, None] * d0
+        after = pts[-1] + s1[:, None] * d1
+        pts = np.concatenate([before, pts, after])
+        canal = np.concatenate([canal[0] + s0[::-1, None] * d0, canal, canal[-1] + s1[:, None] * d1])
+        half = np.concatenate([np.full(len(s0), half[0]), half, np.full(len(s1), half[-1])])
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
     grid = np.arange(0.0, s[-1] + 1e-9, step_mm)
     out = np.column_stack([np.interp(grid, s, pts[:, c]) for c in range(3)])
     can = np.column_stack([np.interp(grid, s, canal[:, c]) for c in range(3)])
-    half = np.interp(grid, s, track.half_depth_mm)
+    half_line = np.interp(grid, s, half)
     tan = np.gradient(out, axis=0) if len(out) > 1 else np.array([[1.0, 0.0, 0.0]])
     tan /= np.maximum(np.linalg.norm(tan, axis=1, keepdims=True), 1e-9)
-    return CentreLine(out, tan, step_mm, half, can)
+    tracked = (float(s[n_before]), float(s[len(s) - 1 - n_after]))
+    return CentreLine(out, tan, step_mm, half_line, can, tracked)
 
 
 def plane_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +176,28 @@ def _trough(x: np.ndarray, w: int) -> np.ndarray:
     return np.minimum(before, after) - x
 
 
+def _trusted_period(period: np.ndarray, strength: np.ndarray, fallback: np.ndarray, opts: DiscOptions) -> np.ndarray:
+    """The local period where the profiles are clearly periodic (``strong_period_strength``); where
+    they are only weakly so (``min_period_strength``), the local value if it stays within
+    ``period_tolerance`` of the nearest clear one (periods change slowly along the spine), else the
+    clear one; with no clear periodicity anywhere, the weak values, and with none at all, the
+    body's depth (``fallback``)."""
+    finite = np.isfinite(period)
+    strong = finite & (strength >= opts.strong_period_strength)
+    weak = finite & (strength >= opts.min_period_strength)
+    if strong.any():
+        good = np.flatnonzero(strong)
+        nearest = np.interp(np.arange(period.size), good, period[good])
+        close = weak & (np.abs(period - nearest) <= opts.period_tolerance * nearest)
+        out = np.where(close, period, nearest)
+    elif weak.any():
+        good = np.flatnonzero(weak)
+        out = np.interp(np.arange(period.size), good, period[good])
+    else:
+        out = fallback
+    return np.clip(out, *opts.period_range_mm)
+
+
 def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> tuple[np.ndarray, np.ndarray]:
     """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
     largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
@@ -261,9 +306,7 @@ def find_discs(array: np.ndarray, spacing: SpacingZYX, work_bone: np.ndarray, wo
     """The discs along ``line`` (bottom to top) and what chose them (period, strength, candidates)."""
     profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
     period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
-    fallback = opts.depth_to_period * 2.0 * line.half_depth_mm
-    weak = ~np.isfinite(period) | (strength < opts.min_period_strength)
-    period = np.clip(np.where(weak, fallback, period), *opts.period_range_mm)
+    period = _trusted_period(period, strength, 2.0 * opts.depth_to_period * line.half_depth_mm, opts)
     score, dark = disc_scores(profiles, period, line.step_mm, opts)
     chosen = choose_discs(score, period, line.step_mm, opts)
     discs = []

@@ -15,6 +15,7 @@ from volbmd.segment.classical.options import GrowthOptions, OutlineOptions
 from volbmd.segment.classical.outline import (bone_with_holes, carve_disc, close_body_rings, enhanced_vessels,
                                               fill_enclosed_marrow)
 from volbmd.segment.classical.types import Segment, SpacingZYX, SpineSegments
+from volbmd.slicewise import label_stats
 from volbmd.volume import Volume
 from volbmd_kernels.geodesic import geodesic_grow
 
@@ -37,6 +38,7 @@ class Grown:
     by_ordinal: dict[int, Segment]
     rib_zone: np.ndarray  # where a rib's head and neck may lie: beside and behind the body's centre (broadcast)
     seg_index: np.ndarray  # which gap between disc planes each voxel lies in (the ordinal)
+    rib_like: np.ndarray  # per foreign component k (label FOREIGN + k): thin enough to be a rib
 
 
 def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions, growth: GrowthOptions) -> Grown:
@@ -59,18 +61,18 @@ def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions,
     # in front of the bodies lie the heart and the vessels (bright with contrast), never a vertebra
     front = (yy_mm[None, :, None] < (track_y - growth.front_factor * hd_z - growth.front_margin_mm)[:, None, None])
 
-    def body_hole(k, box, region, hu):
+    def body_holes(holes, n):
         # fill the body's trabecular interior (however dark: fatty osteoporotic marrow); leave the
         # canal (behind the body's posterior wall) and dark holes between the posterior elements open
-        cy = yy_mm[box[0].start + int(round(np.mean(np.nonzero(region)[0])))]
-        behind_mm = cy - track_y[k]
-        if behind_mm > 1.5 * hd:
-            return False
-        return not (behind_mm > 0.5 * hd and float(np.mean(hu)) < outline.min_hole_hu)
+        _, com, mean_hu = label_stats(holes, n, crop)
+        behind_mm = (com[:, 1] + 0.5) * sy + y0 * sy - track_y[np.round(com[:, 0]).astype(int)]
+        marrow = (behind_mm <= 1.5 * hd) & ~((behind_mm > 0.5 * hd) & (mean_hu < outline.min_hole_hu))
+        marrow[0] = True
+        return marrow
 
     # the growth below runs through the filled canal (thin pedicles may not join the arch to the
     # body at this threshold); the canal and dark holes are cleared from the result afterwards
-    bone, open_holes = bone_with_holes(crop, outline.label_low_hu, outline.bone_high_hu, body_hole)
+    bone, open_holes = bone_with_holes(crop, outline.label_low_hu, outline.bone_high_hu, body_holes)
     close_body_rings(bone, track_y, track_x, yy_mm, xx_mm, (sy, sx), hd, outline.ring_gap_mm)
     bone &= ~enhanced_vessels(crop, canon.spacing_mm, yy_mm, xx_mm, track_y, track_x, hd, outline)
     bone &= ~front
@@ -121,10 +123,16 @@ def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions,
     foreign = all_bone & (lateral > growth.lateral_mm)
     flab, nf = ndi.label(foreign)
     far = np.zeros(nf + 1, bool)
+    rib_like = np.zeros(nf + 1, bool)
     if nf:
         far[np.unique(flab[foreign & (lateral > growth.lateral_mm + growth.foreign_margin_mm)])] = True
         far[0] = False
         markers[far[flab]] = FOREIGN + flab[far[flab]]
+        # a rib is a thin bar; thicker bone (or an organ bright with contrast) bears no vertebra's rib
+        depth = ndi.distance_transform_edt(foreign, sampling=canon.spacing_mm)
+        radius = np.zeros(nf + 1)
+        radius[1:] = ndi.maximum(depth, flab, np.arange(1, nf + 1))
+        rib_like = far & (radius <= growth.rib_max_radius_mm)
     # each bone voxel joins the body it reaches most cheaply through bone; dim voxels (joint
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((growth.arch_hu - crop.astype(np.float32)) / max(growth.arch_hu - outline.label_low_hu, 1.0), 0.0, 1.0)
@@ -134,7 +142,7 @@ def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions,
     grown[cost > growth.max_path_cost] = 0
     box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
     behind = (yy - track_y[:, None, None]) >= -0.5 * hd_z[:, None, None]  # rib heads and necks lie here
-    return Grown(grown, open_holes, crop, box, lateral, dx, by_ordinal, behind, seg_index)
+    return Grown(grown, open_holes, crop, box, lateral, dx, by_ordinal, behind, seg_index, rib_like)
 
 
 def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: GrowthOptions) -> None:
@@ -146,7 +154,8 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
     pieces, one per rib and side; each piece's most medial part is its head, and the disc planes
     say which vertebra that is. (Touching is not enough: the first rib runs up past C7's
     transverse process, the twelfth down past L1's.) Bone near the sacral vertebra, or reaching the
-    bottom of the box, is pelvis, not rib. Patient right: dx < 0."""
+    bottom of the box, is pelvis, and thick bone (or an organ bright with contrast) is no rib
+    either. Patient right: dx < 0."""
     grown = g.labels
     sz, sy, sx = spacing
     voxel_mm3 = sz * sy * sx
@@ -158,7 +167,7 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
         pelvis = {int(c) for c in np.unique(near[grown == sacral_ordinal + 1]) if c}
         bottom = foreign[: max(1, grown.shape[0] // 20)]
         pelvis |= {int(c) for c in np.unique(bottom[bottom > 0])}
-    rib_bone = foreign > 0
+    rib_bone = (foreign > 0) & g.rib_like[np.where(foreign > 0, foreign - FOREIGN, 0)]
     if pelvis:
         rib_bone &= ~np.isin(foreign, list(pelvis))
     rib_per_slice = rib_bone.sum(axis=(1, 2)) * voxel_mm3

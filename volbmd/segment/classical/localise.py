@@ -18,6 +18,7 @@ from volbmd.errors import InputError
 from volbmd.geometry import block_mean
 from volbmd.segment.classical.options import CanalOptions, LocaliseOptions
 from volbmd.segment.classical.types import CanalPath, SpacingZYX, SpineTrack, WorkGrid
+from volbmd.slicewise import fill_holes_slicewise, label_stats, patient_mask, slice_holes
 from volbmd.volume import Volume
 
 __all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "sacrum_at_bottom", "disk_footprint"]
@@ -30,15 +31,9 @@ def working_grid(canon: Volume, opts: LocaliseOptions) -> WorkGrid:
                max(1, int(round(opts.work_in_plane_mm / sx))))
     hu = block_mean(canon.array, factors)
     spacing = (sz * factors[0], sy * factors[1], sx * factors[2])
-    solid = hu > opts.patient_hu
-    if not solid.any():
+    patient = patient_mask(hu, opts.patient_hu)  # the patient, not the table
+    if not patient.any():
         raise InputError(f"no patient in the scan (nothing above {opts.patient_hu:g} HU)", canon.source)
-    objects, _ = ndi.label(solid)
-    sizes = np.bincount(objects.ravel())
-    sizes[0] = 0
-    patient = objects == int(np.argmax(sizes))  # the patient, not the table
-    for k in range(patient.shape[0]):
-        patient[k] = ndi.binary_fill_holes(patient[k])
     xs = np.nonzero(patient)[2]
     return WorkGrid(hu, spacing, factors, patient, float(np.median(xs) + 0.5) * spacing[2])
 
@@ -53,11 +48,7 @@ def bone_mask(hu: np.ndarray, low: float, high: float) -> np.ndarray:
     keep = np.zeros(n + 1, bool)
     keep[np.unique(lab[hu > high])] = True
     keep[0] = False
-    bone = keep[lab]
-    for k in range(bone.shape[0]):
-        if bone[k].any():
-            bone[k] = ndi.binary_fill_holes(bone[k])
-    return bone
+    return fill_holes_slicewise(keep[lab])
 
 
 def disk_footprint(radius_mm: float, spacing_yx) -> np.ndarray:
@@ -74,45 +65,42 @@ def _canal_candidates(work: WorkGrid, opts: CanalOptions) -> list[list[tuple[flo
     nz, ny, nx = work.hu.shape
     x0 = max(0, int((work.mid_x_mm - opts.midline_mm - 20.0) / sx))
     x1 = min(nx, int((work.mid_x_mm + opts.midline_mm + 20.0) / sx) + 1)
-    band = work.hu[:, :, x0:x1]
-    smooth = ndi.gaussian_filter(band, (0, opts.smooth_mm / sy, opts.smooth_mm / sx))
+    smooth = ndi.gaussian_filter(work.hu[:, :, x0:x1], (0, opts.smooth_mm / sy, opts.smooth_mm / sx))
     disk = disk_footprint(opts.closing_mm, (sy, sx)) if opts.closing_mm > 0 else None
     pad = 0 if disk is None else max(disk.shape) // 2 + 1
     pixel_mm2 = sy * sx
     lo_area, hi_area = opts.area_mm2
-    out: list[list[tuple[float, float]]] = []
-    for k in range(nz):
-        found: list[tuple[float, float]] = []
-        rows = np.flatnonzero(work.patient[k, :, x0:x1].any(axis=1))
-        if rows.size == 0:
-            out.append(found)
+    # the front of the patient, per slice: candidates lie behind anterior_fraction of its depth
+    rows = work.patient[:, :, x0:x1].any(axis=2)
+    first = np.where(rows.any(axis=1), rows.argmax(axis=1), 0)
+    last = np.where(rows.any(axis=1), ny - 1 - rows[:, ::-1].argmax(axis=1), 0)
+    y_min_mm = (first + opts.anterior_fraction * (last - first)) * sy
+    out: list[list[tuple[float, float]]] = [[] for _ in range(nz)]
+    for threshold in opts.ring_thresholds_hu:
+        ring = smooth > threshold
+        if not ring.any():
             continue
-        y_min_mm = (rows[0] + opts.anterior_fraction * (rows[-1] - rows[0])) * sy
-        for threshold in opts.ring_thresholds_hu:
-            ring = smooth[k] > threshold
-            if not ring.any():
+        if disk is not None:
+            padded = np.pad(ring, ((0, 0), (pad, pad), (pad, pad)))
+            ring = ndi.binary_closing(padded, disk[None])[:, pad:-pad, pad:-pad] | ring
+        holes, n = slice_holes(ring)
+        if n == 0:
+            continue
+        counts, centroid, mean_hu = label_stats(holes, n, smooth)
+        area = counts * pixel_mm2
+        index = np.flatnonzero((area >= lo_area) & (area <= hi_area))
+        index = index[index > 0]
+        if index.size == 0:
+            continue
+        mean, com = mean_hu[index], centroid[index]
+        top = min(opts.max_content_hu, threshold - 40.0)
+        for m, (cz, cy, cx) in zip(mean, com):
+            k = int(round(cz))
+            y_mm, x_mm = (cy + 0.5) * sy, (x0 + cx + 0.5) * sx
+            if not (opts.min_content_hu <= m <= top) or abs(x_mm - work.mid_x_mm) > opts.midline_mm or y_mm < y_min_mm[k]:
                 continue
-            if disk is not None:
-                ring = ndi.binary_closing(np.pad(ring, pad), disk)[pad:-pad, pad:-pad] | ring
-            holes = ndi.binary_fill_holes(ring) & ~ring
-            lab, n = ndi.label(holes)
-            if n == 0:
-                continue
-            idx = np.arange(1, n + 1)
-            area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * pixel_mm2
-            ok = (area >= lo_area) & (area <= hi_area)
-            if not ok.any():
-                continue
-            mean = np.asarray(ndi.mean(smooth[k], lab, idx[ok]))
-            com = np.asarray(ndi.center_of_mass(holes, lab, idx[ok])).reshape(-1, 2)
-            top = min(opts.max_content_hu, threshold - 40.0)
-            for m, (cy, cx) in zip(mean, com):
-                y_mm, x_mm = (cy + 0.5) * sy, (x0 + cx + 0.5) * sx
-                if not (opts.min_content_hu <= m <= top) or abs(x_mm - work.mid_x_mm) > opts.midline_mm or y_mm < y_min_mm:
-                    continue
-                if all(np.hypot(y_mm - fy, x_mm - fx) > 4.0 for fy, fx in found):
-                    found.append((y_mm, x_mm))
-        out.append(found)
+            if all(np.hypot(y_mm - fy, x_mm - fx) > 4.0 for fy, fx in out[k]):
+                out[k].append((y_mm, x_mm))
     return out
 
 

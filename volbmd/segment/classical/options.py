@@ -34,6 +34,7 @@ class LocaliseOptions(_Options):
     half_depth_range_mm: tuple[float, float] = (7.0, 22.0)
     running_window_mm: float = Field(60.0, gt=0, description="window of the running medians along the spine")
     smooth_mm: float = Field(8.0, gt=0, description="Gaussian smoothing of the centre line along the spine")
+    line_extend_mm: float = Field(12.0, ge=0, description="the centre line runs on this far past the track (within the scan)")
     extend_radius_mm: float = Field(15.0, gt=0, description="past the canal's ends the track follows the thickest bone this near")
     extend_min_thickness_mm: float = Field(3.0, gt=0)
     extend_max_gap_mm: float = Field(25.0, gt=0, description="the extended track stops after this long without bone")
@@ -73,7 +74,9 @@ class DiscOptions(_Options):
     min_separation_mm: float = Field(5.0, gt=0)
     period_range_mm: tuple[float, float] = (14.0, 50.0)
     period_window_mm: float = Field(110.0, gt=0, description="window of the local period (autocorrelation)")
-    min_period_strength: float = Field(0.25, ge=0, description="weaker autocorrelation falls back to the body depth")
+    min_period_strength: float = Field(0.15, ge=0, description="weaker autocorrelation is no period at all")
+    strong_period_strength: float = Field(0.35, ge=0, description="a period this clear is trusted as it is")
+    period_tolerance: float = Field(0.25, ge=0, description="a weak period this close to the nearest clear one is kept")
     depth_to_period: float = Field(1.0, gt=0, description="fallback period: this times the body's depth")
     period_penalty: float = Field(2.0, ge=0, description="cost of (log(spacing / period))²")
     spacing_range: tuple[float, float] = Field((0.5, 2.2), description="allowed spacing as multiples of the local period")
@@ -118,6 +121,7 @@ class GrowthOptions(_Options):
     rib_head_zone_mm: float = Field(40.0, gt=0, description="rib heads and necks lie this near the centre line")
     rib_head_band_mm: float = Field(3.0, gt=0, description="a rib's head: its part within this of its most medial point")
     rib_min_contact_mm3: float = Field(30.0, ge=0, description="smaller rib pieces near the spine are ignored")
+    rib_max_radius_mm: float = Field(9.0, gt=0, description="thicker lateral bone (its largest inscribed radius) is no rib")
 
 
 class LevelOptions(_Options):

@@ -15,35 +15,32 @@ from volbmd.segment.classical.discs import plane_basis
 from volbmd.segment.classical.localise import disk_footprint
 from volbmd.segment.classical.options import OutlineOptions
 from volbmd.segment.classical.types import SpacingZYX
+from volbmd.slicewise import slice_holes
 
 __all__ = ["bone_with_holes", "close_body_rings", "enhanced_vessels", "carve_disc", "fill_enclosed_marrow"]
 
 
-def bone_with_holes(arr: np.ndarray, low: float, high: float, keep_hole) -> tuple[np.ndarray, np.ndarray]:
+def bone_with_holes(arr: np.ndarray, low: float, high: float, keep_holes) -> tuple[np.ndarray, np.ndarray]:
     """Bone above ``low`` connected to bone above ``high``, every enclosed hole of each axial slice
-    filled; ``keep_hole(k, box, hole_mask, hole_hu) -> bool`` judges each hole, and the holes it
-    rejects come back separately (the spinal canal, ringed by the arch, is not bone but joins the
-    arch to the body). Returns (bone, rejected_holes)."""
+    filled; ``keep_holes(holes, n)`` judges the holes (labels 1..n, one per hole and slice) and
+    returns for each label whether it is marrow (True); the holes it rejects come back separately
+    (the spinal canal, ringed by the arch, is not bone but joins the arch to the body).
+    Returns (bone, rejected_holes)."""
     low_mask = arr > low
     lab, n = ndi.label(low_mask)
-    rejected = np.zeros(arr.shape, bool)
     if n == 0:
-        return low_mask, rejected
+        return low_mask, np.zeros(arr.shape, bool)
     keep = np.zeros(n + 1, bool)
     keep[np.unique(lab[arr > high])] = True
     keep[0] = False
     bone = keep[lab]
-    for k in range(bone.shape[0]):
-        if not bone[k].any():
-            continue
-        filled = ndi.binary_fill_holes(bone[k])
-        holes, _ = ndi.label(filled & ~bone[k])
-        bone[k] = filled
-        for h, box in enumerate(ndi.find_objects(holes), start=1):
-            region = holes[box] == h
-            if not keep_hole(k, box, region, arr[k][box][region]):
-                rejected[k][box] |= region
-    return bone, rejected
+    holes, n_holes = slice_holes(bone)
+    if n_holes == 0:
+        return bone, np.zeros(arr.shape, bool)
+    marrow = np.asarray(keep_holes(holes, n_holes), bool)
+    marrow[0] = True
+    rejected = ~marrow[holes]
+    return bone | (holes > 0), rejected
 
 
 def close_body_rings(bone: np.ndarray, track_y: np.ndarray, track_x: np.ndarray, yy_mm: np.ndarray, xx_mm: np.ndarray,

@@ -19,7 +19,7 @@ __all__ = ["TYPICAL_VOLUME_ML", "check_segments"]
 #: Typical whole-vertebra volume (body and posterior elements) by level, adults, ml. Rough values
 #: (they grow steadily from T1 to L5); only gross departures (``volume_factor``) are flagged.
 TYPICAL_VOLUME_ML = {
-    **{f"C{n}": 10.0 for n in range(3, 8)},
+    **{f"C{n}": 12.0 for n in range(3, 7)}, "C7": 15.0,
     "T1": 15.0, "T2": 16.0, "T3": 17.0, "T4": 18.0, "T5": 20.0, "T6": 22.0, "T7": 24.0, "T8": 27.0,
     "T9": 30.0, "T10": 34.0, "T11": 39.0, "T12": 45.0, "T13": 48.0,
     "L1": 55.0, "L2": 60.0, "L3": 65.0, "L4": 68.0, "L5": 70.0, "L6": 70.0,

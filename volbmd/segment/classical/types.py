@@ -58,6 +58,7 @@ class CentreLine:
     step_mm: float
     half_depth_mm: np.ndarray | None = None  # per point
     canal_mm: np.ndarray | None = None  # the canal's centre beside each point (z, y, x)
+    tracked_arc_mm: tuple[float, float] | None = None  # the stretch along the tracked bodies (the rest extends it)
 
 
 @dataclass
