@@ -1,0 +1,165 @@
+"""Repeatability of BMD: the same scan under fresh noise, small shifts and rotations (a re-positioned
+patient) and thicker slices, through the fixed-mask path and the full default pipeline.
+
+For each development CT and each disturbance, prints per level: the mean BMD, the CV over the runs,
+the bias of their mean against the undisturbed run, the reported bmd_sd_mg_cm3 against the observed
+SD (their ratio), and whether every run found the level and gave the same category. Fixed masks are
+the reference masks where a scan has them, otherwise the default pipeline's own masks of the
+undisturbed scan (moved with the scan for shifts and rotations).
+
+Usage: python tools/bench_precision.py [--data ../shared/data] [--cases a,b] [--draws 6] [--noise-hu 15]
+                                       [--kinds noise,shift,rotate,thick] [--paths fixed,full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_MASKS = {"ts_abdomen_ct": ("ts_abdomen_ct/vertebrae_multilabel.nii.gz", "totalseg")}
+
+
+class GivenLabels:
+    """A segmenter that returns fixed labels (the fixed-mask path)."""
+
+    name = "fixed masks"
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def segment(self, volume):
+        return self.labels
+
+
+def disturb(volume, labels, kind: str, seed: int, noise_hu: float):
+    """(volume, labels) after one disturbance, both in the canonical frame; ``labels`` may be None."""
+    from volbmd.volume import LabelMap
+
+    rng = np.random.default_rng(seed)
+    arr = volume.array.astype(np.float32)
+    lab = None if labels is None else labels.array
+    spacing = volume.spacing_mm
+    if kind == "noise":
+        arr = arr + rng.normal(0.0, noise_hu, arr.shape).astype(np.float32)
+    elif kind == "shift":  # up to 1.5 mm in each direction, sub-voxel
+        offset = rng.uniform(-1.5, 1.5, 3) / np.asarray(spacing)
+        arr = ndi.shift(arr, offset, order=1, mode="nearest")
+        lab = None if lab is None else ndi.shift(lab, offset, order=0, mode="nearest")
+    elif kind == "rotate":  # up to 3° about the patient's long axis and 2° sideways
+        for angle, axes in ((rng.uniform(-3, 3), (1, 2)), (rng.uniform(-2, 2), (0, 2))):
+            arr = ndi.rotate(arr, angle, axes=axes, reshape=False, order=1, mode="nearest")
+            lab = None if lab is None else ndi.rotate(lab, angle, axes=axes, reshape=False, order=0, mode="nearest")
+    elif kind == "thick":  # pairs of slices averaged (a reconstruction with twice the slice thickness)
+        n = arr.shape[0] // 2 * 2
+        arr = arr[:n].reshape(-1, 2, *arr.shape[1:]).mean(axis=1)
+        lab = None if lab is None else lab[:n:2]
+        spacing = (spacing[0] * 2, *spacing[1:])
+        arr = arr + rng.normal(0.0, 1.0, arr.shape).astype(np.float32)  # a different draw every run
+    else:
+        raise ValueError(kind)
+    out = dataclasses.replace(volume, array=np.round(arr).astype(np.int16), spacing_mm=spacing)
+    out_labels = None if lab is None else LabelMap.on_grid_of(out, lab.astype(labels.array.dtype), labels.labels)
+    return out, out_labels
+
+
+def run(volume, labels):
+    """Per level: (bmd, bmd_sd, category of the summary) for one analysis."""
+    import volbmd
+
+    report = volbmd.analyze(volume, segmenter=GivenLabels(labels)) if labels is not None else volbmd.analyze(volume)
+    levels = {v.level: (v.bmd_mg_cm3, v.model_extra.get("bmd_sd_mg_cm3")) for v in report.vertebrae
+              if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)}
+    return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.model_extra.get("bmd_sd_mg_cm3")
+
+
+def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, noise_hu: float) -> list[dict]:
+    import volbmd
+    from volbmd.geometry import canonicalize
+    from volbmd.io import load_label_map, load_volume
+    from volbmd.labels import load_label_scheme
+
+    canon, _ = canonicalize(load_volume(scan))
+    rows = []
+    for path in paths:
+        if path == "fixed":
+            if name in REFERENCE_MASKS:
+                file, scheme = REFERENCE_MASKS[name]
+                fixed = canonicalize(load_label_map(data / file, load_label_scheme(scheme)))[0]
+            else:
+                fixed = canonicalize(volbmd.analyze(canon).artifacts.labels)[0]
+        else:
+            fixed = None
+        base, base_cat, base_mean, _ = run(canon, fixed)
+        for kind in kinds:
+            t = time.perf_counter()
+            results = [run(*disturb(canon, fixed, kind, seed, noise_hu)) for seed in range(draws)]
+            seconds = (time.perf_counter() - t) / draws
+            for level in sorted(base, key=lambda lvl: _rank(lvl)):
+                values = [r[0][level][0] for r in results if level in r[0]]
+                sds = [r[0][level][1] for r in results if level in r[0] and r[0][level][1] is not None]
+                rows.append(_row(name, path, kind, level, base[level][0], values, sds, len(results), seconds))
+            means = [r[2] for r in results if r[2] is not None]
+            sds = [r[3] for r in results if r[3] is not None]
+            row = _row(name, path, kind, "summary", base_mean, means, sds, len(results), seconds)
+            row["category_stable"] = all(r[1] == base_cat for r in results)
+            rows.append(row)
+    return rows
+
+
+def _rank(level):
+    from volbmd.labels import level_rank
+
+    return level_rank(level)
+
+
+def _row(case, path, kind, level, base, values, sds, runs, seconds) -> dict:
+    values = np.asarray(values, float)
+    found = len(values) == runs
+    mean = float(values.mean()) if values.size else float("nan")
+    sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    reported = float(np.mean(sds)) if sds else float("nan")
+    return {"case": case, "path": path, "kind": kind, "level": level, "base": base, "mean": mean,
+            "cv_pct": 100 * sd / mean if values.size > 1 and mean else float("nan"),
+            "bias_pct": 100 * (mean - base) / base if base and values.size else float("nan"),
+            "sd": sd, "reported_sd": reported, "sd_ratio": reported / sd if sd and sd > 0 and sds else float("nan"),
+            "found_every_run": found, "seconds": seconds}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--cases", default=None)
+    parser.add_argument("--draws", type=int, default=6)
+    parser.add_argument("--noise-hu", type=float, default=15.0)
+    parser.add_argument("--kinds", default="noise,shift,rotate,thick")
+    parser.add_argument("--paths", default="fixed,full")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    reference = json.loads((REPO / "tests" / "data" / "reference_levels.json").read_text())["cases"]
+    names = args.cases.split(",") if args.cases else list(reference)
+    print(f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "
+          f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s}")
+    rows = []
+    for name in names:
+        for r in bench_case(name, args.data / reference[name]["scan"], args.data, args.kinds.split(","),
+                            args.paths.split(","), args.draws, args.noise_hu):
+            rows.append(r)
+            cat = "" if "category_stable" not in r else ("same" if r["category_stable"] else "CHANGES")
+            print(f"{r['case']:24s} {r['path']:5s} {r['kind']:6s} {r['level']:7s} {r['mean']:7.1f} {r['cv_pct']:6.2f} "
+                  f"{r['bias_pct']:7.2f} {r['sd']:6.2f} {r['reported_sd']:6.2f} {r['sd_ratio']:5.2f} "
+                  f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
