@@ -7,7 +7,11 @@ SD (their ratio), and whether every run found the level and gave the same catego
 the reference masks where a scan has them, otherwise the default pipeline's own masks of the
 undisturbed scan (moved with the scan for shifts and rotations).
 
-Usage: python tools/bench_precision.py [--data ../shared/data] [--cases a,b] [--draws 6] [--noise-hu 15]
+``--noise-hu auto`` adds noise as strong as the scan's own (estimated by the internal calibration):
+then a run differs from the next as two acquisitions of the patient would, and the reported SD,
+which is for a repeat acquisition, should match the observed SD within a factor of about √2.
+
+Usage: python tools/bench_precision.py [--data ../shared/data] [--cases a,b] [--draws 6] [--noise-hu 15|auto]
                                        [--kinds noise,shift,rotate,thick] [--paths fixed,full]
 """
 
@@ -31,6 +35,7 @@ class GivenLabels:
     """A segmenter that returns fixed labels (the fixed-mask path)."""
 
     name = "fixed masks"
+    masks_given = True  # the masks are fixed: no segmentation uncertainty in the BMD's SD
 
     def __init__(self, labels):
         self.labels = labels
@@ -80,7 +85,7 @@ def run(volume, labels):
     return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.model_extra.get("bmd_sd_mg_cm3")
 
 
-def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, noise_hu: float) -> list[dict]:
+def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, noise_hu) -> list[dict]:
     import volbmd
     from volbmd.geometry import canonicalize
     from volbmd.io import load_label_map, load_volume
@@ -98,9 +103,15 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
         else:
             fixed = None
         base, base_cat, base_mean, _ = run(canon, fixed)
+        if noise_hu == "auto":
+            from volbmd.calibrate.uncertainty import scan_noise_hu
+
+            sigma = scan_noise_hu(volbmd.analyze(canon).calibration) or 15.0
+        else:
+            sigma = float(noise_hu)
         for kind in kinds:
             t = time.perf_counter()
-            results = [run(*disturb(canon, fixed, kind, seed, noise_hu)) for seed in range(draws)]
+            results = [run(*disturb(canon, fixed, kind, seed, sigma)) for seed in range(draws)]
             seconds = (time.perf_counter() - t) / draws
             for level in sorted(base, key=lambda lvl: _rank(lvl)):
                 values = [r[0][level][0] for r in results if level in r[0]]
@@ -121,14 +132,15 @@ def _rank(level):
 
 
 def _row(case, path, kind, level, base, values, sds, runs, seconds) -> dict:
-    values = np.asarray(values, float)
-    found = len(values) == runs
+    values = np.asarray([v for v in values if v is not None], float)
+    found = len(values) == runs or (base is None and len(values) == 0)
     mean = float(values.mean()) if values.size else float("nan")
     sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
     reported = float(np.mean(sds)) if sds else float("nan")
     return {"case": case, "path": path, "kind": kind, "level": level, "base": base, "mean": mean,
             "cv_pct": 100 * sd / mean if values.size > 1 and mean else float("nan"),
             "bias_pct": 100 * (mean - base) / base if base and values.size else float("nan"),
+            "base_missing": base is None,
             "sd": sd, "reported_sd": reported, "sd_ratio": reported / sd if sd and sd > 0 and sds else float("nan"),
             "found_every_run": found, "seconds": seconds}
 
@@ -138,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--cases", default=None)
     parser.add_argument("--draws", type=int, default=6)
-    parser.add_argument("--noise-hu", type=float, default=15.0)
+    parser.add_argument("--noise-hu", default="15", help="SD of the added noise in HU, or auto (the scan's own)")
     parser.add_argument("--kinds", default="noise,shift,rotate,thick")
     parser.add_argument("--paths", default="fixed,full")
     parser.add_argument("--json", type=Path, default=None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from volbmd.config import ClassificationConfig, L1ScreenConfig, ThresholdSet
 from volbmd.labels import level_rank
 
-__all__ = ["acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify"]
+__all__ = ["acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes"]
 
 CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
 
@@ -98,3 +98,15 @@ def classify(levels: dict[str, LevelResult], thresholds: ThresholdSet, config: C
     mean = sum(levels[lvl].bmd_mg_cm3 for lvl in used) / len(used)  # type: ignore[misc]
     category = acr_category(mean, thresholds, fracture=bool(fractured))
     return Classification(float(mean), used, category, notes, max_grade, fractured)
+
+
+def borderline_notes(bmd_mg_cm3: float, sd_mg_cm3: float | None, thresholds: ThresholdSet) -> list[str]:
+    """A note when the category would change within one SD of the BMD (e.g. 118 ± 4 mg/cm³ near 120)."""
+    if sd_mg_cm3 is None or not sd_mg_cm3 > 0:
+        return []
+    low, high = acr_category(bmd_mg_cm3 - sd_mg_cm3, thresholds), acr_category(bmd_mg_cm3 + sd_mg_cm3, thresholds)
+    if low == high:
+        return []
+    limit = min((thresholds.normal_above_mg_cm3, thresholds.osteoporosis_below_mg_cm3), key=lambda t: abs(t - bmd_mg_cm3))
+    return [f"borderline: {bmd_mg_cm3:.1f} ± {sd_mg_cm3:.1f} mg/cm³ is within one SD of the {limit:g} mg/cm³ limit "
+            f"({low.replace('_', ' ')} to {high.replace('_', ' ')})"]

@@ -228,7 +228,9 @@ def _print_levels(report) -> None:
     for v in report.vertebrae:
         h = v.heights_mm
         table.add_row(v.level, f(v.body_volume_ml), str(v.trabecular_n_voxels), f(v.trabecular_hu_mean),
-                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd), f(v.bmd_mg_cm3),
+                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd),
+                      f(v.bmd_mg_cm3) + ("" if v.bmd_mg_cm3 is None or v.model_extra.get("bmd_sd_mg_cm3") is None
+                                         else f" ± {v.model_extra['bmd_sd_mg_cm3']:.1f}"),
                       "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
                       ", ".join(v.flags))
     console = Console()
@@ -239,7 +241,8 @@ def _print_levels(report) -> None:
     else:
         console.print(f"calibration: {cal.method}, {cal.material}, density = {cal.slope:.5f}·HU + {cal.intercept:.3f} mg/cm³"
                       + (f", R² {cal.r2:.4f}" if cal.r2 is not None else ""))
-        mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}"
+        sd = summ.model_extra.get("bmd_sd_mg_cm3")
+        mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
         console.print(f"summary: BMD {mean} mg/cm³ {summ.model_extra.get('material') or ''} over {'+'.join(summ.levels_used) or '–'}"
                       f" → {summ.acr_category or 'not classified'}")
     if summ.l1_screen:

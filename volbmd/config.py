@@ -87,6 +87,12 @@ class InternalCalibrationConfig(_Strict):
     nominal_hu: dict[Literal["air", "fat", "muscle", "blood"], float] = {
         "air": -1000.0, "fat": -100.0, "muscle": 50.0, "blood": 40.0}
     ha_mg_cm3_per_hu: float = Field(0.8, gt=0)
+    # how much each tissue's true HU varies between patients (weights of the calibration line)
+    between_patient_sd_hu: dict[Literal["air", "fat", "muscle", "blood"], float] = {
+        "air": 5.0, "fat": 10.0, "muscle": 10.0, "blood": 8.0}
+    blood_native_below_hu: float = 60.0  # blood counts fully below this aortic HU ...
+    blood_contrast_above_hu: float = 90.0  # ... not at all above this (contrast), linearly between
+    blood_full_length_mm: float = Field(40.0, gt=20.0)  # aorta found over this length counts fully
 
 
 class KvpCorrectionConfig(_Strict):

@@ -18,6 +18,8 @@ __all__ = ["run_demo", "GivenLabels"]
 class GivenLabels:
     """A Segmenter that returns labels it was given (the phantom's truth)."""
 
+    masks_given = True  # fixed masks: no segmentation uncertainty
+
     name = "masks"
 
     def __init__(self, labels):

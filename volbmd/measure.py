@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from volbmd.config import MeasurementConfig, PipelineConfig, default_config
 from volbmd.errors import GeometryError
@@ -66,6 +67,9 @@ class LevelMeasurement:
     centroid_lps_mm: list[float] | None = None
     si_axis_tilt_deg: float | None = None
     segmentation_confidence: float | None = None  # 0–1, from the segmenter's own checks (None: not given)
+    #: how far the trabecular mean moves when the ROI loses its outer voxel layer (a mask boundary
+    #: that shifts by a voxel moves the mean about this much)
+    trabecular_hu_boundary_shift: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -337,6 +341,9 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
     m.trabecular_hu_sd = stats["sd"]
     for p in (5, 25, 75, 95):
         setattr(m, f"trabecular_hu_p{p}", stats[f"p{p}"])
+    inner = ndi.binary_erosion(roi, structure=ndi.generate_binary_structure(3, 1))
+    if inner.sum() >= 50:
+        m.trabecular_hu_boundary_shift = float(abs(float(np.mean(masked_values(volume.array[vm.box], inner))) - stats["mean"]))
     lo, hi = cfg.plausible_trabecular_hu
     if not lo <= m.trabecular_hu_mean <= hi:
         # contrast-filled vessel or other tissue in the mask, a sclerotic lesion, or a wrong scale

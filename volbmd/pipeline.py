@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class CalibratedResult:
     contrast_phase: str | None
     summary: dict
     warnings: list[str]
+    bmd_sd_by_level: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 def _scanner_mismatches(cal: "Calibration", volume: Volume) -> list[str]:
@@ -55,12 +57,13 @@ def _scanner_mismatches(cal: "Calibration", volume: Volume) -> list[str]:
 
 
 def calibrate_and_classify(volume: Volume, labels: LabelMap, result: MeasurementResult, config: PipelineConfig,
-                           calibration: "Calibration | None" = None) -> CalibratedResult:
+                           calibration: "Calibration | None" = None, *, masks_given: bool = False) -> CalibratedResult:
     """Choose the calibration (given, else internal, else none), compute BMD per level, classify."""
     from volbmd.calibrate.base import Calibration
     from volbmd.calibrate.corrections import contrast_correction_hu, convert_density, normalise_hu_to_120kvp
     from volbmd.calibrate.internal import internal_calibration
-    from volbmd.classify import LevelResult, classify, l1_screen
+    from volbmd.calibrate.uncertainty import roi_mean_se_hu
+    from volbmd.classify import LevelResult, borderline_notes, classify, l1_screen
     from volbmd.config import load_threshold_set
 
     cal_cfg = config.calibration
@@ -81,25 +84,43 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
     phase = meta.get("contrast_phase") or cal.reference_tissues.get("blood", {}).get("contrast_phase")
     if contrast_agent and phase in (None, "native"):
         phase = "contrast (phase unknown)"
-    correction = contrast_correction_hu(phase, cal_cfg)
+    aorta_hu = cal.reference_tissues.get("blood", {}).get("hu") if not meta.get("contrast_phase") else None
+    correction = contrast_correction_hu(phase, cal_cfg, aorta_hu=aorta_hu)
     if correction:
         warnings.append(f"contrast correction applied: −{correction:g} HU ({phase}) before calibration")
     elif phase not in (None, "native"):
         warnings.append(f"contrast present ({phase}): BMD may read high; contrast correction is off")
     bmd: dict[str, float | None] = {}
+    bmd_sd: dict[str, float | None] = {}
+    hu_se: dict[str, float] = {}
     for m in result.levels:
         if cal.method == "none" or m.trabecular_hu_mean is None:
-            bmd[m.level] = None
+            bmd[m.level] = bmd_sd[m.level] = None
         else:
+            hu_se[m.level] = roi_mean_se_hu(m, cal, masks_given=masks_given)
             bmd[m.level] = float(cal.to_density(m.trabecular_hu_mean - correction))
+            bmd_sd[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se[m.level])
     thresholds = load_threshold_set(config.classification.threshold_set)
+    to_threshold_material = 1.0
+    if cal.material and cal.material != thresholds.material:
+        to_threshold_material = float(convert_density(1.0, cal.material, thresholds.material, meta.get("kvp"), cal_cfg))
     levels = {}
     for m in result.levels:
         value = bmd[m.level]
-        if value is not None and cal.material and cal.material != thresholds.material:
-            value = float(convert_density(value, cal.material, thresholds.material, meta.get("kvp"), cal_cfg))
+        if value is not None:
+            value = value * to_threshold_material
         levels[m.level] = LevelResult(m.level, value, m.genant_grade, list(m.flags))
     cls = classify(levels, thresholds, config.classification)
+    summary_sd = None
+    borderline = []
+    if cls.bmd_mg_cm3_mean is not None and cal.method != "none":
+        # the levels share one calibration: its uncertainty does not average out between them
+        by_level = result.by_level()
+        used = cls.levels_used
+        mean_hu = float(np.mean([by_level[lvl].trabecular_hu_mean - correction for lvl in used]))
+        se = float(np.sqrt(sum(hu_se[lvl] ** 2 for lvl in used))) / len(used)
+        summary_sd = cal.density_sd(mean_hu, se) * to_threshold_material
+        borderline = borderline_notes(cls.bmd_mg_cm3_mean, summary_sd, thresholds)
     l1 = result.by_level().get("L1")
     l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction
     l1_norm, normalised = (None, False) if l1_hu is None else normalise_hu_to_120kvp(l1_hu, meta.get("kvp"), cal_cfg)
@@ -109,7 +130,9 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
         "acr_category": cls.acr_category if cal.method != "none" else None,
         "material": thresholds.material if cal.method != "none" else None,
         "threshold_set": thresholds.name,
-        "classification_notes": cls.notes if cal.method != "none" else [],
+        "classification_notes": (cls.notes + borderline) if cal.method != "none" else [],
+        "bmd_sd_mg_cm3": summary_sd,
+        "borderline": bool(borderline),
         "l1_hu": None if l1_norm is None else float(l1_norm),
         "l1_hu_normalised_to_120kvp": bool(normalised),
         "l1_screen": l1_screen(None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised,
@@ -119,7 +142,8 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
     }
     if normalised:
         warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
-    return CalibratedResult(cal, bmd, correction, phase, summary, warnings)
+    warnings += borderline
+    return CalibratedResult(cal, bmd, correction, phase, summary, warnings, bmd_sd)
 
 
 def _input_info(volume: Volume, path: str | None) -> dict:
@@ -154,6 +178,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
             "trabecular_hu_sd": m.trabecular_hu_sd,
             "trabecular_n_voxels": m.trabecular_n_voxels,
             "bmd_mg_cm3": None if calibrated is None else calibrated.bmd_by_level.get(m.level),
+            "bmd_sd_mg_cm3": None if calibrated is None else calibrated.bmd_sd_by_level.get(m.level),
             "heights_mm": m.heights_mm,
             "genant_grade": m.genant_grade,
             "flags": list(m.flags),
@@ -289,7 +314,8 @@ def analyze(
         from volbmd.calibrate.base import load_calibration
 
         calibration = load_calibration(calibration)
-    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration)
+    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration,
+                                        masks_given=bool(getattr(segmenter, "masks_given", False)))
     stage("calibrate_classify", t)
     scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
     report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,

@@ -82,6 +82,7 @@ class ReviewSession:
                 "level": v["level"],
                 "hu": v.get("trabecular_hu_mean"),
                 "bmd": bmd,
+                "bmd_sd": v.get("bmd_sd_mg_cm3"),
                 "category": acr_category(bmd, thresholds) if bmd is not None else None,
                 "flags": list(v.get("flags", [])),
                 "decision": self.decisions.get(v["level"], "pending"),

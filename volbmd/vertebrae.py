@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from volbmd.labels import level_rank
+from volbmd.slicewise import fill_holes_slicewise
 from volbmd.volume import LabelMap
 from volbmd_kernels.morphology import edt_squared_mm2
 from volbmd_kernels.stats import label_bboxes
@@ -103,7 +104,17 @@ def split_body(whole: np.ndarray, spacing_mm, *, body_only: bool | None = None) 
     posterior_half = (y_idx >= (wall_idx - (wall_idx - _anterior_edge(core)) * 0.5)[:, None])[:, :, None]
     body &= near_core | ~posterior_half
     body = _largest_component_with(body, seed)
-    return BodySplit(_drop_thin_attachments(body, seed), "split", radius)
+    return BodySplit(fill_body_holes(_drop_thin_attachments(body, seed)), "split", radius)
+
+
+def fill_body_holes(body: np.ndarray) -> np.ndarray:
+    """The body with every hole of its axial, coronal and sagittal slices filled: in front of the
+    canal, anything a body encloses is its marrow (a segmentation that left dark or noisy marrow
+    out would otherwise shrink the trabecular ROI onto the dense bone around the gaps)."""
+    out = fill_holes_slicewise(body)
+    out |= fill_holes_slicewise(out.transpose(1, 0, 2)).transpose(1, 0, 2)
+    out |= fill_holes_slicewise(out.transpose(2, 1, 0)).transpose(2, 1, 0)
+    return out
 
 
 _CROSS = ndi.generate_binary_structure(3, 1)

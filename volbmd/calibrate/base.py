@@ -17,9 +17,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from volbmd.errors import ConfigError, InputError
 from volbmd.io import atomic_output
 
-__all__ = ["Calibration", "RodResult", "ScannerInfo", "load_calibration", "save_calibration", "CALIBRATION_SCHEMA_VERSION"]
+__all__ = ["Calibration", "RodResult", "ScannerInfo", "load_calibration", "save_calibration", "r_squared",
+           "CALIBRATION_SCHEMA_VERSION"]
 
 CALIBRATION_SCHEMA_VERSION = "1.0"
+
+
+def r_squared(x, y, slope: float, intercept: float) -> float:
+    """Coefficient of determination of the line ``y = slope · x + intercept`` (1 when y is constant)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 if ss_tot == 0 else 1.0 - float(np.sum((y - (slope * x + intercept)) ** 2)) / ss_tot
 
 
 class RodResult(BaseModel):
@@ -59,12 +67,25 @@ class Calibration(BaseModel):
     scanner: ScannerInfo = ScannerInfo()
     warnings: list[str] = []
     details: dict[str, float] = {}
+    #: statistical covariance of (slope, intercept): [[var slope, cov], [cov, var intercept]]
+    slope_intercept_cov: list[list[float]] | None = None
 
     def to_density(self, hu):
         """mg/cm³ of ``material`` for HU values (scalar or array); raises if method is "none"."""
         if self.slope is None or self.intercept is None:
             raise ValueError("no calibration: densities are not available")
         return self.slope * np.asarray(hu, dtype=np.float64) + self.intercept
+
+    def density_sd(self, hu, hu_se: float = 0.0) -> float:
+        """SD (mg/cm³) of ``to_density(hu)`` from the calibration's own uncertainty and an HU
+        standard error ``hu_se`` of the measured value (independent of each other)."""
+        if self.slope is None:
+            raise ValueError("no calibration: densities are not available")
+        var = (self.slope * hu_se) ** 2
+        if self.slope_intercept_cov is not None:
+            c = np.asarray(self.slope_intercept_cov, dtype=np.float64)
+            var += float(hu * hu * c[0, 0] + 2 * hu * c[0, 1] + c[1, 1])
+        return float(np.sqrt(max(var, 0.0)))
 
 
 def save_calibration(calibration: Calibration, path: str | os.PathLike) -> Path:

@@ -57,8 +57,19 @@ def contrast_phase_from_aorta(aorta_hu: float | None) -> str | None:
     return "portal_venous" if aorta_hu <= 200.0 else "arterial"
 
 
-def contrast_correction_hu(phase: str | None, config: CalibrationConfig) -> float:
-    """HU to subtract from trabecular HU for the phase (0 when disabled or native/unknown)."""
-    if not config.contrast_correction.enabled or phase not in ("arterial", "portal_venous"):
+def contrast_correction_hu(phase: str | None, config: CalibrationConfig, aorta_hu: float | None = None) -> float:
+    """HU to subtract from trabecular HU for the phase (0 when disabled or native/unknown).
+
+    When the phase comes from the aortic HU, the correction ramps linearly across ±10 HU around
+    the phase limits (80 and 200 HU), so two nearly identical scans never differ by a whole
+    correction."""
+    if not config.contrast_correction.enabled:
         return 0.0
-    return float(config.contrast_correction.hu[phase])
+    table = config.contrast_correction.hu
+    if aorta_hu is not None:
+        ramp = lambda hu, limit: float(np.clip((hu - (limit - 10.0)) / 20.0, 0.0, 1.0))  # noqa: E731
+        portal = table["portal_venous"] * ramp(aorta_hu, 80.0)
+        return float(portal + (table["arterial"] - table["portal_venous"]) * ramp(aorta_hu, 200.0))
+    if phase not in ("arterial", "portal_venous"):
+        return 0.0
+    return float(table[phase])

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage as ndi
 
-from volbmd.calibrate.base import Calibration, RodResult, ScannerInfo
+from volbmd.calibrate.base import Calibration, RodResult, ScannerInfo, r_squared
 from volbmd.config import CalibrationConfig, load_yaml_model
 from volbmd.errors import ConfigError, InputError
 from volbmd.volume import Volume
@@ -105,10 +105,22 @@ def _check_hu(hu, n_rods: int, phantom: str) -> np.ndarray:
     return hu
 
 
-def _r2(x: np.ndarray, y: np.ndarray, slope: float, intercept: float) -> float:
-    ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 if ss_tot == 0 else 1.0 - ss_res / ss_tot
+def _line_cov(x: np.ndarray, y: np.ndarray, a: float, b: float) -> np.ndarray | None:
+    """Least-squares covariance of (a, b) in y = a·x + b from the residuals (None for 2 points)."""
+    if x.size <= 2:
+        return None
+    resid = y - (a * x + b)
+    s2 = float(resid @ resid) / (x.size - 2)
+    X = np.column_stack([x, np.ones_like(x)])
+    return s2 * np.linalg.inv(X.T @ X)
+
+
+def _density_cov(a: float, b: float, cov_ab: np.ndarray | None) -> list[list[float]] | None:
+    """Covariance of (slope, intercept) = (1/a, −b/a) by the delta method."""
+    if cov_ab is None:
+        return None
+    jac = np.array([[-1.0 / a**2, 0.0], [b / a**2, -1.0 / a]])
+    return [[float(v) for v in row] for row in jac @ cov_ab @ jac.T]
 
 
 def fit_single(density_mg_cm3, hu) -> dict[str, float]:
@@ -119,7 +131,7 @@ def fit_single(density_mg_cm3, hu) -> dict[str, float]:
     if not np.isfinite(a) or abs(a) < 1e-9:
         raise InputError("rod HU does not change with density: the fit has no slope")
     return {"a_hu_per_mg_cm3": float(a), "b_hu": float(b), "slope": float(1.0 / a), "intercept": float(-b / a),
-            "r2": _r2(rho, hu, a, b)}
+            "r2": r_squared(rho, hu, a, b), "cov": _density_cov(a, b, _line_cov(rho, hu, a, b))}
 
 
 def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, float]:
@@ -131,10 +143,12 @@ def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, float]:
     beta_ct = beta_ref + MINDWAYS_BETA_OFFSET
     if abs(sigma_ct) < 1e-9:
         raise InputError("Mindways fit gives σ_CT = 0: check the rod HU values")
-    r2 = _r2(k, y, sigma_ref, beta_ref)
+    r2 = r_squared(k, y, sigma_ref, beta_ref)
+    # σ_CT and β_CT differ from σ_ref and β_ref by constants: the same covariance
     return {"sigma_ref": float(sigma_ref), "beta_ref": float(beta_ref), "sigma_ct": float(sigma_ct),
             "beta_ct": float(beta_ct), "slope": float(1.0 / sigma_ct), "intercept": float(-beta_ct / sigma_ct),
-            "r2": r2, "r": float(np.sign(sigma_ref) * np.sqrt(max(r2, 0.0)))}
+            "r2": r2, "r": float(np.sign(sigma_ref) * np.sqrt(max(r2, 0.0))),
+            "cov": _density_cov(sigma_ct, beta_ct, _line_cov(k, y, sigma_ref, beta_ref))}
 
 
 def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig | None = None, *,
@@ -177,7 +191,8 @@ def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig 
     return Calibration(
         method="phantom", material=phantom.material, slope=fit["slope"], intercept=fit["intercept"], r2=fit["r2"],
         phantom=phantom.name, model=phantom.model, rods=rods, scanner=scanner or ScannerInfo(), warnings=warnings,
-        details={k: v for k, v in fit.items() if k not in ("slope", "intercept", "r2")},
+        details={k: v for k, v in fit.items() if k not in ("slope", "intercept", "r2", "cov")},
+        slope_intercept_cov=fit["cov"],
     )
 
 

@@ -44,6 +44,8 @@ def _fill_table(table: QTableWidget, rows: list[dict]) -> None:
                   ", ".join(row.get("flags", [])))
         for c, value in enumerate(values):
             text = "–" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+            if c == 2 and value is not None and row.get("bmd_sd") is not None:
+                text += f" ± {row['bmd_sd']:.1f}"
             table.setItem(r, c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
 
@@ -166,7 +168,8 @@ class AnalyzeWidget(QWidget):
         canon, _ = canonicalize(art.volume, copy=False)
         _, rois = art.result.mask_volumes(canon.shape)
         self.viewer.add_labels(rois, name="volbmd ROIs", scale=kw["scale"], translate=kw["translate"], opacity=0.6)
-        rows = [{"level": v.level, "hu": v.trabecular_hu_mean, "bmd": v.bmd_mg_cm3, "category": None,
+        rows = [{"level": v.level, "hu": v.trabecular_hu_mean, "bmd": v.bmd_mg_cm3,
+                 "bmd_sd": v.model_extra.get("bmd_sd_mg_cm3"), "category": None,
                  "decision": "", "flags": v.flags} for v in report.vertebrae]
         _fill_table(self.table, rows)
         self.progress.setValue(len(self._stages))

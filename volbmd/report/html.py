@@ -27,14 +27,22 @@ def _fmt(v, digits=1):
     return escape(str(v))
 
 
+def _bmd(v) -> str:
+    """A level's BMD with its SD (a repeat scan's spread): "98.5 ± 0.7"."""
+    sd = (v.model_extra or {}).get("bmd_sd_mg_cm3")
+    return _fmt(v.bmd_mg_cm3) + (f" ± {sd:.1f}" if v.bmd_mg_cm3 is not None and sd is not None else "")
+
+
 def render_html(report, qa_png: bytes | None) -> str:
     r = report
     summ = r.summary
     cat = summ.acr_category or "none"
     material = summ.model_extra.get("material") or ""
     if summ.bmd_mg_cm3_mean is not None:
-        headline = (f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {escape(material)} over {escape('+'.join(summ.levels_used))}: "
-                    f"<b>{escape(cat.replace('_', ' '))}</b>")
+        sd = summ.model_extra.get("bmd_sd_mg_cm3")
+        headline = (f"BMD {summ.bmd_mg_cm3_mean:.1f}{f' ± {sd:.1f}' if sd is not None else ''} mg/cm³ {escape(material)} "
+                    f"over {escape('+'.join(summ.levels_used))}: <b>{escape(cat.replace('_', ' '))}</b>"
+                    + (" (borderline)" if summ.model_extra.get("borderline") else ""))
     else:
         headline = "No ACR category (no calibration or fewer than two valid lumbar levels)"
     rows = []
@@ -43,7 +51,7 @@ def render_html(report, qa_png: bytes | None) -> str:
         rows.append(
             "<tr>" + "".join(f"<td>{c}</td>" for c in (
                 escape(v.level), _fmt(v.body_volume_ml), _fmt(v.trabecular_n_voxels), _fmt(v.trabecular_hu_mean),
-                _fmt(v.trabecular_hu_median), _fmt(v.trabecular_hu_sd), _fmt(v.bmd_mg_cm3),
+                _fmt(v.trabecular_hu_median), _fmt(v.trabecular_hu_sd), _bmd(v),
                 "/".join(_fmt(x) for x in (h.anterior, h.middle, h.posterior)), _fmt(v.genant_grade),
                 escape(", ".join(v.flags)))) + "</tr>")
     cal = r.calibration

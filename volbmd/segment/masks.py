@@ -96,6 +96,7 @@ class MasksSegmenter:
     """Segmenter that returns imported masks for the scan."""
 
     name = "masks"
+    masks_given = True  # the masks are fixed: no segmentation uncertainty in the BMD's SD
 
     def __init__(self, path: str | os.PathLike, label_scheme: str = "verse"):
         self.path = Path(path)

@@ -198,7 +198,8 @@ def _trusted_period(period: np.ndarray, strength: np.ndarray, fallback: np.ndarr
     return np.clip(out, *opts.period_range_mm)
 
 
-def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> tuple[np.ndarray, np.ndarray]:
+def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions,
+                smooth_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
     largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
     of the local period either side):
@@ -212,9 +213,10 @@ def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts:
       thoracic spines), as a share of the spread.
 
     The body's interior, bounded by its two endplates a whole body height apart, is none of them.
+    The profiles are smoothed by ``smooth_mm`` first (half a slice: thick slices make steps).
     Returns the score and whether a gap or trough (True: a dark disc) or the band gave it."""
-    x = ndi.gaussian_filter1d(profiles.core_hu, sigma=max(0.5, 1.0 / step_mm))
-    f = ndi.gaussian_filter1d(profiles.bone_fraction, sigma=max(0.5, 1.0 / step_mm))
+    x = ndi.gaussian_filter1d(profiles.core_hu, sigma=max(0.5, smooth_mm / step_mm))
+    f = ndi.gaussian_filter1d(profiles.bone_fraction, sigma=max(0.5, smooth_mm / step_mm))
     spread = max(20.0, float(np.percentile(x, 90) - np.percentile(x, 10)))
     reach = np.clip(opts.endplate_fraction * period_mm, *opts.endplate_reach_range_mm)
     w_at = np.maximum(1, np.round(reach / step_mm).astype(int))
@@ -307,7 +309,7 @@ def find_discs(array: np.ndarray, spacing: SpacingZYX, work_bone: np.ndarray, wo
     profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
     period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
     period = _trusted_period(period, strength, 2.0 * opts.depth_to_period * line.half_depth_mm, opts)
-    score, dark = disc_scores(profiles, period, line.step_mm, opts)
+    score, dark = disc_scores(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
     chosen = choose_discs(score, period, line.step_mm, opts)
     discs = []
     for m in chosen:

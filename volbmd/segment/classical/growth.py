@@ -197,9 +197,11 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
 
 
 def final_labels(g: Grown, ids: dict[str, int], spacing: SpacingZYX, outline: OutlineOptions,
-                 growth: GrowthOptions) -> np.ndarray:
+                 growth: GrowthOptions, spine: SpineSegments | None = None) -> np.ndarray:
     """VerSe ids in the box: ribs and pelvis, bone beyond the lateral limits, the canal and the
-    partial-volume rim removed; marrow each vertebra encloses given back to it."""
+    partial-volume rim removed; marrow each vertebra encloses given back to it. The core of the
+    spinal canal (``outline.canal_core_mm`` around its followed centre) is never vertebra, even
+    where the canal's ring is open and nothing else marks it."""
     n = max(g.by_ordinal, default=0) + 2
     ordinal_id = np.zeros(n + 1, np.int32)
     for o, seg in g.by_ordinal.items():
@@ -213,6 +215,19 @@ def final_labels(g: Grown, ids: dict[str, int], spacing: SpacingZYX, outline: Ou
         if seg.level in ids and (seg.level.startswith("T") or seg.rib_sides):
             out[(out == ids[seg.level]) & (g.lateral_mm > growth.rib_lateral_mm)] = 0
     fill_enclosed_marrow(out)
+    if spine is not None and spine.canal_yx_mm is not None and outline.canal_core_mm > 0:
+        sz, sy, sx = spacing
+        zz = (np.arange(g.box[0].start, g.box[0].stop) + 0.5) * sz
+        ok = np.isfinite(spine.canal_yx_mm[:, 0])
+        if ok.sum() >= 2:
+            seen = (zz >= spine.track_z_mm[ok][0]) & (zz <= spine.track_z_mm[ok][-1])
+            cy = np.interp(zz, spine.track_z_mm[ok], spine.canal_yx_mm[ok, 0])
+            cx = np.interp(zz, spine.track_z_mm[ok], spine.canal_yx_mm[ok, 1])
+            yy = (np.arange(g.box[1].start, g.box[1].stop) + 0.5) * sy
+            xx = (np.arange(g.box[2].start, g.box[2].stop) + 0.5) * sx
+            core = ((yy[None, :, None] - cy[:, None, None]) ** 2 + (xx[None, None, :] - cx[:, None, None]) ** 2
+                    <= outline.canal_core_mm**2) & seen[:, None, None]
+            out[core] = 0
     # the partial-volume rim: a surface voxel dimmer than ``rim_hu`` is mostly soft tissue
     fg = out > 0
     out[fg & ~ndi.binary_erosion(fg) & (g.crop_hu < outline.rim_hu)] = 0

@@ -93,6 +93,7 @@ class OutlineOptions(_Options):
     rim_hu: float = Field(150.0, description="a surface voxel dimmer than this is partial volume, not bone")
     min_hole_hu: float = Field(30.0, description="a hole behind the body's core darker than this is not marrow")
     ring_gap_mm: float = Field(3.0, ge=0, description="body rings with gaps up to this are closed")
+    canal_core_mm: float = Field(4.0, ge=0, description="this near the followed canal centre is never vertebra")
     vessel_window_mm: float = Field(5.0, gt=0)
     vessel_min_hu: float = Field(120.0, description="contrast-filled vessels: brighter than this on average ...")
     vessel_max_sd_hu: float = Field(20.0, gt=0, description="... and more homogeneous than this")

@@ -80,7 +80,7 @@ def enhanced_vessels(crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_
     but homogeneous. Components of voxels whose neighbourhood (``vessel_window_mm``) averages above
     ``vessel_min_hu`` with an SD under ``vessel_max_sd_hu`` (or ``vessel_noise_factor`` times the
     scan's own noise, the SD of muscle in the same window, in a noisy scan), at least ``vessel_min_volume_mm3``,
-    mostly outside the body's core and centred in front of its posterior wall, widened by the
+    outside the body's core and centred in front of its posterior wall, widened by the
     window (their wall and partial-volume rim) where not brighter than the blood. Without
     contrast, blood is far below the bone threshold and nothing is found."""
     size = tuple(max(1, 2 * int(round(opts.vessel_window_mm / 2 / s)) + 1) for s in spacing)
@@ -91,7 +91,10 @@ def enhanced_vessels(crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_
     max_sd = opts.vessel_max_sd_hu
     if muscle.sum() >= 1000:
         max_sd = max(max_sd, opts.vessel_noise_factor * float(np.sqrt(max(np.median(var[muscle]), 0.0))))
-    cand = (mean > opts.vessel_min_hu) & (var < max_sd**2) & (a > opts.vessel_min_hu - 20.0)
+    # the body's own marrow (bright and smooth in a noisy contrast scan) is never a vessel
+    core = np.hypot(np.asarray(yy_mm)[None, :, None] - track_y[:, None, None],
+                    np.asarray(xx_mm)[None, None, :] - track_x[:, None, None]) <= half_depth_mm
+    cand = (mean > opts.vessel_min_hu) & (var < max_sd**2) & (a > opts.vessel_min_hu - 20.0) & ~core
     out = np.zeros(crop.shape, bool)
     lab, n = ndi.label(cand)
     if n == 0:
@@ -115,7 +118,7 @@ def enhanced_vessels(crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_
         # the wall and partial-volume rim, as wide as the window, unless brighter than the blood
         # (cortex where the vessel lies against the vertebra)
         blood_hu = float(np.max(ndi.mean(a, lab, np.flatnonzero(keep))))
-        out = ndi.binary_dilation(keep[lab], np.ones(size, bool)) & (a < 1.25 * blood_hu)
+        out = ndi.binary_dilation(keep[lab], np.ones(size, bool)) & (a < 1.25 * blood_hu) & ~core
     return out
 
 

@@ -98,6 +98,11 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     spine.disc_planes = [(d.point_mm, d.normal) for d in discs]
     spine.body_half_depth_mm = float(np.median(track.half_depth_mm))
     spine.track_half_depth_mm = track.half_depth_mm
+    followed = track.canal_yx_mm.copy()
+    outside = np.ones(len(followed), bool)
+    outside[track.canal_range[0] : track.canal_range[1] + 1] = False
+    followed[outside] = np.nan
+    spine.canal_yx_mm = followed
     spine.sacrum_at_bottom = sacrum
     info = dict(info, canal_length_mm=canal.length_mm, disc_scores={o + 1: d.score for o, d in enumerate(discs)},
                 canal_z_mm=(float(track.z_mm[track.canal_range[0]]), float(track.z_mm[track.canal_range[1]])))
@@ -121,7 +126,7 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
     rib_heads(grown, canon.spacing_mm, spine.segments[0].ordinal if spine.sacrum_at_bottom else None, opts.growth)
     assign_levels(spine, opts.levels)
     verse = load_label_scheme("verse")
-    out_box = final_labels(grown, verse, canon.spacing_mm, opts.outline, opts.growth)
+    out_box = final_labels(grown, verse, canon.spacing_mm, opts.outline, opts.growth, spine)
     voxel_ml = float(np.prod(canon.spacing_mm)) / 1000.0
     counts = np.bincount(out_box.ravel(), minlength=max(verse.values()) + 1)
     for seg in spine.segments:

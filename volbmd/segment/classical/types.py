@@ -103,4 +103,5 @@ class SpineSegments:
     disc_planes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (point, normal) mm, zyx
     body_half_depth_mm: float = 15.0
     track_half_depth_mm: np.ndarray | None = None  # per track slice
+    canal_yx_mm: np.ndarray | None = None  # the canal's centre per track slice (NaN where not followed)
     naming: dict = field(default_factory=dict)  # evidence, confidence, alternatives
