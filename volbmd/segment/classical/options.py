@@ -133,7 +133,6 @@ class LevelOptions(_Options):
     sacrum_weight: float = Field(6.0, ge=0)
     rib_weight: float = Field(1.0, ge=0, description="per vertebra whose rib state fits its name")
     end_rib_weight: float = Field(3.0, ge=0, description="first and last rib-bearing vertebra where the name says")
-    size_weight: float = Field(0.5, ge=0, description="per vertebra whose size fits its name")
 
 
 class QualityOptions(_Options):
@@ -143,7 +142,6 @@ class QualityOptions(_Options):
     min_height_mm: float = Field(8.0, gt=0)
     max_height_mm: float = Field(60.0, gt=0)
     volume_factor: float = Field(2.5, gt=1, description="a vertebra this far outside the typical volume of its level is suspect")
-    trabecular_hu_range: tuple[float, float] = (-100.0, 450.0)
 
 
 class ClassicalOptions(_Options):

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from volbmd.errors import InputError
 from volbmd.geometry import canonicalize, uncanonicalize
@@ -91,8 +92,6 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     dz = float(np.median(np.diff(track.z_mm))) if len(track.z_mm) > 1 else 1.0
     smooth_yx = track.body_yx_mm.copy()
     if len(smooth_yx) > 2:
-        from scipy import ndimage as ndi
-
         smooth_yx = ndi.gaussian_filter1d(smooth_yx, sigma=max(0.5, opts.localise.smooth_mm / dz), axis=0, mode="nearest")
     spine = SpineSegments(track.z_mm, smooth_yx, [float(d.point_mm[0]) for d in discs], segments, flags)
     spine.disc_planes = [(d.point_mm, d.normal) for d in discs]

@@ -81,7 +81,6 @@ class Segment:
     rib_contact_mm3: float = 0.0  # vertebra within reach of ribs (not the pelvis), both sides
     rib_sides: list[str] = field(default_factory=list)  # "right"/"left" sides with a rib contact
     rib_beside_mm3: float = 0.0  # rib-like bone beside the vertebra's slab, touching it or not
-    blob_area_mm2: float = 0.0
     blob_width_mm: float = 0.0
     level: str | None = None
     arc_lo_mm: float = 0.0  # extent along the centre line
