@@ -146,7 +146,7 @@ def find_canal(work: WorkGrid, opts: CanalOptions) -> CanalPath:
     for k, y, x in path:
         yx[k] = (y, x)
     length = (path[-1][0] - path[0][0] + 1) * work.spacing_mm[0] if path else 0.0
-    return CanalPath(yx, len(path), float(length))
+    return CanalPath(yx, float(length))
 
 
 def _running_median(values: np.ndarray, window: int, lo: float, hi: float, fallback: float) -> np.ndarray:

@@ -32,7 +32,6 @@ class CanalPath:
     """The spinal canal per working slice: centre (y, x) in mm, NaN where it was not seen."""
 
     yx_mm: np.ndarray  # (nz, 2)
-    nodes: int  # slices where a canal hole was found on the path
     length_mm: float
 
 
