@@ -107,6 +107,40 @@ def _bad_inputs(tmp_path: Path, dicom_folder: Path) -> dict[str, tuple[Path, lis
     notgz.write_bytes(b"\x5c\x01\x00\x00" + bytes(400))
     cases["nii.gz not gzip"] = (notgz, ["not gzip", "plain.nii.gz"])
     cases["missing"] = (tmp_path / "does_not_exist.nii.gz", ["not found"])
+    cases.update(_damaged_but_readable(tmp_path, dicom_folder))
+    return cases
+
+
+def _damaged_but_readable(tmp_path: Path, dicom_folder: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Files ITK reads without complaint (and volbmd once measured): refused with the cause named."""
+    import gzip
+    import struct
+
+    import SimpleITK as sitk
+
+    cases = {}
+    arr = np.zeros((6, 7, 8), np.float32)
+    arr[1, 2, 3] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "nan.nii.gz"))
+    cases["nan nifti"] = (tmp_path / "nan.nii.gz", ["NaN or infinite", "nan.nii.gz"])
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 7, 8), np.int16)), str(tmp_path / "ok.nii"))
+    header = bytearray((tmp_path / "ok.nii").read_bytes())
+    zero = bytearray(header)
+    struct.pack_into("<f", zero, 88, 0.0)  # pixdim[3]
+    (tmp_path / "zero_pixdim.nii").write_bytes(bytes(zero))
+    cases["zero pixdim"] = (tmp_path / "zero_pixdim.nii", ["zero or invalid voxel size", "zero_pixdim.nii"])
+    (tmp_path / "short.nii").write_bytes(bytes(header[:-50]))
+    cases["voxel data cut short"] = (tmp_path / "short.nii", ["truncated file", "short.nii"])
+    huge = bytearray(header)
+    struct.pack_into("<8h", huge, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)
+    (tmp_path / "huge.nii.gz").write_bytes(gzip.compress(bytes(huge)))
+    cases["huge declared size"] = (tmp_path / "huge.nii.gz", ["header declares", "huge.nii.gz"])
+    (tmp_path / "scan.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+                                       "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n")
+    cases["mhd data file missing"] = (tmp_path / "scan.mhd", ["'scan.raw', which is missing"])
+    uid_named = tmp_path / "1.2.826.0.1.3680043.8.498.12345"
+    shutil.copy(sorted(dicom_folder.iterdir())[0], uid_named)
+    cases["dicom file named by uid"] = (uid_named, ["single DICOM file", "pass the folder"])
     return cases
 
 

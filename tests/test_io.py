@@ -272,3 +272,100 @@ def test_load_label_map_names_ids(tmp_path):
     write_volume(vol, tmp_path / "l.nii.gz")
     labels = load_label_map(tmp_path / "l.nii.gz", {"L1": 1})
     assert isinstance(labels, LabelMap) and labels.labels == {"L1": 1}
+
+
+# ------------------------------------------------------- damaged but readable files (ITK reads them)
+
+
+def _nifti_bytes(tmp_path, array=None, dtype=np.int16) -> bytes:
+    arr = np.arange(6 * 7 * 8, dtype=dtype).reshape(6, 7, 8) if array is None else array
+    image = sitk.GetImageFromArray(arr)  # SimpleITK writes NaN voxels as they are
+    image.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(image, str(tmp_path / "src.nii"))
+    return (tmp_path / "src.nii").read_bytes()
+
+
+def _gzip_to(path: Path, data: bytes) -> Path:
+    import gzip
+
+    path.write_bytes(gzip.compress(data))
+    return path
+
+
+def test_nifti_non_finite_voxels_are_refused_not_zeroed(tmp_path):
+    for bad in (np.nan, np.inf, -np.inf):
+        arr = np.zeros((6, 7, 8), np.float32)
+        arr[2, 3, 4] = bad
+        data = _nifti_bytes(tmp_path, arr)
+        for path in ((tmp_path / "f.nii"), _gzip_to(tmp_path / "f.nii.gz", data)):
+            if path.suffix == ".nii":
+                path.write_bytes(data)
+            with pytest.raises(InputError, match="1 voxels are NaN or infinite") as err:
+                load_volume(path)
+            assert err.value.source == str(path)
+
+
+def test_nifti_zero_pixdim_is_refused_not_read_as_1mm(tmp_path):
+    data = bytearray(_nifti_bytes(tmp_path))
+    import struct
+
+    struct.pack_into("<f", data, 76 + 4 * 3, 0.0)  # pixdim[3] (z) = 0
+    (tmp_path / "z.nii").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="zero or invalid voxel size"):
+        load_volume(tmp_path / "z.nii")
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_with_voxel_data_cut_short(tmp_path, suffix):
+    data = _nifti_bytes(tmp_path)
+    cut = data[: len(data) - 100]
+    path = tmp_path / f"cut{suffix}"
+    if suffix == ".nii":
+        path.write_bytes(cut)
+    else:
+        _gzip_to(path, cut)  # a complete gzip stream of an incomplete file
+    with pytest.raises(InputError, match="truncated file: header declares"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_header_declaring_a_huge_image_is_refused_before_allocating(tmp_path, suffix):
+    import struct
+
+    data = bytearray(_nifti_bytes(tmp_path))
+    struct.pack_into("<8h", data, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)  # 54 TB of int16
+    path = tmp_path / f"huge{suffix}"
+    if suffix == ".nii":
+        path.write_bytes(bytes(data))
+    else:
+        _gzip_to(path, bytes(data))
+    with pytest.raises(InputError, match="header declares"):
+        load_volume(path)
+
+
+def test_metaimage_header_declaring_a_huge_image(tmp_path):
+    _write_mha(tmp_path / "huge.mha", "30000 30000 30000", "1 1 1", np.zeros(64, np.int16).tobytes())
+    with pytest.raises(InputError, match="cannot hold"):
+        load_volume(tmp_path / "huge.mha")
+
+
+def test_detached_headers_name_their_missing_data_file(tmp_path):
+    (tmp_path / "scan.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+                                       "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n")
+    (tmp_path / "scan.nhdr").write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nspacings: 1 1 1\n"
+                                        "encoding: raw\ndata file: voxels.raw\n")
+    with pytest.raises(InputError, match="'scan.raw', which is missing"):
+        load_volume(tmp_path / "scan.mhd")
+    with pytest.raises(InputError, match="'voxels.raw', which is missing"):
+        load_volume(tmp_path / "scan.nhdr")
+    np.zeros(64, np.int16).tofile(tmp_path / "scan.raw")  # with its data the same header reads
+    assert load_volume(tmp_path / "scan.mhd").shape == (4, 4, 4)
+
+
+def test_a_dicom_file_named_by_its_uid_is_recognised(tmp_path):
+    write_ct_series(tmp_path / "series", np.zeros((3, 8, 8), np.int16))
+    first = sorted((tmp_path / "series").iterdir())[0]
+    named = tmp_path / "1.2.840.113619.2.55.3.604688119.969.1234567890.123"
+    shutil.copy(first, named)
+    with pytest.raises(InputError, match="single DICOM file"):
+        load_volume(named)

@@ -17,6 +17,7 @@ from volbmd.measure import (
 )
 from volbmd.phantoms import make_spine_phantom
 from volbmd.vertebrae import split_body, vertebra_masks
+from volbmd_kernels.morphology import edt_squared_mm2
 from volbmd.volume import LabelMap, Volume
 
 
@@ -235,3 +236,26 @@ def test_abdomen_heights_plausible(shared_data):
     graded = measure_vertebrae(ct, bodies, _cfg(genant_max_voxel_mm=4.0)).by_level()
     assert all(graded[lvl].genant_grade is not None for lvl in ("L1", "L2", "L3", "L4"))
     assert list(graded) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]  # present levels only, by default
+
+
+
+def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
+    """The arch behind the canal opens and closes with single voxels of noise on coarse scans; the
+    canal's front places the body's posterior wall only where it is enclosed in several slices."""
+    from volbmd.vertebrae import MIN_CANAL_SLICES, _canal_front
+
+    vm = vertebra_masks(spine_phantom.labels)[1]
+    spacing = spine_phantom.volume.spacing_mm
+    d2 = edt_squared_mm2(vm.whole, spacing)
+    seed = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    core_back = np.full(vm.whole.shape[0], float(seed[1]))
+    assert _canal_front(vm.whole, seed, core_back, spacing) is not None  # the phantom's arch is closed
+    opened = vm.whole.copy()
+    opened[:, :, seed[2]] &= ~(np.arange(opened.shape[1]) > seed[1] + 5)[None, :]  # cut the arch at the midline
+    assert _canal_front(opened, seed, core_back, spacing) is None
+    closed_in = [z for z in range(opened.shape[0]) if vm.whole[z, seed[1] + 6 :, seed[2]].any()][:MIN_CANAL_SLICES]
+    for count in (1, MIN_CANAL_SLICES):
+        partly = opened.copy()
+        partly[closed_in[:count]] = vm.whole[closed_in[:count]]
+        front = _canal_front(partly, seed, core_back, spacing)
+        assert (front is None) == (count < MIN_CANAL_SLICES)

@@ -153,6 +153,14 @@ def test_classical_refuses_mr_and_scans_without_spine():
     water = Volume(array=np.zeros((10, 20, 20), np.int16), spacing_mm=(1, 1, 1))
     with pytest.raises(InputError, match="no spine found"):
         segment_spine(water)
+    # damaged or meaningless volumes: "no spine found", never an invented vertebra list
+    rng = np.random.default_rng(0)
+    noise = Volume(array=rng.normal(0, 300, (80, 120, 120)).astype(np.int16), spacing_mm=(1, 1, 1))
+    tiny = Volume(array=np.full((4, 4, 4), 500, np.int16), spacing_mm=(1, 1, 1))
+    needle = Volume(array=rng.normal(0, 100, (2000, 3, 3)).astype(np.int16), spacing_mm=(1, 1, 1))
+    for volume in (noise, tiny, needle):
+        with pytest.raises(InputError, match="no spine found"):
+            segment_spine(volume)
 
 
 def test_make_segmenter_errors():

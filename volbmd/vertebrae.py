@@ -145,17 +145,23 @@ def _edge_per_slice(core: np.ndarray, last: bool) -> np.ndarray:
 
 
 def _fitted_back_edge(core: np.ndarray) -> np.ndarray:
-    """The core's posterior edge per slice, as a straight line in z fitted over the slices where the
-    core is at least half its largest area (near the endplates the core shrinks and its edge moves
-    forward; a line also follows a tilted body)."""
+    """The core's posterior edge per slice, as a straight line in z over the slices where the core is
+    at least half its largest area (near the endplates the core shrinks and its edge moves forward; a
+    line also follows a tilted body). The line's tilt is fitted to the core's centroid per slice (a
+    mean over many voxels, stable under noise) rather than to its edge (one voxel row, which a
+    noise draw moves); the edge sets only the line's mean offset behind the centroid."""
     nz = core.shape[0]
     area = core.sum(axis=(1, 2))
     edge = _edge_per_slice(core, last=True)
     use = np.flatnonzero(area >= 0.5 * area.max())
     if use.size < 2:
         return np.full(nz, edge[use].max() if use.size else edge.max())
-    slope, intercept = np.polyfit(use, edge[use], 1, w=np.sqrt(area[use]))
-    return slope * np.arange(nz) + intercept
+    y_sum = np.tensordot(core.sum(axis=2), np.arange(core.shape[1]), axes=(1, 0))
+    centroid = y_sum[use] / area[use]
+    weights = area[use].astype(float)
+    slope, intercept = np.polyfit(use, centroid, 1, w=np.sqrt(weights))
+    offset = float(np.average(edge[use] - centroid, weights=weights))
+    return slope * np.arange(nz) + intercept + offset
 
 
 def _anterior_edge(core: np.ndarray) -> np.ndarray:
@@ -164,6 +170,8 @@ def _anterior_edge(core: np.ndarray) -> np.ndarray:
 
 #: The smallest hole taken for the spinal canal (its cross-section is 150–300 mm² in adults).
 MIN_CANAL_AREA_MM2 = 20.0
+#: The canal places the body's posterior wall only when it is enclosed in at least this many slices.
+MIN_CANAL_SLICES = 3
 
 
 def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> np.ndarray | None:
@@ -196,8 +204,8 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> 
         if best:
             front[z] = np.flatnonzero((lab == best).any(axis=1))[0]
     known = np.flatnonzero(np.isfinite(front))
-    if known.size == 0:
-        return None
+    if known.size < MIN_CANAL_SLICES:
+        return None  # a ring closed by chance in one slice (one voxel of noise) does not place the wall
     return np.interp(np.arange(nz), known, front[known])
 
 

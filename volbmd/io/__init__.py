@@ -45,9 +45,19 @@ def load_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     suffix = full_suffix(path).lower()
     if suffix in ITK_SUFFIXES:
         return read_itk_file(path)
-    if suffix in (".dcm", ".ima") or path.suffix == "":
+    if suffix in (".dcm", ".ima") or path.suffix == "" or _is_dicom_file(path):
         raise InputError("a single DICOM file was given; pass the folder that holds the series", path)
     raise InputError(f"unknown format '{suffix}'; volbmd reads {', '.join(READ_FORMATS)}", path)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file (the "DICM" mark after the 128-byte preamble), whatever its name: files
+    are often named by their UID (``1.2.840....123``), whose last part looks like a suffix."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def load_label_map(path: str | os.PathLike, labels: dict[str, int]) -> LabelMap:

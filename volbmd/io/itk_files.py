@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from volbmd.errors import InputError
 from volbmd.io._atomic import atomic_output, full_suffix
+from volbmd.io.header_checks import check_detached_header, check_nifti
 from volbmd.io.sitk_convert import from_sitk, to_sitk
 from volbmd.volume import Volume
 
 __all__ = ["read_itk_file", "write_itk_file", "ITK_SUFFIXES"]
 
 ITK_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage", ".mhd": "metaimage"}
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _check_file(path: Path) -> None:
@@ -28,70 +27,28 @@ def _check_file(path: Path) -> None:
         raise InputError("cannot read file (permission denied)", path)
     if path.stat().st_size == 0:
         raise InputError("file is empty", path)
-    if full_suffix(path).lower() == ".nii.gz":
-        with open(path, "rb") as fh:
-            if fh.read(2) != _GZIP_MAGIC:
-                raise InputError("named .nii.gz but is not gzip-compressed", path)
-        _check_gzip_complete(path)
-
-
-def _nifti_expected_bytes(path: Path) -> int | None:
-    """Uncompressed size a .nii.gz must have: vox_offset + voxels × bytes (None if unknown)."""
-    import gzip
-    import struct
-
-    try:
-        with gzip.open(path, "rb") as fh:
-            head = fh.read(540)
-    except (OSError, EOFError):
-        return None
-    if len(head) < 348:
-        return None
-    for endian in ("<", ">"):
-        if struct.unpack(endian + "i", head[:4])[0] == 348:  # NIfTI-1
-            dims = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-            break
-        if struct.unpack(endian + "i", head[:4])[0] == 540:  # NIfTI-2
-            dims = struct.unpack(endian + "8q", head[16:80])
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            offset = int(struct.unpack(endian + "q", head[168:176])[0])
-            break
+    if full_suffix(path).lower() in (".nii", ".nii.gz"):
+        check_nifti(path)
     else:
-        return None
-    n = 1
-    for d in dims[1 : 1 + max(0, min(int(dims[0]), 7))]:
-        n *= max(int(d), 1)
-    return offset + n * bitpix // 8
+        check_detached_header(path)
 
 
-def _check_gzip_complete(path: Path, chunk_bytes: int = 1 << 22) -> None:
-    """Catch truncated or corrupt .nii.gz files (ITK reads a truncated one without complaint).
+#: No compression packs voxels more densely than about 1000:1; more declared bytes than this many
+#: times the file's size means a damaged header (and allocating it could exhaust the memory).
+_MAX_PACKING_RATIO = 1100
 
-    Fast path: the gzip trailer's stored length equals the size the NIfTI header implies. Otherwise
-    decompress as a stream (nothing kept) to find out.
-    """
-    expected = _nifti_expected_bytes(path)
-    if expected is not None and path.stat().st_size >= 18:
-        with open(path, "rb") as fh:
-            fh.seek(-4, os.SEEK_END)
-            stored = int.from_bytes(fh.read(4), "little")
-        if stored == expected % (1 << 32):
-            return
-    decomp = zlib.decompressobj(wbits=31)
-    with open(path, "rb") as fh:
-        try:
-            while chunk := fh.read(chunk_bytes):
-                decomp.decompress(chunk, 0)
-                while decomp.unconsumed_tail:
-                    decomp.decompress(decomp.unconsumed_tail, 0)
-                if decomp.eof:
-                    break
-        except zlib.error as exc:
-            raise InputError(f"corrupt gzip data ({exc})", path) from None
-    if not decomp.eof:
-        raise InputError("truncated file: gzip stream ends early", path)
+
+def _check_declared_size(path: Path, reader: sitk.ImageFileReader, size) -> None:
+    if full_suffix(path).lower() not in (".nrrd", ".mha"):  # NIfTI is checked before; .nhdr/.mhd hold no data
+        return
+    voxels = 1
+    for n in size:
+        voxels *= int(n)
+    pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+    declared = voxels * pixel.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    if declared > _MAX_PACKING_RATIO * path.stat().st_size:
+        raise InputError(f"header declares an image of {tuple(size)} voxels ({declared / 1e6:.0f} MB) that a "
+                         f"{path.stat().st_size}-byte file cannot hold: damaged header or truncated file", path)
 
 
 def read_itk_file(path: str | os.PathLike) -> Volume:
@@ -104,6 +61,7 @@ def read_itk_file(path: str | os.PathLike) -> Volume:
         size = reader.GetSize()
         if reader.GetDimension() == 4 and size[3] > 1:
             raise InputError(f"image is 4D (size x,y,z,t = {tuple(size)}); a 3D volume is needed", path)
+        _check_declared_size(path, reader, size)
         spacing = reader.GetSpacing()
         if any(s <= 0 for s in spacing):
             raise InputError(f"spacing must be positive, got {tuple(spacing)} mm (x,y,z)", path)
