@@ -83,6 +83,9 @@ def test_run_bad_inputs(phantom_files, tmp_path):
     assert_clean_error(r, "does not match the scan grid", "wrong_grid.nii.gz")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--label-scheme", "totalseg", "--out", out)
     assert_clean_error(r, "no vertebra labels of the 'totalseg' scheme")
+    # a TotalSegmentator multilabel read with the default VerSe ids once gave "T13" and "S1"
+    r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_ts.nii.gz", "--out", out)
+    assert_clean_error(r, "'verse' scheme", "pass --label-scheme totalseg")
     r = run("run", folder / "scan.nii.gz", "--segmenter", "masks", "--out", out)
     assert_clean_error(r, "--masks")
     r = run("run", folder / "scan.nii.gz", "--segmenter", "nnunet", "--out", out)

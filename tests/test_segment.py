@@ -472,3 +472,21 @@ def test_classical_bmd_agrees_with_reference_masks(shared_data):
     assert ours.summary.levels_used == ref.summary.levels_used == ["L1", "L2"]
     assert abs(ours.summary.bmd_mg_cm3_mean - ref.summary.bmd_mg_cm3_mean) <= 5.0
     assert ours.summary.acr_category == ref.summary.acr_category
+
+
+def test_masks_whose_levels_are_out_of_order_are_refused(spine_phantom, tmp_path):
+    """Ids the scheme knows but in a jumbled cranio-caudal order (organs or another scheme's
+    vertebrae taken for levels) are refused, not measured under invented names."""
+    from volbmd.io import write_volume
+    from volbmd.segment.masks import load_masks
+    from volbmd.volume import LabelMap
+
+    labels = spine_phantom.labels
+    swapped = labels.array.copy()
+    top, bottom = labels.labels["T12"], labels.labels["L3"]
+    swapped[labels.array == top], swapped[labels.array == bottom] = bottom, top
+    write_volume(LabelMap.on_grid_of(labels, swapped, labels.labels), tmp_path / "swapped.nii.gz")
+    with pytest.raises(InputError, match="L3 lies .* mm below|T12 lies .* mm below|lies .* below"):
+        load_masks(tmp_path / "swapped.nii.gz", spine_phantom.volume)
+    write_volume(labels, tmp_path / "ok.nii.gz")
+    assert set(load_masks(tmp_path / "ok.nii.gz", spine_phantom.volume).labels) == set(labels.labels)

@@ -43,6 +43,51 @@ def _integer_labels(mask: Volume, path) -> np.ndarray:
     return arr
 
 
+#: Two neighbouring levels' centres may lie out of cranio-caudal order by this much (a tilted or
+#: scoliotic spine) before the ids are taken as not naming vertebrae.
+_ORDER_TOLERANCE_MM = 5.0
+
+
+def _level_heights_mm(arr: np.ndarray, geometry_of: Volume, ids: dict[str, int]) -> dict[str, float]:
+    """Per level: the height (LPS z, superior positive) of its voxels' centre, in mm."""
+    flat = np.flatnonzero(np.isin(arr, list(ids.values())))
+    values = arr.ravel()[flat]
+    index = np.stack(np.unravel_index(flat, arr.shape), axis=1).astype(np.float64)
+    world_z = geometry_of.geometry.index_to_world(index)[:, 2]
+    counts = np.bincount(values)
+    sums = np.bincount(values, weights=world_z)
+    return {lvl: float(sums[i] / counts[i]) for lvl, i in ids.items() if i < counts.size and counts[i]}
+
+
+def _scheme_misfit(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], scheme: dict[str, int]) -> str | None:
+    """Why the ids cannot be vertebrae of ``scheme`` (None when they can): ids the scheme does not
+    know, or levels whose centres lie out of cranio-caudal order (a mask of another scheme read with
+    this one names its organs or vertebrae as levels in a jumbled order)."""
+    unknown = sorted(present_ids - set(scheme.values()))
+    if unknown:
+        return f"ids {unknown[:8]}{' …' if len(unknown) > 8 else ''} are not vertebrae in it"
+    named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
+    heights = _level_heights_mm(arr, geometry_of, named)
+    order = sorted(heights, key=level_rank)
+    for upper, lower in zip(order, order[1:]):
+        if heights[upper] < heights[lower] - _ORDER_TOLERANCE_MM:
+            return f"{upper} lies {heights[lower] - heights[upper]:.0f} mm below {lower}"
+    return None
+
+
+def _scheme_hint(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], tried: str) -> str:
+    """"; they fit the 'totalseg' scheme: pass --label-scheme totalseg" when another scheme fits."""
+    from volbmd.labels import LABEL_SCHEMES
+
+    for other in LABEL_SCHEMES:
+        if other == tried:
+            continue
+        scheme = load_label_scheme(other)
+        if present_ids & set(scheme.values()) and _scheme_misfit(arr, geometry_of, present_ids, scheme) is None:
+            return f"; they fit the '{other}' scheme: pass --label-scheme {other}"
+    return ""
+
+
 def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "verse") -> LabelMap:
     """Read vertebra masks for ``scan`` as a LabelMap with VerSe ids on the scan's grid.
 
@@ -80,8 +125,13 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
     named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
     if not named:
         raise InputError(
-            f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(present_ids)[:12]})", path
+            f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(present_ids)[:12]})"
+            + _scheme_hint(arr, mask, present_ids, label_scheme), path
         )
+    problem = _scheme_misfit(arr, mask, present_ids, scheme)
+    if problem:
+        raise InputError(f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
+                         + _scheme_hint(arr, mask, present_ids, label_scheme), path)
     if label_scheme == "verse":
         relabelled = np.where(np.isin(arr, list(named.values())), arr, 0).astype(np.int16)
     else:
