@@ -103,7 +103,9 @@ def convert(
 ):
     """Convert a scan to another format, keeping its grid and voxel values exactly."""
     from volbmd.io import load_volume, write_volume
+    from volbmd.io.output_folder import check_output_file
 
+    check_output_file(dst)
     volume = load_volume(src, series_uid=series)
     write_volume(volume, dst)
     typer.echo(f"wrote {dst} ({'×'.join(str(n) for n in volume.shape[::-1])} voxels)")
@@ -129,8 +131,10 @@ def run(
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
+    from volbmd.io.output_folder import check_output_folder
     from volbmd.pipeline import run_pipeline
 
+    check_output_folder(out)  # before hours of work, not after
     overrides: dict = {"segmentation": {}, "measurement": {}}
     if segmenter or masks is not None:
         overrides["segmentation"]["backend"] = segmenter or "masks"
@@ -201,7 +205,9 @@ def segment(
     """Find and label the vertebrae; write a label map with VerSe ids on the scan's grid."""
     from volbmd.config import load_config
     from volbmd.io import load_volume, write_labels
+    from volbmd.io.output_folder import check_output_file
 
+    check_output_file(out)
     backend = segmenter or ("masks" if masks is not None else "classical")
     cfg = load_config(overrides={"segmentation": {"backend": backend, "label_scheme": label_scheme}})
     seg = _segmenter(cfg, masks, model, device)
@@ -331,7 +337,9 @@ def demo(
 ):
     """Run volbmd on the embedded digital spine phantom (no input needed)."""
     from volbmd.demo import run_demo
+    from volbmd.io.output_folder import check_output_folder
 
+    check_output_folder(out)
     run_demo(out)
 
 

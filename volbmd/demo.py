@@ -43,17 +43,20 @@ def run_demo(out_dir: Path) -> Report:
     console = Console()
     out_dir = Path(out_dir)
     phantom = make_esp_phantom()
-    write_volume(phantom.volume, out_dir / "scan.nii.gz")
     rods = load_phantom(phantom.rod_phantom)
     hu, counts, _ = find_rods(phantom.volume, rods)
     meta = phantom.volume.metadata
     calibration = calibrate_from_hu(rods, hu, n_voxels=counts, scanner=ScannerInfo(
         manufacturer=meta.get("manufacturer"), model=meta.get("manufacturer_model"), kvp=meta.get("kvp"),
         convolution_kernel=meta.get("convolution_kernel")))
-    save_calibration(calibration, out_dir / "calibration.json")
     report = analyze(phantom.volume, segmenter=GivenLabels(phantom.labels), calibration=calibration)
     report.input.path = "volbmd demo phantom"
-    write_outputs(report, out_dir)
+
+    def scan_and_calibration(folder: Path) -> None:
+        write_volume(phantom.volume, folder / "scan.nii.gz")
+        save_calibration(calibration, folder / "calibration.json")
+
+    write_outputs(report, out_dir, also=scan_and_calibration)
     table = Table(title=f"volbmd demo: ESP-like phantom + {rods.name} rods; calibration R² {calibration.r2:.5f}")
     for col in ("level", "HU mean", "BMD mg/cm³", "true mg/cm³", "error", "flags"):
         table.add_column(col, justify="right")

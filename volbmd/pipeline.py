@@ -324,12 +324,34 @@ def analyze(
     return report
 
 
-def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) -> dict[str, Path]:
+def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, also=None) -> dict[str, Path]:
     """Write every output of an analysed report into ``out_dir`` (each file atomically).
 
     report.json, vertebrae.csv, labels.nii.gz, bodies.nii.gz, rois.nii.gz (VerSe ids, the scan's own
     grid), qa.png, report.html, and dicom_seg.dcm for DICOM inputs.
+
+    Everything is written into a fresh folder beside ``out_dir`` that replaces it whole at the end
+    (see :mod:`volbmd.io.output_folder`): a failed run leaves ``out_dir`` as it was, and a rerun
+    leaves no file of an earlier scan. ``also(folder)``, when given, writes further files into the
+    new folder before it is swapped in.
     """
+    from volbmd.io.output_folder import fresh_output_folder
+
+    art = report.artifacts
+    if art is None:
+        raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
+    t = time.perf_counter()
+    out_dir = Path(out_dir)
+    with fresh_output_folder(out_dir) as folder:
+        names = _write_outputs_into(report, art, folder, out_dir.absolute(), t)
+        if also is not None:
+            also(folder)
+    if progress is not None:
+        progress("report", report.model_extra["timings_s"]["report"])
+    return {name: out_dir / name for name in names}
+
+
+def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_dir: Path, t: float) -> list[str]:
     from volbmd import __version__
     from volbmd.config import load_threshold_set
     from volbmd.geometry import canonicalize, uncanonicalize
@@ -337,12 +359,6 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) 
     from volbmd.report.figures import render_qa_png
     from volbmd.report.html import render_html
 
-    art = report.artifacts
-    if art is None:
-        raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
-    t = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     volume, labels, result = art.volume, art.labels, art.result
     canon, reo = canonicalize(volume, copy=False)
     canon_labels, _ = canonicalize(labels, copy=False)
@@ -375,24 +391,24 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None) 
         tmp.write_text(render_html(report, png))
     paths["report.html"] = out_dir / "report.html"
     paths.update(write_report(report, out_dir))
-    _write_run_pointer(report, out_dir)
-    if progress is not None:
-        progress("report", report.model_extra["timings_s"]["report"])
-    return paths
+    _write_run_pointer(report, out_dir, final_dir)
+    return list(paths)
 
 
-RUN_POINTER = ".volbmd_run.json"
-
-
-def _write_run_pointer(report: Report, out_dir: Path) -> None:
-    """Where the scan of a run lives, for `volbmd review` (kept out of the reports on purpose)."""
+def _write_run_pointer(report: Report, out_dir: Path, final_dir: Path) -> None:
+    """Where the scan of a run lives, for `volbmd review` (kept out of the reports on purpose): a
+    path relative to the result folder, never an absolute one (folder names often carry patient
+    names)."""
     import json
 
     from volbmd.io import atomic_output
+    from volbmd.io.output_folder import RUN_MARKER
 
     source = report.artifacts.volume.source
-    scan = str(Path(source).resolve()) if source and Path(source).exists() else None
-    with atomic_output(out_dir / RUN_POINTER) as tmp:
+    scan = None
+    if source and Path(source).exists():
+        scan = os.path.relpath(Path(source).resolve(), final_dir.resolve())
+    with atomic_output(out_dir / RUN_MARKER) as tmp:
         tmp.write_text(json.dumps({"scan": scan, "series_uid": report.artifacts.volume.metadata.get("series_uid")}))
 
 

@@ -30,8 +30,8 @@ def find_scan(run_dir: Path) -> Path:
     pointer = run_dir / ".volbmd_run.json"
     if pointer.is_file():
         scan = json.loads(pointer.read_text()).get("scan")
-        if scan and Path(scan).exists():
-            return Path(scan)
+        if scan and (run_dir / scan).exists():  # relative to the run folder (older runs: absolute)
+            return run_dir / scan
     for name in ("scan.nii.gz", "scan.nii", "scan.nrrd", "scan.mha"):
         if (run_dir / name).exists():
             return run_dir / name
