@@ -167,3 +167,14 @@ def test_demo_writes_scan_and_labels(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo" / "scan.nii.gz").exists() and (tmp_path / "demo" / "labels.nii.gz").exists()
     assert "L1" in result.stdout and (tmp_path / "demo" / "report.json").exists()
+
+
+def test_usage_mistakes_are_one_line_and_exit_2():
+    for args, fragment in ((["run"], "Missing argument"), (["frob"], "No such command 'frob'"),
+                           (["run", "x.nii.gz", "--out", "o", "--roi"], "requires an argument"),
+                           (["info", "--bogus"], "No such option")):
+        result = run(*args)
+        assert_clean_error(result, fragment, "--help")
+        assert "╭" not in result.stderr  # no boxes
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("volbmd ")

@@ -27,6 +27,22 @@ app = typer.Typer(
 EXIT_BAD_INPUT = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"volbmd {version('volbmd')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main_options(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print volbmd's version and exit."),
+) -> None:
+    """Vertebral bone mineral density from routine CT and MRI scans."""
+
+
 def _fail(message: str) -> None:
     typer.echo(f"volbmd: error: {message}", err=True)
     raise typer.Exit(EXIT_BAD_INPUT)
@@ -359,8 +375,27 @@ def review(run_dir: Path = typer.Argument(..., help="A run folder written by vol
     napari.run()
 
 
-def main() -> None:
-    app()
+def main() -> int:
+    """Run the command line; a usage mistake is one ``volbmd: error:`` line and exit code 2, like
+    any other expected error (no boxes)."""
+    try:  # Typer vendors click's exceptions (typer._click) since 0.2x; older ones use click itself
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        result = app(standalone_mode=False, prog_name="volbmd")
+    except NoArgsIsHelpError as exc:  # `volbmd` or `volbmd calibrate` alone: the help
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "volbmd"
+        typer.echo(f"volbmd: error: {exc.format_message()} (see '{where} --help')", err=True)
+        return EXIT_BAD_INPUT
+    except typer.Abort:
+        typer.echo("volbmd: aborted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
