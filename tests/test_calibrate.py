@@ -196,6 +196,13 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
     (tmp_path / "bad2.json").write_text(json.dumps({"method": "phantom", "slope": "x"}))
     with pytest.raises(ConfigError, match="slope"):
         load_calibration(tmp_path / "bad2.json")
+    good = json.loads(path.read_text())
+    for change, message in (({"slope": 0.0}, "slope must be positive"), ({"slope": -0.8}, "slope must be positive"),
+                            ({"material": None}, "names no material"),
+                            ({"schema_version": "7.0"}, "schema version '7.0'")):
+        (tmp_path / "nonsense.json").write_text(json.dumps({**good, **change}))
+        with pytest.raises(ConfigError, match=message):
+            load_calibration(tmp_path / "nonsense.json")
 
 
 # ----------------------------------------------------------------------------- command line

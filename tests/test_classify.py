@@ -31,6 +31,15 @@ def test_east_asian_threshold_set():
         load_threshold_set("martian")
 
 
+def test_threshold_sets_that_are_not_ordered_are_refused(tmp_path):
+    (tmp_path / "swapped.yaml").write_text("name: swapped\nnormal_above_mg_cm3: 80\nosteoporosis_below_mg_cm3: 120\n")
+    with pytest.raises(ConfigError, match="must not exceed"):
+        load_threshold_set(str(tmp_path / "swapped.yaml"))
+    (tmp_path / "negative.yaml").write_text("name: n\nnormal_above_mg_cm3: -5\nosteoporosis_below_mg_cm3: -10\n")
+    with pytest.raises(ConfigError, match="greater than 0"):
+        load_threshold_set(str(tmp_path / "negative.yaml"))
+
+
 def _levels(**bmd_and_grade):
     return {lvl: LevelResult(lvl, v[0], v[1], list(v[2]) if len(v) > 2 else []) for lvl, v in bmd_and_grade.items()}
 

@@ -94,7 +94,18 @@ def test_run_bad_inputs(phantom_files, tmp_path):
     assert_clean_error(r, "measurement.roi")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--levels", "L1,X9", "--out", out)
     assert_clean_error(r, "X9")
+    r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--device", "tpu", "--out", out)
+    assert_clean_error(r, "--device", "tpu")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_cortical_depth_below_one_voxel_warns(phantom_files, tmp_path):
+    folder, _ = phantom_files
+    result = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--cortical-depth-mm", "0",
+                 "--out", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    warnings = json.loads((tmp_path / "o" / "report.json").read_text())["qa"]["warnings"]
+    assert any("cortical depth 0 mm is less than one voxel" in w for w in warnings), warnings
 
 
 def test_report_carries_no_patient_identifiers(tmp_path):

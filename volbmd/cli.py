@@ -6,6 +6,7 @@ stderr and exit with code 2; heavy libraries are imported inside the commands th
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
@@ -25,6 +26,14 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+
+
+class Device(str, enum.Enum):
+    """Where a network runs: ``auto`` takes CUDA when present."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
 
 
 def _print_version(value: bool) -> None:
@@ -135,7 +144,7 @@ def run(
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks when --masks is given, else classical)"),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
     model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda (nnunet, monai)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
     label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
@@ -201,7 +210,14 @@ def _segmenter(cfg, masks, model, device):
     from volbmd.segment.base import make_segmenter
 
     backend = cfg.segmentation.backend
-    options = {"device": device} if backend in ("nnunet", "monai") else {}
+    options = {}
+    if backend in ("nnunet", "monai"):
+        name = getattr(device, "value", device)
+        if name == "auto":
+            import torch
+
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        options["device"] = name
     return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
                           classical=cfg.segmentation.classical, **options)
 
@@ -215,7 +231,7 @@ def segment(
     model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Masks to import (segmenter masks)."),
     label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of an imported multilabel mask: verse | totalseg."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda (nnunet, monai)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
 ):
     """Find and label the vertebrae; write a label map with VerSe ids on the scan's grid."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from volbmd.errors import ConfigError
 from volbmd.segment.classical.options import ClassicalOptions
@@ -140,8 +140,15 @@ class ClassificationConfig(_Strict):
 class ThresholdSet(_Strict):
     name: str
     material: Literal["HA", "K2HPO4"] = "HA"
-    normal_above_mg_cm3: float
-    osteoporosis_below_mg_cm3: float
+    normal_above_mg_cm3: float = Field(gt=0)
+    osteoporosis_below_mg_cm3: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.osteoporosis_below_mg_cm3 <= self.normal_above_mg_cm3:
+            raise ValueError(f"osteoporosis_below_mg_cm3 ({self.osteoporosis_below_mg_cm3:g}) must not exceed "
+                             f"normal_above_mg_cm3 ({self.normal_above_mg_cm3:g})")
+        return self
 
 
 class PipelineConfig(_Strict):

@@ -391,6 +391,12 @@ def measure_vertebrae(
             f"thick slices: {thickness:g} mm (flagged from {cfg.thick_slice_mm:g} mm); edge voxels mix cortex and"
             f" endplates, cortical depth {depth_mm:g} mm"
         )
+    voxel_mm = min(canon.spacing_mm[1], canon.spacing_mm[2])
+    if depth_mm < voxel_mm:
+        warnings.append(
+            f"cortical depth {depth_mm:g} mm is less than one voxel ({voxel_mm:.2g} mm in-plane): the trabecular ROI"
+            f" keeps the cortical shell, which raises its HU"
+        )
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     kept: dict | None = {} if keep_masks else None
     results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]
