@@ -139,3 +139,26 @@ def test_run_without_calibration_reports_hu_only(phantom_files, tmp_path):
     assert report["calibration"]["method"] == "none"
     assert all(v["bmd_mg_cm3"] is None for v in report["vertebrae"])
     assert report["summary"]["acr_category"] is None and report["summary"]["l1_hu"] is not None
+
+
+def test_acquisition_facts_for_nifti_and_readable_console(phantom_files, tmp_path):
+    """NIfTI keeps no kVp: without --kvp the L1 screen cannot apply, with it it does. The console
+    table is not cut at 80 columns when stdout is not a terminal, and speaks words, not codes."""
+    folder, _ = phantom_files
+    args = ["run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz"]
+    plain = run(*args, "--out", tmp_path / "a")
+    given = run(*args, "--kvp", "120", "--contrast-phase", "portal_venous", "--out", tmp_path / "b")
+    assert plain.returncode == 0 and given.returncode == 0, plain.stderr + given.stderr
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert a["summary"]["l1_screen"] == "not_applicable_kvp" and a["input"]["kvp"] is None
+    assert b["input"]["kvp"] == 120 and b["summary"]["l1_screen"] not in (None, "not_applicable_kvp")
+    assert b["input"]["contrast_phase"] == "portal_venous"
+    assert any("contrast" in w for w in b["qa"]["warnings"]), b["qa"]["warnings"]
+    lines = given.stdout.splitlines()
+    assert max(len(line) for line in lines) > 80 and not any("…" in line for line in lines)
+    assert "L1 screen" in given.stdout and "_" not in given.stdout.split("L1 screen", 1)[1].splitlines()[0]
+    category = b["summary"]["acr_category"]
+    if category:
+        assert category.replace("low_bmd", "low BMD").replace("_", " ") in given.stdout
+    assert_clean_error(run(*args, "--kvp", "5000", "--out", tmp_path / "c"), "--kvp")

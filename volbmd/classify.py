@@ -7,9 +7,24 @@ from dataclasses import dataclass, field
 from volbmd.config import ClassificationConfig, L1ScreenConfig, ThresholdSet
 from volbmd.labels import level_rank
 
-__all__ = ["acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes"]
+__all__ = ["in_words", "acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes"]
 
 CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
+
+#: Words for people (console, HTML, napari) for the codes that report.json and the CSV keep.
+_WORDS = {
+    "low_bmd": "low BMD", "severe_osteoporosis": "severe osteoporosis",
+    "not_applicable_kvp": "not applicable (kVp other than 120)", "osteoporosis_likely": "osteoporosis likely",
+    "osteoporosis_possible": "osteoporosis possible", "osteoporosis_unlikely": "osteoporosis unlikely",
+    "portal_venous": "portal venous",
+}
+
+
+def in_words(code: str | None, missing: str = "–") -> str:
+    """A category, screen or phase code as words: "low_bmd" → "low BMD"; None → ``missing``."""
+    if code is None:
+        return missing
+    return _WORDS.get(code, code.replace("_", " "))
 
 
 def acr_category(bmd_mg_cm3: float, thresholds: ThresholdSet, *, fracture: bool = False) -> str:

@@ -28,6 +28,12 @@ app = typer.Typer(
 EXIT_BAD_INPUT = 2
 
 
+class ContrastPhase(str, enum.Enum):
+    native = "native"
+    arterial = "arterial"
+    portal_venous = "portal_venous"
+
+
 class Device(str, enum.Enum):
     """Where a network runs: ``auto`` takes CUDA when present."""
 
@@ -98,15 +104,15 @@ def _fmt_number(v: float) -> str:
 
 
 def _print_info(facts: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=str(facts["source"]), show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("size (x×y×z)", "×".join(str(n) for n in facts["size_xyz"]) + " voxels")
-    table.add_row("spacing (z/y/x)", "/".join(_fmt_number(s) for s in facts["spacing_mm_zyx"]) + " mm")
-    table.add_row("field of view (z/y/x)", "/".join(_fmt_number(s) for s in facts["field_of_view_mm_zyx"]) + " mm")
+    # one axis order throughout, as DICOM viewers and ITK print it: x, y, z
+    table.add_row("spacing (x×y×z)", "×".join(_fmt_number(s) for s in facts["spacing_mm_zyx"][::-1]) + " mm")
+    table.add_row("field of view (x×y×z)", "×".join(_fmt_number(s) for s in facts["field_of_view_mm_zyx"][::-1]) + " mm")
     table.add_row("orientation", facts["orientation"] + (f" (oblique {facts['oblique_deg']}°)" if facts["oblique_deg"] > 0.01 else ""))
     table.add_row("origin (LPS)", ", ".join(_fmt_number(v) for v in facts["origin_lps_mm"]) + " mm")
     lo, hi = facts["value_range"]
@@ -116,7 +122,7 @@ def _print_info(facts: dict) -> None:
             table.add_row(key.replace("_", " "), str(value))
     for key, value in facts.get("phi", {}).items():
         table.add_row(key.replace("_", " "), str(value))
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -153,6 +159,8 @@ def run(
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
     threshold_set: Optional[str] = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
+    kvp: Optional[float] = typer.Option(None, "--kvp", min=40, max=160, help="Tube voltage when the file does not record it (NIfTI): enables the L1 HU screen and kVp checks."),
+    contrast_phase: Optional[ContrastPhase] = typer.Option(None, "--contrast-phase", help="Contrast phase when the file does not record it."),
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
@@ -175,8 +183,10 @@ def run(
     level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
     seg = _segmenter(cfg, masks, model, device)
     with _stage_progress() as progress:
+        acquisition = {"kvp": kvp, "contrast_phase": None if contrast_phase is None else contrast_phase.value}
         report = run_pipeline(scan, out, segmenter=seg, config=cfg, levels=level_list, series_uid=series,
-                              calibration=calibration, progress=progress)
+                              calibration=calibration, progress=progress,
+                              acquisition={k: v for k, v in acquisition.items() if v is not None})
     _print_levels(report)
     typer.echo(f"wrote {', '.join(report.model_extra.get('outputs', []))} to {out}")
 
@@ -251,12 +261,22 @@ def segment(
     typer.echo(f"wrote {out}")
 
 
-def _print_levels(report) -> None:
+def _console(stderr: bool = False):
+    """A rich console; when output goes to a file or pipe (logs, batch) it is wide enough that no
+    table is cut at 80 columns."""
     from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=240)
+
+
+def _print_levels(report) -> None:
     from rich.table import Table
 
+    from volbmd.classify import in_words
+
     m = report.model_extra.get("measurement", {})
-    table = Table(title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
+    table = Table(title_justify="left", title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
     for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "BMD mg/cm³", "heights A/M/P mm", "Genant", "flags"):
         table.add_column(col)
 
@@ -271,7 +291,7 @@ def _print_levels(report) -> None:
                                          else f" ± {v.model_extra['bmd_sd_mg_cm3']:.1f}"),
                       "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
                       ", ".join(v.flags))
-    console = Console()
+    console = _console()
     console.print(table)
     cal, summ = report.calibration, report.summary
     if cal.method == "none":
@@ -282,9 +302,10 @@ def _print_levels(report) -> None:
         sd = summ.model_extra.get("bmd_sd_mg_cm3")
         mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
         console.print(f"summary: BMD {mean} mg/cm³ {summ.model_extra.get('material') or ''} over {'+'.join(summ.levels_used) or '–'}"
-                      f" → {summ.acr_category or 'not classified'}")
+                      f" → {in_words(summ.acr_category, 'not classified')}"
+                      + (" (borderline)" if summ.model_extra.get("borderline") else ""))
     if summ.l1_screen:
-        console.print(f"L1 screen: {summ.l1_hu:.1f} HU → {summ.l1_screen}")
+        console.print(f"L1 screen: {summ.l1_hu:.1f} HU → {in_words(summ.l1_screen)}")
     for note in summ.model_extra.get("classification_notes", []) or []:
         console.print(f"note: {note}")
     for w in report.qa.warnings:

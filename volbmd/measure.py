@@ -351,6 +351,23 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
     return m
 
 
+#: A level's trabecular HU SD this many times the scan's typical level (the median over its levels)
+#: means its ROI holds something other than marrow: cortex, an endplate, a sclerotic or metallic focus.
+HIGH_SPREAD_RATIO = 1.8
+HIGH_SPREAD_MIN_HU = 50.0
+
+
+def _flag_high_spread(results: list[LevelMeasurement]) -> None:
+    sds = [m.trabecular_hu_sd for m in results if m.trabecular_hu_sd is not None]
+    if len(sds) < 3:
+        return
+    typical = float(np.median(sds))
+    for m in results:
+        sd = m.trabecular_hu_sd
+        if sd is not None and sd > HIGH_SPREAD_MIN_HU and sd > HIGH_SPREAD_RATIO * typical:
+            m.flags.append(f"high_hu_spread:{sd:.0f}_vs_{typical:.0f}_hu")
+
+
 def measure_vertebrae(
     volume: Volume,
     labels: LabelMap,
@@ -400,6 +417,7 @@ def measure_vertebrae(
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     kept: dict | None = {} if keep_masks else None
     results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]
+    _flag_high_spread(results)
     quality = labels.metadata.get("level_quality") or {}
     for m in results:  # the segmenter's own doubts about a level travel with its measurement
         q = quality.get(m.level) or {}

@@ -250,6 +250,27 @@ class Artifacts:
     config: PipelineConfig
 
 
+ACQUISITION_KEYS = {"kvp": "kVp", "contrast_phase": "contrast phase"}
+
+
+def _with_acquisition(volume: Volume, acquisition: dict) -> Volume:
+    """The volume with acquisition facts given by the user; a fact that contradicts the file's own
+    is used, and said in the warnings."""
+    unknown = set(acquisition) - set(ACQUISITION_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown acquisition facts {sorted(unknown)}; known: {', '.join(ACQUISITION_KEYS)}")
+    meta = dict(volume.metadata)
+    warnings = list(meta.get("warnings", []))
+    for key, value in acquisition.items():
+        if value is None:
+            continue
+        if meta.get(key) not in (None, value):
+            warnings.append(f"{ACQUISITION_KEYS[key]} given as {value} although the file says {meta[key]}: {value} used")
+        meta[key] = value
+    meta["warnings"] = warnings
+    return dataclasses.replace(volume, metadata=meta)
+
+
 def analyze(
     scan_or_volume,
     config: PipelineConfig | str | os.PathLike | None = None,
@@ -261,6 +282,7 @@ def analyze(
     levels: list[str] | None = None,
     series_uid: str | None = None,
     progress=None,
+    acquisition: dict | None = None,
     **overrides,
 ) -> Report:
     """Scan → vertebrae → trabecular BMD → classification, as a :class:`~volbmd.report.Report`.
@@ -272,6 +294,8 @@ def analyze(
             (``masks``/``model`` for those backends).
         calibration: calibration.json path or Calibration; None → internal calibration if possible.
         progress: callable ``progress(stage, seconds)`` called after each stage.
+        acquisition: facts of the acquisition the file does not hold (NIfTI keeps no kVp):
+            ``{"kvp": 120, "contrast_phase": "portal_venous"}``; they take the place of the file's own.
         **overrides: config sections to change, e.g. ``measurement={"roi": "mid_slab_ellipse"}``.
     Example:
         >>> report = volbmd.analyze("ct.nii.gz")            # doctest: +SKIP
@@ -302,6 +326,8 @@ def analyze(
 
     t = time.perf_counter()
     volume = scan_or_volume if isinstance(scan_or_volume, Volume) else load_volume(scan_or_volume, series_uid=series_uid)
+    if acquisition:
+        volume = _with_acquisition(volume, acquisition)
     stage("load", t)
     t = time.perf_counter()
     labels = segmenter.segment(volume)

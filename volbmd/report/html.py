@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from volbmd.classify import in_words
+
 __all__ = ["render_html"]
 
 _CSS = """
@@ -41,7 +43,7 @@ def render_html(report, qa_png: bytes | None) -> str:
     if summ.bmd_mg_cm3_mean is not None:
         sd = summ.model_extra.get("bmd_sd_mg_cm3")
         headline = (f"BMD {summ.bmd_mg_cm3_mean:.1f}{f' ± {sd:.1f}' if sd is not None else ''} mg/cm³ {escape(material)} "
-                    f"over {escape('+'.join(summ.levels_used))}: <b>{escape(cat.replace('_', ' '))}</b>"
+                    f"over {escape('+'.join(summ.levels_used))}: <b>{escape(in_words(cat))}</b>"
                     + (" (borderline)" if summ.model_extra.get("borderline") else ""))
     else:
         headline = "No ACR category (no calibration or fewer than two valid lumbar levels)"
@@ -58,7 +60,7 @@ def render_html(report, qa_png: bytes | None) -> str:
     if cal.method == "none":
         cal_text = "none: Hounsfield units only"
     else:
-        cal_text = (f"{escape(cal.method)} ({escape(str(cal.material))}): density = {cal.slope:.5f} · HU + "
+        cal_text = (f"{escape(cal.method)} ({escape(in_words(cal.material))}): density = {cal.slope:.5f} · HU + "
                     f"{cal.intercept:.3f} mg/cm³" + (f", R² = {cal.r2:.4f}" if cal.r2 is not None else ""))
     extra = cal.model_extra or {}
     tissues = extra.get("reference_tissues") or {}
@@ -67,12 +69,12 @@ def render_html(report, qa_png: bytes | None) -> str:
         for t, d in tissues.items())
     rods = extra.get("rods") or []
     rod_rows = "".join(
-        f"<tr><td>{escape(str(d.get('name')))}</td><td>{_fmt(d.get('density_mg_cm3'))}</td><td>{_fmt(d.get('hu'), 2)}</td>"
+        f"<tr><td>{escape(in_words(d.get('name')))}</td><td>{_fmt(d.get('density_mg_cm3'))}</td><td>{_fmt(d.get('hu'), 2)}</td>"
         f"<td>{_fmt(d.get('residual_mg_cm3'), 2)}</td></tr>" for d in rods)
     m = r.model_extra.get("measurement", {})
     seg_flags = r.segmentation.model_extra.get("flags", []) if r.segmentation.model_extra else []
     naming = (r.segmentation.model_extra or {}).get("naming") or {}
-    naming_text = (f" Level names: {escape(str(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
+    naming_text = (f" Level names: {escape(in_words(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
                    f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
                    f"{'; disagree: ' + escape(', '.join(naming.get('disagrees'))) if naming.get('disagrees') else ''}."
                    if naming else "")
@@ -86,7 +88,7 @@ def render_html(report, qa_png: bytes | None) -> str:
 <body>
 <h1>volbmd report: {escape(inp.path)}</h1>
 <p class="summary {escape(cat)}">{headline}</p>
-<p>L1: {_fmt(summ.l1_hu)} HU → {escape(str(summ.l1_screen))}. Largest Genant grade: {_fmt(summ.model_extra.get('max_genant_grade'))}.</p>
+<p>L1: {_fmt(summ.l1_hu)} HU → {escape(in_words(summ.l1_screen, "no screen"))}. Largest Genant grade: {_fmt(summ.model_extra.get('max_genant_grade'))}.</p>
 {"<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>" if notes else ""}
 <h2>Vertebrae</h2>
 <table><tr><th>level</th><th>body ml</th><th>ROI voxels</th><th>HU mean</th><th>HU median</th><th>HU SD</th>
@@ -94,11 +96,11 @@ def render_html(report, qa_png: bytes | None) -> str:
 {''.join(rows)}</table>
 <h2>Pictures</h2>{img}
 <h2>Method</h2>
-<ul><li>Scan: {escape(str(inp.modality))}, {"×".join(str(s) for s in inp.shape[::-1])} voxels, spacing {"/".join(f"{s:g}" for s in inp.spacing_mm)} mm (z/y/x),
-kVp {_fmt(inp.kvp, 0)}, contrast {escape(str(inp.contrast_phase))}.</li>
+<ul><li>Scan: {escape(in_words(inp.modality))}, {"×".join(str(s) for s in inp.shape[::-1])} voxels, spacing {"/".join(f"{s:g}" for s in inp.spacing_mm)} mm (z/y/x),
+kVp {_fmt(inp.kvp, 0)}, contrast {escape(in_words(inp.contrast_phase, "none recorded"))}.</li>
 <li>Segmentation: {escape(r.segmentation.backend)}; levels {escape(", ".join(r.segmentation.levels_found))}{("; " + escape("; ".join(seg_flags))) if seg_flags else ""}.{naming_text}</li>
-<li>Trabecular ROI: {escape(str(m.get('roi')))}, cortical stripping {_fmt(m.get('cortical_depth_mm'))} mm ({escape(str(m.get('cortical_depth_rule')))}).</li>
-<li>Classification: ACR QCT thresholds ({escape(str(summ.model_extra.get('threshold_set')))}) on the mean of two valid lumbar levels.</li></ul>
+<li>Trabecular ROI: {escape(in_words(m.get('roi')))}, cortical stripping {_fmt(m.get('cortical_depth_mm'))} mm ({escape(in_words(m.get('cortical_depth_rule')))}).</li>
+<li>Classification: ACR QCT thresholds ({escape(in_words(summ.model_extra.get('threshold_set')))}) on the mean of two valid lumbar levels.</li></ul>
 <h2>Calibration</h2><p>{cal_text}</p>
 {"<table><tr><th>tissue</th><th>measured HU</th><th>nominal HU</th><th>voxels</th></tr>" + tissue_rows + "</table>" if tissue_rows else ""}
 {"<table><tr><th>rod</th><th>density mg/cm³</th><th>HU</th><th>residual mg/cm³</th></tr>" + rod_rows + "</table>" if rod_rows else ""}

@@ -6,6 +6,7 @@ Keys follow shared/ARCHITECTURE.md; change them only with a SCHEMA_VERSION bump.
 from __future__ import annotations
 
 import csv
+import re
 import io
 import json
 import os
@@ -104,8 +105,14 @@ CSV_COLUMNS = [
 ]
 
 
+def _natural_key(name: str) -> list:
+    """"trabecular_hu_p5" before "trabecular_hu_p25": numbers compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _csv_text(report: Report) -> str:
-    extra = sorted({k for v in report.vertebrae for k in (v.model_extra or {}) if not isinstance((v.model_extra or {})[k], (dict, list))})
+    extra = sorted({k for v in report.vertebrae for k in (v.model_extra or {}) if not isinstance((v.model_extra or {})[k], (dict, list))},
+                   key=_natural_key)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + extra)
