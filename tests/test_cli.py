@@ -179,3 +179,10 @@ def test_usage_mistakes_are_one_line_and_exit_2():
         assert "╭" not in result.stderr  # no boxes
     version = run("--version")
     assert version.returncode == 0 and version.stdout.startswith("volbmd ")
+
+
+def test_review_without_a_display_says_how(tmp_path):
+    assert run("demo", "--out", tmp_path / "d").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([*VOLBMD, "review", str(tmp_path / "d")], capture_output=True, text=True, env=env, timeout=300)
+    assert_clean_error(result, "no display", "xvfb-run")

@@ -403,6 +403,7 @@ def review(run_dir: Path = typer.Argument(..., help="A run folder written by vol
     from volbmd.review import ReviewSession
 
     ReviewSession(run_dir)  # a clear error before a window opens
+    _check_display()
     import napari
 
     from volbmd.napari._widgets import ReviewWidget
@@ -410,6 +411,18 @@ def review(run_dir: Path = typer.Argument(..., help="A run folder written by vol
     viewer = napari.Viewer(title=f"volbmd review: {run_dir.name}")
     viewer.window.add_dock_widget(ReviewWidget(viewer, str(run_dir)), name="volbmd Review", area="right")
     napari.run()
+
+
+def _check_display() -> None:
+    """On Linux without a display Qt aborts the process; say how to run the review instead."""
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
+        return
+    _fail("no display to open napari on: run it on a desktop session, or headless as 'xvfb-run volbmd review DIR' "
+          "(QT_QPA_PLATFORM=offscreen also starts, without OpenGL)")
 
 
 def main() -> int:
