@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 import os
 import time
 from dataclasses import dataclass
@@ -392,11 +393,16 @@ def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_d
     bodies = LabelMap.on_grid_of(canon, bodies_c, labels.labels, source="bodies")
     rois = LabelMap.on_grid_of(canon, rois_c, labels.labels, source="rois")
     paths = {}
-    paths["labels.nii.gz"] = write_labels(labels, out_dir / "labels.nii.gz", source=volume)
-    paths["bodies.nii.gz"] = write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume)
-    paths["rois.nii.gz"] = write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume)
     thresholds = load_threshold_set(art.config.classification.threshold_set)
-    png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds, masks=result.masks)
+    # the label maps are compressed and written by ITK (which releases the GIL) while matplotlib
+    # draws the QA picture
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        written = pool.submit(lambda: {
+            "labels.nii.gz": write_labels(labels, out_dir / "labels.nii.gz", source=volume),
+            "bodies.nii.gz": write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume),
+            "rois.nii.gz": write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume)})
+        png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds, masks=result.masks)
+        paths.update(written.result())
     with atomic_output(out_dir / "qa.png") as tmp:
         tmp.write_bytes(png)
     paths["qa.png"] = out_dir / "qa.png"

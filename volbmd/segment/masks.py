@@ -17,6 +17,7 @@ from volbmd.io import load_volume
 from volbmd.io._atomic import full_suffix
 from volbmd.labels import level_rank, load_label_scheme
 from volbmd.volume import LabelMap, Volume
+from volbmd_kernels.stats import label_bboxes
 
 __all__ = ["load_masks", "MasksSegmenter"]
 
@@ -48,15 +49,28 @@ def _integer_labels(mask: Volume, path) -> np.ndarray:
 _ORDER_TOLERANCE_MM = 5.0
 
 
+def _present_ids(arr: np.ndarray) -> set[int]:
+    """The non-zero ids of a label image: one Numba pass for the usual small ids (no sort of the
+    volume, no copy of it), np.unique for unusual large ones."""
+    top = int(arr.max()) if arr.size else 0
+    if top == 0:
+        return set()
+    if top <= 1024:
+        return {i for i, (count, _) in label_bboxes(arr, range(1, top + 1)).items() if count}
+    return set(np.unique(arr).tolist()) - {0}
+
+
 def _level_heights_mm(arr: np.ndarray, geometry_of: Volume, ids: dict[str, int]) -> dict[str, float]:
-    """Per level: the height (LPS z, superior positive) of its voxels' centre, in mm."""
-    flat = np.flatnonzero(np.isin(arr, list(ids.values())))
-    values = arr.ravel()[flat]
-    index = np.stack(np.unravel_index(flat, arr.shape), axis=1).astype(np.float64)
-    world_z = geometry_of.geometry.index_to_world(index)[:, 2]
-    counts = np.bincount(values)
-    sums = np.bincount(values, weights=world_z)
-    return {lvl: float(sums[i] / counts[i]) for lvl, i in ids.items() if i < counts.size and counts[i]}
+    """Per level: the height (LPS z, superior positive) of its bounding box's centre, in mm (one
+    pass over the volume)."""
+    boxes = label_bboxes(arr, ids.values())
+    out = {}
+    for level, i in ids.items():
+        count, box = boxes[int(i)]
+        if count:
+            centre = [(b.start + b.stop - 1) / 2.0 for b in box]
+            out[level] = float(geometry_of.geometry.index_to_world(centre)[2])
+    return out
 
 
 def _scheme_misfit(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], scheme: dict[str, int]) -> str | None:
@@ -121,7 +135,7 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
     _check_grid(mask, scan, path)
     arr = _integer_labels(mask, path)
     scheme = load_label_scheme(label_scheme)
-    present_ids = set(np.unique(arr).tolist()) - {0}
+    present_ids = _present_ids(arr)
     named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
     if not named:
         raise InputError(
@@ -132,8 +146,8 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
     if problem:
         raise InputError(f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
                          + _scheme_hint(arr, mask, present_ids, label_scheme), path)
-    if label_scheme == "verse":
-        relabelled = np.where(np.isin(arr, list(named.values())), arr, 0).astype(np.int16)
+    if label_scheme == "verse":  # every id is a known level (checked above): the ids stay as they are
+        relabelled = arr.astype(np.int16, copy=False)
     else:
         lut = np.zeros(int(arr.max()) + 1, dtype=np.int16)
         for lvl, i in named.items():
