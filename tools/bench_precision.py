@@ -13,6 +13,7 @@ which is for a repeat acquisition, should match the observed SD within a factor 
 
 Usage: python tools/bench_precision.py [--data ../shared/data] [--cases a,b] [--draws 6] [--noise-hu 15|auto]
                                        [--kinds noise,shift,rotate,thick] [--paths fixed,full]
+                                       [--roi eroded_body|mid_slab_ellipse]
 """
 
 from __future__ import annotations
@@ -75,11 +76,15 @@ def disturb(volume, labels, kind: str, seed: int, noise_hu: float):
     return out, out_labels
 
 
+OVERRIDES: dict = {}  # config overrides for every run (--roi)
+
+
 def run(volume, labels):
     """Per level: (bmd, bmd_sd, category of the summary) for one analysis."""
     import volbmd
 
-    report = volbmd.analyze(volume, segmenter=GivenLabels(labels)) if labels is not None else volbmd.analyze(volume)
+    report = (volbmd.analyze(volume, segmenter=GivenLabels(labels), **OVERRIDES) if labels is not None
+              else volbmd.analyze(volume, **OVERRIDES))
     levels = {v.level: (v.bmd_mg_cm3, v.model_extra.get("bmd_sd_mg_cm3")) for v in report.vertebrae
               if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)}
     return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.model_extra.get("bmd_sd_mg_cm3")
@@ -154,7 +159,10 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="noise,shift,rotate,thick")
     parser.add_argument("--paths", default="fixed,full")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--roi", default=None, help="trabecular ROI for every run (default: the configured one)")
     args = parser.parse_args(argv)
+    if args.roi:
+        OVERRIDES["measurement"] = {"roi": args.roi}
     reference = json.loads((REPO / "tests" / "data" / "reference_levels.json").read_text())["cases"]
     names = args.cases.split(",") if args.cases else list(reference)
     print(f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "

@@ -414,6 +414,8 @@ def measure_vertebrae(
             f"cortical depth {depth_mm:g} mm is less than one voxel ({voxel_mm:.2g} mm in-plane): the trabecular ROI"
             f" keeps the cortical shell, which raises its HU"
         )
+    if body_only is None and labels.metadata.get("whole_vertebrae"):
+        body_only = False  # the segmenter says so: never mistake a vertebra with a thin arch for a body
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     kept: dict | None = {} if keep_masks else None
     results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]

@@ -114,7 +114,8 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
     ``metadata``: ``flags`` (landmarks, partial field of view, transitional anatomy),
     ``segments`` (per vertebra: extent, rib sides, level, confidence, quality flags), ``naming``
     (how the levels were named and how sure), ``level_quality`` (level → confidence and
-    ``implausible:…`` flags).
+    ``implausible:…`` flags), ``whole_vertebrae`` (True: each label holds its arch, so the
+    measurement always splits off the body).
     """
     opts = _as_options(options)
     if volume.metadata.get("modality") not in (None, "CT"):
@@ -143,7 +144,7 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
         array=full, spacing_mm=canon.spacing_mm, origin_lps_mm=canon.origin_lps_mm, direction_lps=canon.direction_lps,
         labels=dict(sorted(present.items(), key=lambda kv: level_rank(kv[0]))),
         metadata={"flags": list(spine.flags), "segments": [dataclasses.asdict(s) for s in spine.segments],
-                  "naming": spine.naming, "level_quality": quality},
+                  "naming": spine.naming, "level_quality": quality, "whole_vertebrae": True},
         source="classical segmentation",
     )
     return uncanonicalize(labels_canon, reo)
