@@ -122,6 +122,6 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None, masks=N
     fig.suptitle(f"volbmd QA: {report.input.path}", fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15)
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15, pil_kwargs={"compress_level": 3})
     plt.close(fig)
     return buf.getvalue()
