@@ -101,6 +101,9 @@ class OutlineOptions(_Options):
     vessel_min_volume_mm3: float = Field(500.0, ge=0)
     carve_reach_mm: float = Field(12.0, gt=0, description="disc carving looks this far along the disc's normal")
     carve_min_contrast_hu: float = Field(50.0, ge=0, description="endplates must be this much brighter than the disc")
+    carve_min_endplate_hu: float = Field(
+        50.0, description="the endplate peaks of the profile must reach this (else the profile is not across a "
+                          "body: fat or lung around a misplaced point, where a noise trough once carved 18 mm of bone)")
     carve_tile_mm: float = Field(8.0, gt=0)
     carve_max_shift_mm: float = Field(4.0, ge=0)
     carve_marrow_margin_hu: float = Field(40.0, ge=0, description="marrow this much darker than the disc is kept")

@@ -153,6 +153,8 @@ def carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: flo
     hi_peak = trough + int(np.argmax(prof[trough:]))
     if min(prof[lo_peak], prof[hi_peak]) - prof[trough] < opts.carve_min_contrast_hu:
         return
+    if min(prof[lo_peak], prof[hi_peak]) < opts.carve_min_endplate_hu:
+        return
     lo_half = 0.5 * (prof[trough] + prof[lo_peak])
     hi_half = 0.5 * (prof[trough] + prof[hi_peak])
     lo = trough
