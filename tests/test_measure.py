@@ -242,7 +242,7 @@ def test_abdomen_heights_plausible(shared_data):
 def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
     """The arch behind the canal opens and closes with single voxels of noise on coarse scans; the
     canal's front places the body's posterior wall only where it is enclosed in several slices."""
-    from volbmd.vertebrae import MIN_CANAL_SLICES, _canal_front
+    from volbmd.vertebrae import ARCH_GAP_MM, MIN_CANAL_SLICES, _canal_front
 
     vm = vertebra_masks(spine_phantom.labels)[1]
     spacing = spine_phantom.volume.spacing_mm
@@ -251,8 +251,13 @@ def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
     core_back = np.full(vm.whole.shape[0], float(seed[1]))
     assert _canal_front(vm.whole, seed, core_back, spacing) is not None  # the phantom's arch is closed
     opened = vm.whole.copy()
-    opened[:, :, seed[2]] &= ~(np.arange(opened.shape[1]) > seed[1] + 5)[None, :]  # cut the arch at the midline
+    half = int(np.ceil(1.5 * ARCH_GAP_MM / spacing[2]))  # a gap wider than the closing bridges
+    behind = (np.arange(opened.shape[1]) > seed[1] + 5)[None, :, None]
+    opened[:, :, seed[2] - half : seed[2] + half + 1] &= ~behind  # cut the arch at the midline
     assert _canal_front(opened, seed, core_back, spacing) is None
+    narrow = vm.whole.copy()
+    narrow[:, :, seed[2]] &= ~behind[:, :, 0]  # a one-voxel gap (noise) is bridged
+    assert _canal_front(narrow, seed, core_back, spacing) is not None
     closed_in = [z for z in range(opened.shape[0]) if vm.whole[z, seed[1] + 6 :, seed[2]].any()][:MIN_CANAL_SLICES]
     for count in (1, MIN_CANAL_SLICES):
         partly = opened.copy()

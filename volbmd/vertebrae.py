@@ -170,6 +170,8 @@ def _anterior_edge(core: np.ndarray) -> np.ndarray:
 
 #: The smallest hole taken for the spinal canal (its cross-section is 150–300 mm² in adults).
 MIN_CANAL_AREA_MM2 = 20.0
+#: Gaps in the arch up to about twice this wide are closed before the canal is looked for.
+ARCH_GAP_MM = 2.0
 #: The canal places the body's posterior wall only when it is enclosed in at least this many slices.
 MIN_CANAL_SLICES = 3
 
@@ -178,7 +180,7 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> 
     """Per slice: the y index of the spinal canal's anterior edge, or None when no slice shows a canal.
 
     The canal is a hole of the axial slice (background enclosed by the arch) of at least
-    :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline and starting behind the core's posterior
+    :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline, its centre behind the core's posterior
     edge (holes inside the body, such as the basivertebral vein, do not count). Slices without an
     enclosed canal take the nearest slice's value.
     """
@@ -186,18 +188,26 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> 
     min_voxels = MIN_CANAL_AREA_MM2 / (spacing_mm[1] * spacing_mm[2])
     x_seed = seed[2]
     front = np.full(nz, np.nan)
+    # an arch with a gap of a few mm (a thin lamina under the bone threshold, noise) still encloses
+    # its canal: the slice is closed with a disc of ARCH_GAP_MM before its holes are taken
+    ry, rx = (max(1, int(round(ARCH_GAP_MM / s))) for s in spacing_mm[1:])
+    yy, xx = np.ogrid[-ry : ry + 1, -rx : rx + 1]
+    disc = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
     for z in range(nz):
         sl = whole[z]
         if not sl.any():
             continue
-        holes = ndi.binary_fill_holes(sl) & ~sl
+        closed = ndi.binary_closing(np.pad(sl, ((ry, ry), (rx, rx))), structure=disc)[ry:-ry, rx:-rx]
+        holes = ndi.binary_fill_holes(closed) & ~closed
         if not holes.any():
             continue
         lab, n = ndi.label(holes)
         best, best_size = 0, 0
         for k, obj in enumerate(ndi.find_objects(lab), start=1):
-            size = int((lab[obj] == k).sum())
-            behind_core = obj[0].start > core_back[z]
+            own = lab[obj] == k
+            size = int(own.sum())
+            centre_y = obj[0].start + float(np.nonzero(own)[0].mean())
+            behind_core = centre_y > core_back[z]  # its centre: a canal may start at a thin wall's core edge
             spans_midline = obj[1].start <= x_seed < obj[1].stop
             if behind_core and spans_midline and size >= min_voxels and size > best_size:
                 best, best_size = k, size
