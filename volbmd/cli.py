@@ -262,12 +262,9 @@ def segment(
 
 
 def _console(stderr: bool = False):
-    """A rich console; when output goes to a file or pipe (logs, batch) it is wide enough that no
-    table is cut at 80 columns."""
-    from rich.console import Console
+    from volbmd.console import make_console
 
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=240)
+    return make_console(stderr)
 
 
 def _print_levels(report) -> None:

@@ -30,17 +30,17 @@ class GivenLabels:
 
 
 def run_demo(out_dir: Path) -> Report:
-    from rich.console import Console
     from rich.table import Table
 
     from volbmd.calibrate.base import ScannerInfo, save_calibration
+    from volbmd.console import make_console
     from volbmd.calibrate.phantom import calibrate_from_hu, find_rods, load_phantom
     from volbmd.io import write_volume
     from volbmd.phantoms import make_esp_phantom
     from volbmd.pipeline import analyze, write_outputs
 
     start = time.perf_counter()
-    console = Console()
+    console = make_console()
     out_dir = Path(out_dir)
     phantom = make_esp_phantom()
     rods = load_phantom(phantom.rod_phantom)
