@@ -386,6 +386,8 @@ def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_d
     from volbmd.report.figures import render_qa_png
     from volbmd.report.html import render_html
 
+    import yaml
+
     volume, labels, result = art.volume, art.labels, art.result
     canon, reo = canonicalize(volume, copy=False)
     canon_labels, _ = canonicalize(labels, copy=False)
@@ -418,6 +420,10 @@ def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_d
             if seg_path is not None:
                 paths["dicom_seg.dcm"] = seg_path
     report.model_extra.setdefault("timings_s", {})["report"] = time.perf_counter() - t
+    with atomic_output(out_dir / "config.yaml") as tmp:  # the resolved settings: the run can be repeated
+        tmp.write_text("# volbmd " + __version__ + ": the resolved configuration of this run (volbmd run --config "
+                       "config.yaml repeats it)\n" + yaml.safe_dump(art.config.model_dump(mode="json"), sort_keys=False))
+    paths["config.yaml"] = out_dir / "config.yaml"
     report.model_extra["outputs"] = sorted(list(paths) + ["report.json", "vertebrae.csv", "report.html"])
     with atomic_output(out_dir / "report.html") as tmp:
         tmp.write_text(render_html(report, png))
