@@ -106,6 +106,8 @@ def _fmt_number(v: float) -> str:
 def _print_info(facts: dict) -> None:
     from rich.table import Table
 
+    from volbmd.console import make_console
+
     table = Table(title=str(facts["source"]), show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -122,7 +124,7 @@ def _print_info(facts: dict) -> None:
             table.add_row(key.replace("_", " "), str(value))
     for key, value in facts.get("phi", {}).items():
         table.add_row(key.replace("_", " "), str(value))
-    _console().print(table)
+    make_console().print(table)
 
 
 @app.command()
@@ -261,16 +263,11 @@ def segment(
     typer.echo(f"wrote {out}")
 
 
-def _console(stderr: bool = False):
-    from volbmd.console import make_console
-
-    return make_console(stderr)
-
-
 def _print_levels(report) -> None:
     from rich.table import Table
 
     from volbmd.classify import in_words
+    from volbmd.console import make_console
 
     m = report.model_extra.get("measurement", {})
     table = Table(title_justify="left", title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
@@ -288,7 +285,7 @@ def _print_levels(report) -> None:
                                          else f" ± {v.model_extra['bmd_sd_mg_cm3']:.1f}"),
                       "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
                       ", ".join(v.flags))
-    console = _console()
+    console = make_console()
     console.print(table)
     cal, summ = report.calibration, report.summary
     if cal.method == "none":

@@ -21,11 +21,12 @@ import numpy as np
 from volbmd.errors import InputError
 from volbmd.io._atomic import full_suffix
 
-__all__ = ["NiftiHeader", "read_nifti_header", "check_nifti", "check_detached_header"]
+__all__ = ["MAX_PACKING_RATIO", "NiftiHeader", "read_nifti_header", "check_nifti", "check_detached_header"]
 
-#: deflate cannot compress better than about 1032:1; a .nii.gz declaring more voxel bytes than this
-#: many times its own size cannot hold them.
-_MAX_DEFLATE_RATIO = 1100
+#: No compression packs voxels more densely than about 1032:1 (deflate's limit): a header declaring
+#: more voxel bytes than this many times its file's size is damaged (and allocating it could exhaust
+#: the memory).
+MAX_PACKING_RATIO = 1100
 _GZIP_MAGIC = b"\x1f\x8b"
 
 #: NIfTI datatype code → numpy dtype (the codes ITK and volbmd read).
@@ -134,7 +135,7 @@ def check_nifti(path: Path) -> None:
     expected = header.vox_offset + header.voxel_bytes
     file_bytes = path.stat().st_size
     if gz:
-        if header.voxel_bytes > _MAX_DEFLATE_RATIO * file_bytes:
+        if header.voxel_bytes > MAX_PACKING_RATIO * file_bytes:
             raise InputError(f"header declares {_mb(header.voxel_bytes)} of voxels (size {header.dims}) but the "
                              f"compressed file is only {_mb(file_bytes)}: damaged header or truncated file", path)
         with open(path, "rb") as fh:  # fast path: the gzip trailer's stored length (mod 2^32)

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from volbmd.errors import InputError
 from volbmd.io._atomic import atomic_output, full_suffix
-from volbmd.io.header_checks import check_detached_header, check_nifti
+from volbmd.io.header_checks import MAX_PACKING_RATIO, check_detached_header, check_nifti
 from volbmd.io.sitk_convert import from_sitk, to_sitk
 from volbmd.volume import Volume
 
@@ -33,11 +33,6 @@ def _check_file(path: Path) -> None:
         check_detached_header(path)
 
 
-#: No compression packs voxels more densely than about 1000:1; more declared bytes than this many
-#: times the file's size means a damaged header (and allocating it could exhaust the memory).
-_MAX_PACKING_RATIO = 1100
-
-
 def _check_declared_size(path: Path, reader: sitk.ImageFileReader, size) -> None:
     if full_suffix(path).lower() not in (".nrrd", ".mha"):  # NIfTI is checked before; .nhdr/.mhd hold no data
         return
@@ -46,7 +41,7 @@ def _check_declared_size(path: Path, reader: sitk.ImageFileReader, size) -> None
         voxels *= int(n)
     pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
     declared = voxels * pixel.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
-    if declared > _MAX_PACKING_RATIO * path.stat().st_size:
+    if declared > MAX_PACKING_RATIO * path.stat().st_size:
         raise InputError(f"header declares an image of {tuple(size)} voxels ({declared / 1e6:.0f} MB) that a "
                          f"{path.stat().st_size}-byte file cannot hold: damaged header or truncated file", path)
 

@@ -49,39 +49,34 @@ def _integer_labels(mask: Volume, path) -> np.ndarray:
 _ORDER_TOLERANCE_MM = 5.0
 
 
-def _present_ids(arr: np.ndarray) -> set[int]:
-    """The non-zero ids of a label image: one Numba pass for the usual small ids (no sort of the
-    volume, no copy of it), np.unique for unusual large ones."""
+def _id_boxes(arr: np.ndarray) -> dict[int, tuple]:
+    """Every non-zero id of a label image → (voxel count, bounding box), in one Numba pass over the
+    volume (no sort of it, no copy); np.unique first finds the ids when they are unusually large."""
     top = int(arr.max()) if arr.size else 0
     if top == 0:
-        return set()
-    if top <= 1024:
-        return {i for i, (count, _) in label_bboxes(arr, range(1, top + 1)).items() if count}
-    return set(np.unique(arr).tolist()) - {0}
+        return {}
+    ids = range(1, top + 1) if top <= 1024 else sorted(set(np.unique(arr).tolist()) - {0})
+    return {i: found for i, found in label_bboxes(arr, ids).items() if found[0]}
 
 
-def _level_heights_mm(arr: np.ndarray, geometry_of: Volume, ids: dict[str, int]) -> dict[str, float]:
-    """Per level: the height (LPS z, superior positive) of its bounding box's centre, in mm (one
-    pass over the volume)."""
-    boxes = label_bboxes(arr, ids.values())
+def _level_heights_mm(boxes: dict[int, tuple], geometry_of: Volume, ids: dict[str, int]) -> dict[str, float]:
+    """Per level: the height (LPS z, superior positive) of its bounding box's centre, in mm."""
     out = {}
     for level, i in ids.items():
-        count, box = boxes[int(i)]
-        if count:
-            centre = [(b.start + b.stop - 1) / 2.0 for b in box]
+        if int(i) in boxes:
+            centre = [(b.start + b.stop - 1) / 2.0 for b in boxes[int(i)][1]]
             out[level] = float(geometry_of.geometry.index_to_world(centre)[2])
     return out
 
 
-def _scheme_misfit(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], scheme: dict[str, int]) -> str | None:
+def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int]) -> str | None:
     """Why the ids cannot be vertebrae of ``scheme`` (None when they can): ids the scheme does not
     know, or levels whose centres lie out of cranio-caudal order (a mask of another scheme read with
     this one names its organs or vertebrae as levels in a jumbled order)."""
-    unknown = sorted(present_ids - set(scheme.values()))
+    unknown = sorted(set(boxes) - set(scheme.values()))
     if unknown:
         return f"ids {unknown[:8]}{' …' if len(unknown) > 8 else ''} are not vertebrae in it"
-    named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
-    heights = _level_heights_mm(arr, geometry_of, named)
+    heights = _level_heights_mm(boxes, geometry_of, {lvl: i for lvl, i in scheme.items() if i in boxes})
     order = sorted(heights, key=level_rank)
     for upper, lower in zip(order, order[1:]):
         if heights[upper] < heights[lower] - _ORDER_TOLERANCE_MM:
@@ -89,7 +84,7 @@ def _scheme_misfit(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], 
     return None
 
 
-def _scheme_hint(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], tried: str) -> str:
+def _scheme_hint(boxes: dict[int, tuple], geometry_of: Volume, tried: str) -> str:
     """"; they fit the 'totalseg' scheme: pass --label-scheme totalseg" when another scheme fits."""
     from volbmd.labels import LABEL_SCHEMES
 
@@ -97,7 +92,7 @@ def _scheme_hint(arr: np.ndarray, geometry_of: Volume, present_ids: set[int], tr
         if other == tried:
             continue
         scheme = load_label_scheme(other)
-        if present_ids & set(scheme.values()) and _scheme_misfit(arr, geometry_of, present_ids, scheme) is None:
+        if set(boxes) & set(scheme.values()) and _scheme_misfit(boxes, geometry_of, scheme) is None:
             return f"; they fit the '{other}' scheme: pass --label-scheme {other}"
     return ""
 
@@ -135,17 +130,17 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
     _check_grid(mask, scan, path)
     arr = _integer_labels(mask, path)
     scheme = load_label_scheme(label_scheme)
-    present_ids = _present_ids(arr)
-    named = {lvl: i for lvl, i in scheme.items() if i in present_ids}
+    boxes = _id_boxes(arr)
+    named = {lvl: i for lvl, i in scheme.items() if i in boxes}
     if not named:
         raise InputError(
-            f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(present_ids)[:12]})"
-            + _scheme_hint(arr, mask, present_ids, label_scheme), path
+            f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(boxes)[:12]})"
+            + _scheme_hint(boxes, mask, label_scheme), path
         )
-    problem = _scheme_misfit(arr, mask, present_ids, scheme)
+    problem = _scheme_misfit(boxes, mask, scheme)
     if problem:
         raise InputError(f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
-                         + _scheme_hint(arr, mask, present_ids, label_scheme), path)
+                         + _scheme_hint(boxes, mask, label_scheme), path)
     if label_scheme == "verse":  # every id is a known level (checked above): the ids stay as they are
         relabelled = arr.astype(np.int16, copy=False)
     else:
