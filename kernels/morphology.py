@@ -11,10 +11,9 @@ per axis, O(n) per pass.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from volbmd_kernels._options import njit
+from volbmd_kernels._options import njit, run_in_chunks
 
 __all__ = ["edt_squared_mm2", "strip_cortex", "CORE_TIE_RTOL"]
 
@@ -70,17 +69,12 @@ def _envelope_1d(f, n, w, out, v, z, g):
         out[q] = d * d + g[m]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _edt_pass(data, axis, w):
-    """In-place 1D transform along ``axis`` of a 3D float64 array."""
+@njit()
+def _edt_pass(data, axis, w, line_start, line_stop):
+    """In-place 1D transform along ``axis`` of a 3D float64 array, lines [line_start, line_stop)."""
     nz, ny, nx = data.shape
-    if axis == 0:
-        n, n_lines = nz, ny * nx
-    elif axis == 1:
-        n, n_lines = ny, nz * nx
-    else:
-        n, n_lines = nx, nz * ny
-    for line in numba.prange(n_lines):
+    n = data.shape[axis]
+    for line in range(line_start, line_stop):
         f = np.empty(n, np.float64)
         out = np.empty(n, np.float64)
         v = np.empty(n + 3, np.int64)
@@ -140,9 +134,9 @@ def edt_squared_mm2(mask: np.ndarray, spacing_mm) -> np.ndarray:
     if d2.size == 0:
         return d2
     # the x pass first on the finite/infinite indicator, then y and z fold in
-    _edt_pass(d2, 2, sx)
-    _edt_pass(d2, 1, sy)
-    _edt_pass(d2, 0, sz)
+    for axis, w in ((2, sx), (1, sy), (0, sz)):
+        n = d2.shape[axis]
+        run_in_chunks(_edt_pass, d2.size // n, n, d2, axis, w)
     return d2
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from volbmd_kernels._options import njit
+from volbmd_kernels._options import njit, run_in_chunks
 
 __all__ = ["label_bboxes", "masked_values", "value_statistics", "PERCENTILES"]
 
@@ -13,12 +12,12 @@ __all__ = ["label_bboxes", "masked_values", "value_statistics", "PERCENTILES"]
 PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _slice_bboxes(labels, ids_lookup, n_ids):
+@njit()
+def _slice_bboxes(labels, ids_lookup, per, z_start, z_stop):
+    """Fill ``per[z]`` (count, ymin, ymax, xmin, xmax for each id) for z in [z_start, z_stop)."""
     nz, ny, nx = labels.shape
-    # per z slice: count, ymin, ymax, xmin, xmax for each id
-    per = np.zeros((nz, n_ids, 5), np.int64)
-    for z in numba.prange(nz):
+    n_ids = per.shape[1]
+    for z in range(z_start, z_stop):
         for i in range(n_ids):
             per[z, i, 1] = ny
             per[z, i, 2] = -1
@@ -41,7 +40,6 @@ def _slice_bboxes(labels, ids_lookup, n_ids):
                     per[z, i, 3] = x
                 if x > per[z, i, 4]:
                     per[z, i, 4] = x
-    return per
 
 
 @njit()
@@ -89,7 +87,9 @@ def label_bboxes(labels: np.ndarray, ids) -> dict[int, tuple[int, tuple[slice, s
     lookup = np.full(max(ids, default=0) + 1, -1, np.int64)
     for n, i in enumerate(ids):
         lookup[i] = n
-    out = _reduce_bboxes(_slice_bboxes(labels, lookup, len(ids)))
+    per = np.zeros((labels.shape[0], len(ids), 5), np.int64)
+    run_in_chunks(_slice_bboxes, labels.shape[0], labels.shape[1] * labels.shape[2], labels, lookup, per)
+    out = _reduce_bboxes(per)
     result = {}
     for n, i in enumerate(ids):
         count, z0, z1, y0, y1, x0, x1 = (int(v) for v in out[n])

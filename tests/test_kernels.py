@@ -222,3 +222,20 @@ def test_geodesic_grow_up_factor_and_free_label():
     assert list(labels[:, 0, 0]).count(1) in (5, 6)  # label 1 is exempt: the middle again
     with pytest.raises(ValueError):
         geodesic_grow(seeds, weight, (1.0, 1.0, 1.0), up_factor=0.0)
+
+
+@pytest.mark.parametrize("threads", [2, 5])
+def test_kernels_split_over_threads_match_references(monkeypatch, threads):
+    """The EDT and the label boxes give the same answer when their loops are split over threads
+    (forced here on small arrays, uneven chunks included)."""
+    from volbmd_kernels import _options
+
+    monkeypatch.setattr(_options, "MIN_VOXELS_PER_THREAD", 1)
+    monkeypatch.setattr(_options.os, "cpu_count", lambda: threads)
+    rng = np.random.default_rng(threads)
+    for shape, spacing in (((7, 11, 13), (2.5, 0.7, 0.7)), ((1, 9, 4), (1.0, 1.0, 3.0)), ((13, 3, 17), (0.5, 1.5, 1.0))):
+        mask = rng.random(shape) < 0.8
+        assert np.allclose(edt_squared_mm2(mask, spacing), reference.edt_squared_mm2(mask, spacing), rtol=1e-12,
+                           atol=1e-9)
+        labels = rng.integers(0, 5, size=shape).astype(np.uint8)
+        assert label_bboxes(labels, [1, 2, 3, 4, 9]) == reference.label_bboxes(labels, [1, 2, 3, 4, 9])

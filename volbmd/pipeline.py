@@ -18,6 +18,7 @@ from volbmd.io import load_volume, write_labels
 from volbmd.measure import MeasurementResult, measure_vertebrae
 from volbmd.report import Report, write_report
 from volbmd.volume import LabelMap, Volume
+from volbmd_kernels import load_jit
 
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
@@ -326,7 +327,10 @@ def analyze(
             progress(name, timings[name])
 
     t = time.perf_counter()
-    volume = scan_or_volume if isinstance(scan_or_volume, Volume) else load_volume(scan_or_volume, series_uid=series_uid)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # numba starts up while the scan is read
+        jit_loaded = pool.submit(load_jit)
+        volume = scan_or_volume if isinstance(scan_or_volume, Volume) else load_volume(scan_or_volume, series_uid=series_uid)
+        jit_loaded.result()
     if acquisition:
         volume = _with_acquisition(volume, acquisition)
     stage("load", t)

@@ -22,10 +22,23 @@ def _check_image(dimension: int, components: int, size, source) -> None:
         raise InputError(f"image is {dimension}D; a 3D volume is needed", source)
 
 
+class _ImageVoxels:
+    """The voxel buffer of a SimpleITK image as a writable numpy array without a copy: the array's
+    ``base`` is this object, which keeps the image (the buffer's owner) alive. A copy of a large CT
+    costs a few tenths of a second, most of it page faults on fresh memory."""
+
+    def __init__(self, image: sitk.Image):
+        self._image = image
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)
+        interface["data"] = (interface["data"][0], False)  # the image is ours alone: writable
+        self.__array_interface__ = interface
+
+
 def from_sitk(image: sitk.Image, *, source=None, metadata=None, labels: dict[str, int] | None = None) -> Volume:
-    """SimpleITK image → :class:`Volume` (or :class:`LabelMap` when ``labels`` is given)."""
+    """SimpleITK image → :class:`Volume` (or :class:`LabelMap` when ``labels`` is given). The
+    volume takes over the image's voxels (no copy): do not change ``image`` afterwards."""
     _check_image(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), source)
-    array = sitk.GetArrayFromImage(image)
+    array = np.asarray(_ImageVoxels(image))
     kwargs = dict(
         array=array,
         spacing_mm=tuple(image.GetSpacing())[::-1],
