@@ -236,6 +236,41 @@ def _segmenter(cfg, masks, model, device):
 
 @app.command()
 @handles_input_errors
+def batch(
+    source: Path = typer.Argument(..., help="A CSV manifest (columns id, path and optionally masks, calibration, series) or a folder of scans (each NIfTI/NRRD/MHA file and each DICOM series one case)."),
+    out: Path = typer.Option(..., "--out", help="Cohort folder: cases/<id>/, status/, cohort.csv, cohort.parquet."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes of the local Dask cluster (one case in flight each)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks for cases with masks, else classical)"),
+    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
+    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of multilabel masks: verse | totalseg."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cases that failed before."),
+    labels_zarr: bool = typer.Option(False, "--labels-zarr", help="Also write every label map into OUT/labels.zarr (one group per case)."),
+):
+    """Run a cohort on Dask: resumable (finished cases are skipped), one bad case never stops the others.
+
+    Exit code 0 when the cohort ran, failed cases included (see the status and error columns of
+    cohort.csv); 2 for a bad manifest, folder or option."""
+    from volbmd.batch import run_cohort
+
+    name = device.value
+    if name == "auto":
+        import torch
+
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    table = run_cohort(source, out, workers=workers, scheduler=scheduler, config=config, segmenter=segmenter,
+                       model=model, device=name, label_scheme=label_scheme, retry_failed=retry_failed,
+                       labels_zarr=labels_zarr, progress=True, report=lambda line: typer.echo(line, err=True))
+    failed = table[table["status"] == "failed"]
+    for _, row in failed.iterrows():
+        typer.echo(f"failed: {row['id']}: {row['error']}", err=True)
+    typer.echo(f"wrote cohort.csv and cohort.parquet ({len(table)} cases) to {out}")
+
+
+@app.command()
+@handles_input_errors
 def segment(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Label map to write (VerSe ids, the scan's own grid), e.g. labels.nii.gz"),

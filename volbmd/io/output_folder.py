@@ -23,7 +23,7 @@ __all__ = ["RUN_MARKER", "check_output_folder", "check_output_file", "fresh_outp
 RUN_MARKER = ".volbmd_run.json"
 
 
-def _writable_ancestor(path: Path, shown: Path) -> None:
+def check_writable_ancestor(path: Path, shown: Path) -> None:
     """The nearest existing folder above ``path`` must be a folder volbmd may write into."""
     ancestor = path
     while not ancestor.exists():
@@ -48,7 +48,7 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     if out.is_dir() and not (out / RUN_MARKER).is_file() and any(out.iterdir()):
         raise InputError("the output folder holds files that are not a volbmd result; give a new or empty folder "
                          "(volbmd replaces only its own result folders)", shown)
-    _writable_ancestor(out.parent, shown)
+    check_writable_ancestor(out.parent, shown)
     return out
 
 
@@ -60,7 +60,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
         raise InputError("the output path is a folder; give a file name", shown)
     if out.exists() and not os.access(out, os.W_OK):
         raise InputError("the output file exists and cannot be replaced (permission denied)", shown)
-    _writable_ancestor(out.parent, shown)
+    check_writable_ancestor(out.parent, shown)
     return out
 
 
