@@ -490,3 +490,31 @@ def test_masks_whose_levels_are_out_of_order_are_refused(spine_phantom, tmp_path
         load_masks(tmp_path / "swapped.nii.gz", spine_phantom.volume)
     write_volume(labels, tmp_path / "ok.nii.gz")
     assert set(load_masks(tmp_path / "ok.nii.gz", spine_phantom.volume).labels) == set(labels.labels)
+
+
+def test_nnunet_body_box_crops_air_only():
+    """The nnU-Net input is cropped to the patient with a margin; scans that are not CT are not cropped."""
+    from volbmd.segment.nnunet import BODY_MARGIN_MM, body_box
+
+    hu = np.full((40, 130, 100), -1000.0)
+    hu[5:35, 30:90, 20:70] = 40.0  # the patient
+    hu[:, 112:116, :] = 200.0  # the table: smaller, left out
+    box = body_box(hu, (2.0, 1.0, 1.0))
+    for axis, (lo, hi) in enumerate(((5, 35), (30, 90), (20, 70))):
+        pad = BODY_MARGIN_MM / (2.0, 1.0, 1.0)[axis]
+        assert box[axis].start <= max(0, lo - pad) + 2 and box[axis].stop >= min(hu.shape[axis], hi + pad) - 2
+        assert box[axis].start <= lo and box[axis].stop >= hi
+    assert box[1].stop <= 112  # the table and the air around it are not predicted
+    assert box[2] == slice(3, 87)
+    assert body_box(hu + 1000.0, (2.0, 1.0, 1.0)) == tuple(slice(0, n) for n in hu.shape)  # MR-like: whole
+    assert body_box(np.full((4, 4, 4), -1000.0), (1, 1, 1)) == tuple(slice(0, 4) for _ in range(3))
+
+
+def test_nnunet_trainer_classes_are_found_directly():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from volbmd.segment.nnunet import _trainer_class
+    from volbmd.segment.nnunet_trainers.volbmd_tiny_trainer import volbmdTinyTrainer
+
+    assert _trainer_class("nnUNetTrainer") is nnUNetTrainer
+    assert _trainer_class("volbmdTinyTrainer") is volbmdTinyTrainer

@@ -23,7 +23,10 @@ from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.labels import load_label_scheme
 from volbmd.volume import LabelMap, Volume
 
-__all__ = ["NnUNetSegmenter", "levels_from_dataset_json"]
+__all__ = ["NnUNetSegmenter", "levels_from_dataset_json", "body_box"]
+
+#: Margin kept around the patient when the scan is cropped before prediction.
+BODY_MARGIN_MM = 15.0
 
 _LEVEL_NAME = re.compile(r"^(?:vertebrae?_)?(C[1-7]|T1[0-3]|T[1-9]|L[1-6]|S1)$", re.IGNORECASE)
 
@@ -51,6 +54,80 @@ def _ext_trainer_path():
             os.environ.pop("nnUNet_extTrainer", None)
         else:
             os.environ["nnUNet_extTrainer"] = before
+
+
+def body_box(hu: np.ndarray, spacing_mm, margin_mm: float = BODY_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """The box of the patient (the largest region above −500 HU, found on every second voxel) grown
+    by ``margin_mm``; the whole array when the scan does not look like CT (no air below −900 HU) or
+    no patient is found. Predicting only this box saves the network's work on air."""
+    from scipy import ndimage as ndi
+
+    whole = tuple(slice(0, n) for n in hu.shape)
+    coarse = np.asarray(hu[::2, ::2, ::2])
+    if coarse.size == 0 or coarse.min() > -900:
+        return whole
+    objects, n = ndi.label(coarse > -500)
+    if n == 0:
+        return whole
+    sizes = np.bincount(objects.ravel())
+    sizes[0] = 0
+    found = ndi.find_objects((objects == int(np.argmax(sizes))).astype(np.uint8))[0]
+    box = []
+    for axis, sl in enumerate(found):
+        pad = int(np.ceil(margin_mm / float(spacing_mm[axis]))) + 2
+        box.append(slice(max(0, 2 * sl.start - pad), min(hu.shape[axis], 2 * sl.stop + pad)))
+    return tuple(box)
+
+
+def _trainer_class(name: str):
+    """nnU-Net's trainer class by name. nnU-Net itself imports every trainer module it ships until
+    one matches (about 5 s); the plain trainer and volbmd's own are imported directly."""
+    import importlib
+    import pkgutil
+
+    if name == "nnUNetTrainer":
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        return nnUNetTrainer
+    from volbmd.segment import nnunet_trainers
+
+    for module in pkgutil.iter_modules(nnunet_trainers.__path__):
+        found = getattr(importlib.import_module(f"{nnunet_trainers.__name__}.{module.name}"), name, None)
+        if found is not None:
+            return found
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with _ext_trainer_path():
+        return recursive_find_trainer_class_by_name(name)
+
+
+def _initialize_predictor(predictor, model_dir: Path, folds, checkpoint_name: str) -> None:
+    """What nnUNetPredictor.initialize_from_trained_model_folder does (read the plans, the
+    checkpoints and build the network), with a direct trainer lookup, then nnU-Net's own
+    ``manual_initialization``."""
+    import torch
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((model_dir / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text()))
+    parameters, trainer_name, configuration, mirroring_axes = [], None, None, None
+    for fold in folds:
+        ckpt = torch.load(model_dir / f"fold_{fold}" / checkpoint_name, map_location=torch.device("cpu"),
+                          weights_only=False)
+        if trainer_name is None:
+            trainer_name = ckpt["trainer_name"]
+            configuration = ckpt["init_args"]["configuration"]
+            mirroring_axes = ckpt.get("inference_allowed_mirroring_axes")
+        parameters.append(ckpt["network_weights"])
+    configuration_manager = plans_manager.get_configuration(configuration)
+    n_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    n_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = _trainer_class(trainer_name).build_network_architecture(
+        plans_manager, configuration_manager, n_inputs, n_outputs, enable_deep_supervision=False)
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
+                                    trainer_name, mirroring_axes)
 
 
 class NnUNetSegmenter:
@@ -84,21 +161,21 @@ class NnUNetSegmenter:
         self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
                                          perform_everything_on_device=device == "cuda", device=torch.device(device),
                                          verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        with _ext_trainer_path():
-            self.predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=tuple(folds),
-                                                                checkpoint_name=checkpoint)
+        _initialize_predictor(self.predictor, model_dir, folds, checkpoint)
 
     def segment(self, volume: Volume) -> LabelMap:
         canon, reo = canonicalize(volume)
-        array = canon.array
+        box = body_box(canon.array, canon.spacing_mm)  # the air around the patient is not predicted
+        array = canon.array[box]
         if self.orientation == "RAS":
             array = array[:, ::-1, ::-1]
         image = np.ascontiguousarray(array, dtype=np.float32)[None]
         props = {"spacing": [float(s) for s in canon.spacing_mm]}
-        seg = self.predictor.predict_single_npy_array(image, props, None, None, False)
-        seg = np.asarray(seg)
+        crop_seg = np.asarray(self.predictor.predict_single_npy_array(image, props, None, None, False))
         if self.orientation == "RAS":
-            seg = seg[:, ::-1, ::-1]
+            crop_seg = crop_seg[:, ::-1, ::-1]
+        seg = np.zeros(canon.shape, crop_seg.dtype)
+        seg[box] = crop_seg
         verse = load_label_scheme("verse")
         out = np.zeros(canon.shape, np.int16)
         present = {}
