@@ -186,6 +186,23 @@ def test_predictor_is_built_once_per_worker(tmp_path, local_client):
     assert sum(builds.values()) == 1
 
 
+def test_a_case_that_kills_its_worker_is_retried_once_then_failed(tmp_path):
+    """A scan too big for a worker's memory: the nanny kills the worker, the case runs once more on
+    another worker, dies again and is marked failed; the other cases finish."""
+    from volbmd.volume import Volume
+
+    manifest = _write_cohort(tmp_path / "in", 2)
+    rng = np.random.default_rng(0)
+    huge = Volume(array=rng.integers(-1000, 1000, size=(1200, 512, 512), dtype=np.int16), spacing_mm=(0.5, 0.7, 0.7))
+    volbmd.write_volume(huge, tmp_path / "in" / "huge.nii")
+    del huge
+    manifest.write_text(manifest.read_text() + "huge,huge.nii,\n")
+    table = run_cohort(manifest, tmp_path / "out", workers=2, memory_limit="1.2GB").set_index("id")
+    assert table["status"].to_dict() == {"case0": "done", "case1": "done", "broken": "failed", "huge": "failed"}
+    assert table.loc["huge", "error"] == "the worker running this case died twice (killed or out of memory)"
+    assert not (tmp_path / "out" / "cases" / "huge").exists()
+
+
 def test_manifest_and_folder_sources(tmp_path):
     from dicom_factory import write_ct_series
 

@@ -397,7 +397,7 @@ def _check_out(out: Path, cases: list[Case], source: Path) -> None:
     check_writable_ancestor(out, out)
 
 
-def _start_client(workers: int, scheduler: str | None):
+def _start_client(workers: int, scheduler: str | None, memory_limit: str | None = None):
     import dask
     from distributed import Client, LocalCluster
 
@@ -415,14 +415,15 @@ def _start_client(workers: int, scheduler: str | None):
         dashboard = None
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                           "distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+                               memory_limit=memory_limit or "auto")
     return Client(cluster), cluster
 
 
 def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str | None = None, config=None,
                segmenter: str | None = None, model=None, device: str = "cpu", label_scheme: str | None = None,
                retry_failed: bool = False, labels_zarr: bool = False, progress: bool = False,
-               report=None):
+               memory_limit: str | None = None, report=None):
     """Run every case of ``manifest`` (a CSV file or a folder tree) into ``out`` on Dask.
 
     Args:
@@ -433,6 +434,8 @@ def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str |
         retry_failed: run again cases that failed with the same key.
         labels_zarr: also write every label map into ``out/labels.zarr`` (one group per case).
         progress: show a progress bar with ETA on stderr.
+        memory_limit: memory per worker of the LocalCluster ("4GB"; default: the machine's memory
+            shared between the workers); a worker above it is restarted and its case retried once.
         report: ``report(line)`` receives the dashboard address and the end summary.
     Returns:
         The cohort table (pandas DataFrame), also written to ``out/cohort.csv`` and ``.parquet``.
@@ -487,7 +490,7 @@ def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str |
     own_cluster = None
     if todo:
         if client is None:
-            client, own_cluster = _start_client(workers, scheduler)
+            client, own_cluster = _start_client(workers, scheduler, memory_limit)
         try:
             _run_on(client, todo, out, cfg, spec, labels_zarr, progress, say)
         finally:
@@ -518,7 +521,7 @@ def _run_on(client, todo, out: Path, cfg, spec: dict, labels_zarr: bool, progres
         futures[future] = (case, base, key)
     bar = _progress_bar(len(futures)) if progress else None
     try:
-        for future in as_completed(futures):
+        for future in as_completed(list(futures)):
             case, base, key = futures[future]
             try:
                 row = future.result()
@@ -528,6 +531,8 @@ def _run_on(client, todo, out: Path, cfg, spec: dict, labels_zarr: bool, progres
                          else f"{name}: {exc}")
                 row = {"id": case.id, "key": key, "status": "failed", "error": error, "seconds": None}
             _write_status(out, {**base, **row})
+            del futures[future]
+            future.release()  # its result lives on a worker: a worker lost later must not recompute it
             if bar is not None:
                 bar[0].update(bar[1], advance=1)
     finally:

@@ -248,6 +248,7 @@ def batch(
     label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of multilabel masks: verse | totalseg."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cases that failed before."),
     labels_zarr: bool = typer.Option(False, "--labels-zarr", help="Also write every label map into OUT/labels.zarr (one group per case)."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Memory per local worker, e.g. 4GB (default: the machine's memory shared between the workers)."),
 ):
     """Run a cohort on Dask: resumable (finished cases are skipped), one bad case never stops the others.
 
@@ -262,7 +263,8 @@ def batch(
         name = "cuda" if torch.cuda.is_available() else "cpu"
     table = run_cohort(source, out, workers=workers, scheduler=scheduler, config=config, segmenter=segmenter,
                        model=model, device=name, label_scheme=label_scheme, retry_failed=retry_failed,
-                       labels_zarr=labels_zarr, progress=True, report=lambda line: typer.echo(line, err=True))
+                       labels_zarr=labels_zarr, progress=True, memory_limit=memory_limit,
+                       report=lambda line: typer.echo(line, err=True))
     failed = table[table["status"] == "failed"]
     for _, row in failed.iterrows():
         typer.echo(f"failed: {row['id']}: {row['error']}", err=True)
