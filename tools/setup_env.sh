@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv/ at the repository root when it is missing and installs volbmd with everything the
-# tests need (Debian packages for headless napari included, when run as root with apt-get).
+# tests need (Debian packages for headless napari and the DICOM validators dicom3tools and dcmtk
+# included, when run as root with apt-get).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-cursor0)
+apt_packages=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-cursor0
+              dicom3tools dcmtk)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for pkg in "${apt_packages[@]}"; do

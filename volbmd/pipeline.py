@@ -359,7 +359,7 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, 
     """Write every output of an analysed report into ``out_dir`` (each file atomically).
 
     report.json, vertebrae.csv, labels.nii.gz, bodies.nii.gz, rois.nii.gz (VerSe ids, the scan's own
-    grid), qa.png, report.html, and dicom_seg.dcm for DICOM inputs.
+    grid), qa.png, report.html, and for DICOM inputs dicom_seg.dcm, dicom_sr.dcm and dicom_sc.dcm.
 
     Everything is written into a fresh folder beside ``out_dir`` that replaces it whole at the end
     (see :mod:`volbmd.io.output_folder`): a failed run leaves ``out_dir`` as it was, and a rerun
@@ -413,16 +413,12 @@ def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_d
         tmp.write_bytes(png)
     paths["qa.png"] = out_dir / "qa.png"
     files = volume.metadata.get("_dicom_files")
-    if files:
-        from volbmd.report.dicom_seg import write_dicom_seg
+    if files:  # SEG, SR and secondary capture in the source study; the other outputs stand without them
+        from volbmd.report.dicom_outputs import write_dicom_outputs
 
-        try:
-            seg_path = write_dicom_seg(labels, files, out_dir / "dicom_seg.dcm", version=__version__)
-        except Exception as exc:  # the other outputs stand; say why this one is missing
-            report.qa.warnings.append(f"DICOM SEG not written: {type(exc).__name__}: {exc}")
-        else:
-            if seg_path is not None:
-                paths["dicom_seg.dcm"] = seg_path
+        written_dicom, dicom_warnings = write_dicom_outputs(report, labels, files, png, out_dir, version=__version__)
+        paths.update(written_dicom)
+        report.qa.warnings.extend(dicom_warnings)
     report.model_extra.setdefault("timings_s", {})["report"] = time.perf_counter() - t
     with atomic_output(out_dir / "config.yaml") as tmp:  # the resolved settings: the run can be repeated
         tmp.write_text("# volbmd " + __version__ + ": the resolved configuration of this run (volbmd run --config "

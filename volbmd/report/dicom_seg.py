@@ -1,55 +1,35 @@
-"""DICOM SEG of the vertebra labels for DICOM inputs (highdicom), one segment per level."""
+"""DICOM SEG of the vertebra labels for DICOM inputs (highdicom), one segment per level, each
+described by its SNOMED CT code."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-from volbmd.io import atomic_output
-
-__all__ = ["write_dicom_seg"]
-
-_TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                   "ReferringPhysicianName", "StudyID", "AccessionNumber")
+__all__ = ["build_dicom_seg"]
 
 
-def write_dicom_seg(labels, dicom_files: list[str], out_path: str | os.PathLike, *, version: str) -> Path | None:
-    """Write labels (on the DICOM series' own grid, slices in ``dicom_files`` order) as DICOM SEG.
-
-    Returns None when no level is labelled.
-    """
+def build_dicom_seg(labels, sources, *, version: str):
+    """The SEG of ``labels`` (on the DICOM series' own grid, slices in ``sources`` order) and the
+    segment number of each level; None when no level is labelled. ``sources``: from
+    :func:`volbmd.report.dicom_common.load_sources`."""
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
+
+    from volbmd.report.dicom_common import series_number, vertebra_code
 
     present = [(lvl, vid) for lvl, vid in labels.labels.items() if (labels.array == vid).any()]
     if not present:
         return None
-    sources = [pydicom.dcmread(f) for f in dicom_files]
-    for ds in sources:  # anonymised series often drop type-2 attributes that SEG must carry (empty is valid)
-        for keyword in _TYPE2_KEYWORDS:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-        meta = getattr(ds, "file_meta", None)
-        if not getattr(ds, "SOPClassUID", "") and meta is not None:
-            ds.SOPClassUID = meta.get("MediaStorageSOPClassUID", "")
-        if not getattr(ds, "SOPInstanceUID", "") and meta is not None:
-            ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
-        missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
-                   if not str(getattr(ds, k, "") or "")]
-        if missing:
-            raise ValueError(f"the source series has no {', '.join(missing)} (anonymised?), which a SEG must reference")
     pixel = np.zeros(labels.shape, np.uint8)
-    descriptions = []
+    descriptions, numbers = [], {}
     for number, (lvl, vid) in enumerate(present, start=1):
         pixel[labels.array == vid] = number
+        numbers[lvl] = number
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=f"vertebra {lvl}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Bone,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=vertebra_code(lvl),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=hd.AlgorithmIdentificationSequence(
                 name="volbmd", version=version, family=codes.cid7162.ArtificialIntelligence),
@@ -60,7 +40,7 @@ def write_dicom_seg(labels, dicom_files: list[str], out_path: str | os.PathLike,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
-        series_number=9901,
+        series_number=series_number("seg"),
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="volbmd",
@@ -69,7 +49,4 @@ def write_dicom_seg(labels, dicom_files: list[str], out_path: str | os.PathLike,
         device_serial_number="0",
         series_description="volbmd vertebrae",
     )
-    out_path = Path(out_path)
-    with atomic_output(out_path) as tmp:
-        seg.save_as(tmp)
-    return out_path
+    return seg, numbers
