@@ -273,6 +273,22 @@ def batch(
 
 @app.command()
 @handles_input_errors
+def send(
+    run_dir: Path = typer.Argument(..., help="A run folder with DICOM results (dicom_seg.dcm, dicom_sr.dcm, dicom_sc.dcm)."),
+    to: str = typer.Option(..., "--to", help="The DICOM node, HOST:PORT."),
+    aet: str = typer.Option("VOLBMD", "--aet", help="Our application entity title (calling AE)."),
+    called_aet: str = typer.Option("ANY-SCP", "--called-aet", help="The node's application entity title."),
+    timeout_s: float = typer.Option(30.0, "--timeout-s", min=1, help="Seconds to wait for the node."),
+):
+    """Send a run's DICOM results to a PACS node (C-STORE); what it stored is recorded in sent.json."""
+    from volbmd.io.dicom_send import send_results
+
+    sent = send_results(run_dir, to, calling_aet=aet, called_aet=called_aet, timeout_s=timeout_s)
+    typer.echo(f"sent {', '.join(e['file'] for e in sent)} to {to} ({called_aet}); recorded in {run_dir / 'sent.json'}")
+
+
+@app.command()
+@handles_input_errors
 def segment(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Label map to write (VerSe ids, the scan's own grid), e.g. labels.nii.gz"),
