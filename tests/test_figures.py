@@ -56,9 +56,12 @@ def test_sagittal_view_keeps_true_proportions_with_thick_slices():
         report, canon, canon_labels, rois, thresholds, art, _ = _render(spacing)
         panel, marks, px_per_mm = _sagittal(canon, canon_labels, rois, report, thresholds, art.result.masks)
         height_mm = canon.shape[0] * canon.spacing_mm[0]
-        width_mm = canon.shape[1] * canon.spacing_mm[1]
-        assert abs(panel.shape[0] / panel.shape[1] - height_mm / width_mm) < 0.01
-        assert abs(panel.shape[0] - height_mm * px_per_mm) <= 1
+        assert abs(panel.shape[0] - height_mm * px_per_mm) <= 1  # the whole height, at px_per_mm
+        # the width is cropped to the spine (70 mm in front of the bodies, 80 mm behind), at the same scale
+        body_y = np.concatenate([np.argwhere(lm.body)[:, 1] + lm.box[1].start for lm in art.result.masks.values()])
+        sy = canon.spacing_mm[1]
+        expected_mm = (min(canon.shape[1], body_y.max() + 1 + int(80 / sy)) - max(0, body_y.min() - int(70 / sy))) * sy
+        assert abs(panel.shape[1] - expected_mm * px_per_mm) <= 1
         assert [m[0].split()[0] for m in marks] == ["L1", "L2"]
         # L1 lies above L2: its label sits higher in the picture (superior is up)
         assert marks[0][2] < marks[1][2]

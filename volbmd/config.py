@@ -42,6 +42,9 @@ class LabelScheme(_Strict):
     name: str
     description: str = ""
     ids: dict[str, int]
+    #: Inclusive range of the ids the scheme gives to other structures (organs, other bones): a
+    #: mask may hold them, and they are ignored.
+    other_id_range: tuple[int, int] | None = None
 
     @field_validator("ids")
     @classmethod

@@ -7,7 +7,7 @@ from importlib import resources
 
 from volbmd.errors import ConfigError
 
-__all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "LABEL_SCHEMES"]
+__all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "other_structure_ids", "LABEL_SCHEMES"]
 
 #: Cranio-caudal order, transitional levels included.
 LEVELS: tuple[str, ...] = (
@@ -29,11 +29,23 @@ def level_rank(name: str) -> int:
     return _RANK[name]
 
 
-def load_label_scheme(name: str) -> dict[str, int]:
-    """Level → id for a shipped scheme ("verse", "totalseg")."""
+def _scheme(name: str):
     from volbmd.config import LabelScheme, load_yaml_model
 
     if name not in LABEL_SCHEMES:
         raise ConfigError(f"unknown label scheme '{name}'; choose one of {', '.join(LABEL_SCHEMES)}")
-    path = resources.files("volbmd_configs") / "labels" / f"{name}.yaml"
-    return dict(load_yaml_model(LabelScheme, path).ids)
+    return load_yaml_model(LabelScheme, resources.files("volbmd_configs") / "labels" / f"{name}.yaml")
+
+
+def load_label_scheme(name: str) -> dict[str, int]:
+    """Level → id for a shipped scheme ("verse", "totalseg")."""
+    return dict(_scheme(name).ids)
+
+
+def other_structure_ids(name: str) -> set[int]:
+    """The ids a scheme gives to structures other than vertebrae (ignored in a mask)."""
+    scheme = _scheme(name)
+    if scheme.other_id_range is None:
+        return set()
+    lo, hi = scheme.other_id_range
+    return set(range(lo, hi + 1)) - set(scheme.ids.values())

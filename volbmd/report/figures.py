@@ -25,6 +25,8 @@ _FLAG_RGB = (198, 40, 40)
 _SAGITTAL_HEIGHT_PX = 560
 _AXIAL_WIDTH_PX = 230
 _AXIAL_PAD_MM = 25.0
+_SAGITTAL_FRONT_MM = 70.0  # shown in front of the vertebral bodies (the level labels go there)
+_SAGITTAL_BACK_MM = 80.0  # shown behind them (posterior elements)
 _GAP_PX = 18
 _TITLE_PX = 22
 
@@ -121,32 +123,37 @@ def _label_text(v) -> str:
 
 
 def _sagittal(volume, labels, rois, report, thresholds, masks):
-    """The mid-sagittal panel (RGB array), per level (text, colour, row_px, anterior_col_px), and
-    the panel's pixels per mm."""
+    """The mid-sagittal panel (RGB array) from in front of the bodies to behind the posterior
+    elements, per level (text, colour, row_px, anterior_col_px), and the panel's pixels per mm."""
     sz, sy, _ = volume.spacing_mm
     arr = volume.array
-    centres = [_body_points(masks, lvl).mean(axis=0) for lvl in masks if masks[lvl].body.any()]
-    x_mid = int(np.median([c[2] for c in centres])) if centres else arr.shape[2] // 2
-    height_mm, width_mm = arr.shape[0] * sz, arr.shape[1] * sy
+    points = [_body_points(masks, lvl) for lvl in masks if masks[lvl].body.any()]
+    x_mid = int(np.median([p[:, 2].mean() for p in points])) if points else arr.shape[2] // 2
+    ys = slice(0, arr.shape[1])
+    if points:  # from in front of the bodies (room for the labels) to behind the spinous processes
+        front = min(int(p[:, 1].min()) for p in points)
+        back = max(int(p[:, 1].max()) for p in points)
+        ys = slice(max(0, front - int(_SAGITTAL_FRONT_MM / sy)), min(arr.shape[1], back + 1 + int(_SAGITTAL_BACK_MM / sy)))
+    height_mm, width_mm = arr.shape[0] * sz, (ys.stop - ys.start) * sy
     px_per_mm = _SAGITTAL_HEIGHT_PX / height_mm
     width_px = max(1, int(round(width_mm * px_per_mm)))
-    if width_px > 1.4 * _SAGITTAL_HEIGHT_PX:  # a wide field of view: fit the width instead
+    if width_px > 1.4 * _SAGITTAL_HEIGHT_PX:  # a short scan: fit the width instead
         px_per_mm = 1.4 * _SAGITTAL_HEIGHT_PX / width_mm
         width_px = int(round(width_mm * px_per_mm))
     height_px = max(1, int(round(height_mm * px_per_mm)))
     flip = slice(None, None, -1)  # row 0 of the picture is the most superior slice
-    lab = labels.array[:, :, x_mid][flip]
-    roi = rois.array[:, :, x_mid][flip] != 0 if rois is not None else None
+    lab = labels.array[:, ys, x_mid][flip]
+    roi = rois.array[:, ys, x_mid][flip] != 0 if rois is not None else None
     outlines = [lab == labels.labels[v.level] for v in report.vertebrae
                 if v.level in labels.labels and _body_points(masks, v.level).size]
-    panel = _view(arr[:, :, x_mid][flip], height_px, width_px, roi, outlines)
+    panel = _view(arr[:, ys, x_mid][flip], height_px, width_px, roi, outlines)
     marks = []
     for v in report.vertebrae:
         sel = _body_points(masks, v.level)
         if v.level not in labels.labels or sel.size == 0:
             continue
         row = height_px - (sel[:, 0].mean() + 0.5) * sz * px_per_mm
-        col = sel[:, 1].min() * sy * px_per_mm
+        col = (sel[:, 1].min() - ys.start) * sy * px_per_mm
         marks.append((_label_text(v), CATEGORY_COLOURS.get(_category(v.bmd_mg_cm3, thresholds), "#90a4ae"), row, col))
     return panel, marks, px_per_mm
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from volbmd.errors import GeometryError, InputError
+from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.io import load_volume
 from volbmd.io._atomic import full_suffix
-from volbmd.labels import level_rank, load_label_scheme
+from volbmd.labels import level_rank, load_label_scheme, other_structure_ids
 from volbmd.volume import LabelMap, Volume
 from volbmd_kernels.stats import label_bboxes
 
@@ -24,13 +25,44 @@ __all__ = ["load_masks", "MasksSegmenter"]
 _LEVEL_FILE = re.compile(r"^(?:vertebrae_)?(C[1-7]|T1[0-3]|T[1-9]|L[1-6]|S1)$", re.IGNORECASE)
 
 
-def _check_grid(mask: Volume, scan: Volume, path) -> None:
-    if not mask.geometry.matches(scan.geometry):
-        raise GeometryError(
-            f"mask grid {mask.shape[::-1]} (x,y,z) @ {tuple(round(s, 4) for s in mask.spacing_mm[::-1])} mm "
-            f"does not match the scan grid {scan.shape[::-1]} @ {tuple(round(s, 4) for s in scan.spacing_mm[::-1])} mm",
-            path,
-        )
+def _axis_codes(direction) -> str:
+    """'LPS', 'LAS', …: where each array axis (x, y, z) points."""
+    m = np.asarray(direction, float)
+    letters = (("R", "L"), ("A", "P"), ("I", "S"))
+    out = ""
+    for axis in range(3):
+        j = int(np.argmax(np.abs(m[:, axis])))
+        out += letters[j][int(m[j, axis] > 0)]
+    return out
+
+
+def _grid_difference(mask: Volume, scan: Volume) -> str:
+    """Which part of the mask's grid differs from the scan's, in words (x, y, z order)."""
+    if mask.shape != scan.shape:
+        return f"mask size {mask.shape[::-1]} (x,y,z) differs from the scan's {scan.shape[::-1]}"
+    if not np.allclose(mask.spacing_mm, scan.spacing_mm, atol=1e-4):
+        return (f"mask voxel size {tuple(round(s, 4) for s in mask.spacing_mm[::-1])} mm (x,y,z) differs from the "
+                f"scan's {tuple(round(s, 4) for s in scan.spacing_mm[::-1])} mm")
+    if not np.allclose(mask.direction_lps, scan.direction_lps, atol=1e-4):
+        return (f"mask axes point {_axis_codes(mask.direction_lps)}, the scan's {_axis_codes(scan.direction_lps)}, "
+                "and the voxels do not coincide after reordering")
+    shift = np.asarray(mask.origin_lps_mm) - np.asarray(scan.origin_lps_mm)
+    return (f"mask origin is {float(np.linalg.norm(shift)):.1f} mm from the scan's (LPS shift "
+            f"{tuple(round(float(v), 2) for v in shift)} mm)")
+
+
+def _on_scan_grid(mask: Volume, scan: Volume, path) -> Volume:
+    """The mask on the scan's own grid: as it is when the grids match; reordered exactly (axes
+    flipped or permuted, voxels moved, never interpolated) when it holds the same voxels stored in
+    another axis order (a LAS NIfTI beside an LPS DICOM series); else a GeometryError naming what
+    differs."""
+    if mask.geometry.matches(scan.geometry):
+        return mask
+    canon_mask, _ = canonicalize(mask, copy=False)
+    canon_scan, reorientation = canonicalize(scan, copy=False)
+    if canon_mask.geometry.matches(canon_scan.geometry):
+        return uncanonicalize(canon_mask, reorientation)
+    raise GeometryError(f"does not lie on the scan's grid: {_grid_difference(mask, scan)}", path)
 
 
 def _integer_labels(mask: Volume, path) -> np.ndarray:
@@ -69,11 +101,13 @@ def _level_heights_mm(boxes: dict[int, tuple], geometry_of: Volume, ids: dict[st
     return out
 
 
-def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int]) -> str | None:
+def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int],
+                   others: set[int] = frozenset()) -> str | None:
     """Why the ids cannot be vertebrae of ``scheme`` (None when they can): ids the scheme does not
     know, or levels whose centres lie out of cranio-caudal order (a mask of another scheme read with
-    this one names its organs or vertebrae as levels in a jumbled order)."""
-    unknown = sorted(set(boxes) - set(scheme.values()))
+    this one names its organs or vertebrae as levels in a jumbled order). ``others``: the ids the
+    scheme gives to other structures (organs), which may be present."""
+    unknown = sorted(set(boxes) - set(scheme.values()) - set(others))
     if unknown:
         return f"ids {unknown[:8]}{' …' if len(unknown) > 8 else ''} are not vertebrae in it"
     heights = _level_heights_mm(boxes, geometry_of, {lvl: i for lvl, i in scheme.items() if i in boxes})
@@ -92,7 +126,8 @@ def _scheme_hint(boxes: dict[int, tuple], geometry_of: Volume, tried: str) -> st
         if other == tried:
             continue
         scheme = load_label_scheme(other)
-        if set(boxes) & set(scheme.values()) and _scheme_misfit(boxes, geometry_of, scheme) is None:
+        if set(boxes) & set(scheme.values()) and _scheme_misfit(boxes, geometry_of, scheme,
+                                                                 other_structure_ids(other)) is None:
             return f"; they fit the '{other}' scheme: pass --label-scheme {other}"
     return ""
 
@@ -120,14 +155,12 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
             raise InputError("no per-level mask files (vertebrae_L1.nii.gz, … or L1.nii.gz) in the folder", path)
         out = np.zeros(scan.shape, dtype=np.int16)
         for level in sorted(files, key=level_rank):
-            mask = load_volume(files[level])
-            _check_grid(mask, scan, files[level])
+            mask = _on_scan_grid(load_volume(files[level]), scan, files[level])
             sel = _integer_labels(mask, files[level]) > 0
             out[sel & (out == 0)] = verse[level]
         present = {lvl: verse[lvl] for lvl in files}
         return LabelMap.on_grid_of(scan, out, present, source=str(path))
-    mask = load_volume(path)
-    _check_grid(mask, scan, path)
+    mask = _on_scan_grid(load_volume(path), scan, path)
     arr = _integer_labels(mask, path)
     scheme = load_label_scheme(label_scheme)
     boxes = _id_boxes(arr)
@@ -137,7 +170,7 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
             f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(boxes)[:12]})"
             + _scheme_hint(boxes, mask, label_scheme), path
         )
-    problem = _scheme_misfit(boxes, mask, scheme)
+    problem = _scheme_misfit(boxes, mask, scheme, other_structure_ids(label_scheme))
     if problem:
         raise InputError(f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
                          + _scheme_hint(boxes, mask, label_scheme), path)
