@@ -518,3 +518,55 @@ def test_nnunet_trainer_classes_are_found_directly():
 
     assert _trainer_class("nnUNetTrainer") is nnUNetTrainer
     assert _trainer_class("volbmdTinyTrainer") is volbmdTinyTrainer
+
+
+def test_masks_in_another_axis_order_are_reordered_and_other_grids_named(spine_phantom, tmp_path):
+    """A mask holding the scan's voxels in another axis order (LAS beside LPS) is put on the scan's
+    grid exactly; a mask on another grid is refused with what differs."""
+    import dataclasses
+
+    from volbmd.errors import GeometryError
+    from volbmd.io import write_volume
+    from volbmd.segment.masks import load_masks
+
+    labels = spine_phantom.labels
+    ny = labels.shape[1]
+    direction = np.array(labels.direction_lps, float)
+    flipped_dir = direction.copy()
+    flipped_dir[:, 1] *= -1  # the y axis runs the other way (LAS)
+    origin = np.asarray(labels.origin_lps_mm) + direction[:, 1] * (ny - 1) * labels.spacing_mm[1]
+    las = dataclasses.replace(labels, array=np.ascontiguousarray(labels.array[:, ::-1, :]), origin_lps_mm=tuple(origin),
+                              direction_lps=tuple(map(tuple, flipped_dir)))
+    write_volume(las, tmp_path / "las.nii.gz")
+    got = load_masks(tmp_path / "las.nii.gz", spine_phantom.volume)
+    assert got.geometry.matches(spine_phantom.volume.geometry)
+    assert np.array_equal(got.array, labels.array)
+
+    shifted = dataclasses.replace(labels, origin_lps_mm=tuple(np.asarray(labels.origin_lps_mm) + (0.0, 0.0, 4.0)))
+    write_volume(shifted, tmp_path / "shifted.nii.gz")
+    with pytest.raises(GeometryError, match=r"mask origin is 4.0 mm from the scan's"):
+        load_masks(tmp_path / "shifted.nii.gz", spine_phantom.volume)
+
+
+def test_totalseg_masks_may_hold_organs(spine_phantom, tmp_path):
+    """A TotalSegmentator 'total' multilabel holds organs beside the vertebrae: they are ignored."""
+    from volbmd.io import write_volume
+    from volbmd.labels import load_label_scheme
+    from volbmd.segment.masks import load_masks
+    from volbmd.volume import LabelMap
+
+    labels = spine_phantom.labels
+    ts, verse = load_label_scheme("totalseg"), load_label_scheme("verse")
+    arr = np.zeros(labels.shape, np.uint8)
+    for level, vid in labels.labels.items():
+        arr[labels.array == vid] = ts[level]
+    arr[:3, :5, :5] = 5  # liver
+    arr[-3:, -5:, -5:] = 52  # aorta
+    write_volume(LabelMap.on_grid_of(labels, arr, {}), tmp_path / "ts.nii.gz")
+    got = load_masks(tmp_path / "ts.nii.gz", spine_phantom.volume, label_scheme="totalseg")
+    assert set(got.labels) == set(labels.labels)
+    assert set(np.unique(got.array)) == {0} | {verse[lvl] for lvl in labels.labels}
+    arr[0, 0, 0] = 200  # not a TotalSegmentator id
+    write_volume(LabelMap.on_grid_of(labels, arr, {}), tmp_path / "ts_bad.nii.gz")
+    with pytest.raises(InputError, match=r"ids \[200\] are not vertebrae"):
+        load_masks(tmp_path / "ts_bad.nii.gz", spine_phantom.volume, label_scheme="totalseg")
