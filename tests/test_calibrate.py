@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from test_cli import assert_clean_error, run
+
 from volbmd.calibrate.base import ScannerInfo, load_calibration, save_calibration
 from volbmd.calibrate.corrections import (
     contrast_phase_from_aorta,

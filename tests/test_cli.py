@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dicom_factory import write_ct_series
 
 VOLBMD = [sys.executable, "-m", "volbmd.cli"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
-import volbmd
 from dicom_factory import write_ct_series
 from test_cli import run
+
+import volbmd
 from volbmd.io import load_volume
 
 OUTPUTS = ("dicom_seg.dcm", "dicom_sr.dcm", "dicom_sc.dcm")

@@ -11,7 +11,7 @@ import volbmd
 from volbmd.demo import GivenLabels
 from volbmd.geometry import canonicalize
 from volbmd.phantoms import make_spine_phantom
-from volbmd.report.figures import _ROI_RGB, _OUTLINE_RGB, CATEGORY_COLOURS, _rgb, _sagittal, render_qa_png
+from volbmd.report.figures import _OUTLINE_RGB, _ROI_RGB, CATEGORY_COLOURS, _rgb, _sagittal, render_qa_png
 from volbmd.volume import LabelMap
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from dicom_factory import write_ct_series
+
 from volbmd.errors import GeometryError, InputError
 from volbmd.geometry import canonicalize
 from volbmd.io import load_label_map, load_volume, write_labels, write_volume

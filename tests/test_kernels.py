@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
-from volbmd_kernels.morphology import CORE_TIE_RTOL, edt_squared_mm2, strip_cortex
 from volbmd_kernels.geodesic import geodesic_grow
+from volbmd_kernels.morphology import CORE_TIE_RTOL, edt_squared_mm2, strip_cortex
 from volbmd_kernels.stats import label_bboxes, masked_values, value_statistics
 
 SPACINGS = [(1.0, 1.0, 1.0), (0.6, 0.6, 3.0), (3.0, 0.6, 0.6), (1.25, 0.7, 0.9), (2.0, 0.9765625, 0.9765625)]

@@ -17,8 +17,8 @@ from volbmd.measure import (
 )
 from volbmd.phantoms import make_spine_phantom
 from volbmd.vertebrae import split_body, vertebra_masks
-from volbmd_kernels.morphology import edt_squared_mm2
 from volbmd.volume import LabelMap, Volume
+from volbmd_kernels.morphology import edt_squared_mm2
 
 
 def _cfg(**measurement):

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from test_cli import assert_clean_error, run
 
 import volbmd
-from test_cli import assert_clean_error, run
 from volbmd.errors import InputError
 from volbmd.io.output_folder import RUN_MARKER, check_output_file, check_output_folder, fresh_output_folder
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run
 
 import volbmd
-from test_cli import run
 from volbmd.io import load_volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +89,8 @@ def test_demo_command(tmp_path):
 
 def test_dicom_input_gets_dicom_seg(tmp_path):
     import pydicom
-
     from dicom_factory import write_ct_series
+
     from volbmd.phantoms import make_spine_phantom
     from volbmd.volume import LabelMap
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli import assert_clean_error, run
+
 from volbmd.io import load_volume
 from volbmd.review import ReviewSession
 

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from test_cli import assert_clean_error, run
+
 from volbmd.io import load_volume, write_volume
 from volbmd.labels import load_label_scheme
 from volbmd.volume import LabelMap
@@ -110,6 +110,7 @@ def test_cortical_depth_below_one_voxel_warns(phantom_files, tmp_path):
 
 def test_report_carries_no_patient_identifiers(tmp_path):
     from dicom_factory import write_ct_series
+
     from volbmd.phantoms import make_spine_phantom
 
     p = make_spine_phantom(levels=("L1", "L2"), spacing_mm=(2.0, 0.8, 0.8))

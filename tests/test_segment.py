@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli import assert_clean_error, run
+
 from volbmd.errors import ConfigError, InputError
 from volbmd.geometry import canonicalize
 from volbmd.io import load_label_map, load_volume, write_volume

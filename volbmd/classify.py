@@ -62,7 +62,7 @@ def choose_levels(levels: dict[str, LevelResult], config: ClassificationConfig) 
         if res is not None and res.valid:
             used.append(wanted)
             continue
-        why = "missing" if res is None else ("fractured (Genant %d)" % res.genant_grade if (res.genant_grade or 0) >= 1
+        why = "missing" if res is None else (f"fractured (Genant {res.genant_grade})" if (res.genant_grade or 0) >= 1
                                              else ("not measurable: " + ", ".join(res.flags) if res.flags else "not measurable"))
         while pool:
             candidate = pool.pop(0)

@@ -11,11 +11,11 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from volbmd.errors import VolbmdError
+from volbmd.segment.base import DEVICE_BACKENDS, backends_help
 
 app = typer.Typer(
     name="volbmd",
@@ -83,7 +83,7 @@ def handles_input_errors(func):
 def info(
     scan: Path = typer.Argument(..., help="DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
     show_phi: bool = typer.Option(False, "--show-phi", help="Also print patient name, ID and dates."),
 ):
     """Describe a scan: grid, orientation, HU range and scanner metadata."""
@@ -132,7 +132,7 @@ def _print_info(facts: dict) -> None:
 def convert(
     src: Path = typer.Argument(..., help="Any scan volbmd reads."),
     dst: Path = typer.Argument(..., help="Output: .nii, .nii.gz, .nrrd, .mha or .ome.zarr"),
-    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
 ):
     """Convert a scan to another format, keeping its grid and voxel values exactly."""
     from volbmd.io import load_volume, write_volume
@@ -149,20 +149,20 @@ def convert(
 def run(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Output folder (report.json, vertebrae.csv, labels.nii.gz)."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks when --masks is given, else classical)"),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
-    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
-    levels: Optional[str] = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
-    roi: Optional[str] = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
-    cortical_depth_mm: Optional[float] = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
-    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
-    threshold_set: Optional[str] = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
-    kvp: Optional[float] = typer.Option(None, "--kvp", min=40, max=160, help="Tube voltage when the file does not record it (NIfTI): enables the L1 HU screen and kVp checks."),
-    contrast_phase: Optional[ContrastPhase] = typer.Option(None, "--contrast-phase", help="Contrast phase when the file does not record it."),
+    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks when --masks is given, else classical")),
+    masks: Path | None = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
+    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
+    config: Path | None = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
+    levels: str | None = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
+    roi: str | None = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
+    cortical_depth_mm: float | None = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
+    threshold_set: str | None = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
+    kvp: float | None = typer.Option(None, "--kvp", min=40, max=160, help="Tube voltage when the file does not record it (NIfTI): enables the L1 HU screen and kVp checks."),
+    contrast_phase: ContrastPhase | None = typer.Option(None, "--contrast-phase", help="Contrast phase when the file does not record it."),
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
@@ -223,7 +223,7 @@ def _segmenter(cfg, masks, model, device):
 
     backend = cfg.segmentation.backend
     options = {}
-    if backend in ("nnunet", "monai"):
+    if backend in DEVICE_BACKENDS:
         name = getattr(device, "value", device)
         if name == "auto":
             import torch
@@ -240,15 +240,15 @@ def batch(
     source: Path = typer.Argument(..., help="A CSV manifest (columns id, path and optionally masks, calibration, series) or a folder of scans (each NIfTI/NRRD/MHA file and each DICOM series one case)."),
     out: Path = typer.Option(..., "--out", help="Cohort folder: cases/<id>/, status/, cohort.csv, cohort.parquet."),
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes of the local Dask cluster (one case in flight each)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks for cases with masks, else classical)"),
-    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
-    label_scheme: Optional[str] = typer.Option(None, "--label-scheme", help="Ids of multilabel masks: verse | totalseg."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster."),
+    config: Path | None = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
+    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks for cases with masks, else classical")),
+    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
+    label_scheme: str | None = typer.Option(None, "--label-scheme", help="Ids of multilabel masks: verse | totalseg."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cases that failed before."),
     labels_zarr: bool = typer.Option(False, "--labels-zarr", help="Also write every label map into OUT/labels.zarr (one group per case)."),
-    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Memory per local worker, e.g. 4GB (default: the machine's memory shared between the workers)."),
+    memory_limit: str | None = typer.Option(None, "--memory-limit", help="Memory per local worker, e.g. 4GB (default: the machine's memory shared between the workers)."),
 ):
     """Run a cohort on Dask: resumable (finished cases are skipped), one bad case never stops the others.
 
@@ -292,12 +292,12 @@ def send(
 def segment(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Label map to write (VerSe ids, the scan's own grid), e.g. labels.nii.gz"),
-    segmenter: Optional[str] = typer.Option(None, "--segmenter", help="classical | nnunet | monai | masks (default: masks when --masks is given, else classical)"),
-    model: Optional[Path] = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Masks to import (segmenter masks)."),
+    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks when --masks is given, else classical")),
+    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
+    masks: Path | None = typer.Option(None, "--masks", help="Masks to import (segmenter masks)."),
     label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of an imported multilabel mask: verse | totalseg."),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where nnunet and monai run."),
-    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
 ):
     """Find and label the vertebrae; write a label map with VerSe ids on the scan's grid."""
     from volbmd.config import load_config
@@ -381,10 +381,10 @@ def _save_and_print_calibration(cal, out: Path) -> None:
 def calibrate_phantom(
     scan: Path = typer.Argument(..., help="A CT with the calibration phantom in the field of view."),
     phantom: str = typer.Option(..., "--phantom", help="Phantom name (bmas200, mindways-model3, …) or certificate .yaml."),
-    rods: Optional[Path] = typer.Option(None, "--rods", help="Rod mask on the scan's grid: label k = rod k (certificate order)."),
+    rods: Path | None = typer.Option(None, "--rods", help="Rod mask on the scan's grid: label k = rod k (certificate order)."),
     out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write calibration.json."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with calibration gates."),
-    series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with calibration gates."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
 ):
     """Calibrate from the phantom rods in a scan (found automatically, or from --rods MASK)."""
     from volbmd.calibrate.base import ScannerInfo
@@ -411,10 +411,10 @@ def calibrate_rods(
     phantom: str = typer.Option(..., "--phantom", help="Phantom name or certificate .yaml."),
     hu: str = typer.Option(..., "--hu", help="Mean HU of each rod, in certificate order: v1,v2,…"),
     out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write calibration.json."),
-    kvp: Optional[float] = typer.Option(None, "--kvp", help="kVp of the phantom scan (recorded for later checks)."),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="Reconstruction kernel of the phantom scan."),
-    manufacturer: Optional[str] = typer.Option(None, "--manufacturer", help="Scanner manufacturer."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with calibration gates."),
+    kvp: float | None = typer.Option(None, "--kvp", help="kVp of the phantom scan (recorded for later checks)."),
+    kernel: str | None = typer.Option(None, "--kernel", help="Reconstruction kernel of the phantom scan."),
+    manufacturer: str | None = typer.Option(None, "--manufacturer", help="Scanner manufacturer."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with calibration gates."),
 ):
     """Calibrate from rod HU values measured elsewhere."""
     from volbmd.calibrate.base import ScannerInfo

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from volbmd.errors import ConfigError
+from volbmd.segment.base import BACKENDS
 from volbmd.segment.classical.options import ClassicalOptions
 
 __all__ = [
@@ -62,7 +63,7 @@ class LabelScheme(_Strict):
 
 
 class SegmentationConfig(_Strict):
-    backend: Literal["classical", "nnunet", "monai", "masks"] = "classical"
+    backend: Literal[BACKENDS] = "classical"  # type: ignore[valid-type]  # the names in segment/base.py
     label_scheme: Literal["verse", "totalseg"] = "verse"
     classical: ClassicalOptions = ClassicalOptions()  # every option of the classical backend
 

@@ -33,8 +33,8 @@ def run_demo(out_dir: Path) -> Report:
     from rich.table import Table
 
     from volbmd.calibrate.base import ScannerInfo, save_calibration
-    from volbmd.console import make_console
     from volbmd.calibrate.phantom import calibrate_from_hu, find_rods, load_phantom
+    from volbmd.console import make_console
     from volbmd.io import write_volume
     from volbmd.phantoms import make_esp_phantom
     from volbmd.pipeline import analyze, write_outputs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-
 from volbmd.errors import ConfigError
 
 __all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "other_structure_ids", "LABEL_SCHEMES"]

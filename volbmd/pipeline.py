@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ __all__ = ["analyze", "write_outputs", "build_report", "run_pipeline", "calibrat
 
 @dataclass
 class CalibratedResult:
-    calibration: "Calibration"
+    calibration: Calibration
     bmd_by_level: dict[str, float | None]
     hu_correction: float
     contrast_phase: str | None
@@ -38,7 +38,7 @@ class CalibratedResult:
     bmd_sd_by_level: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
-def _scanner_mismatches(cal: "Calibration", volume: Volume) -> list[str]:
+def _scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
     meta = volume.metadata
     pairs = {
         "manufacturer": (cal.scanner.manufacturer, meta.get("manufacturer")),
@@ -59,7 +59,7 @@ def _scanner_mismatches(cal: "Calibration", volume: Volume) -> list[str]:
 
 
 def calibrate_and_classify(volume: Volume, labels: LabelMap, result: MeasurementResult, config: PipelineConfig,
-                           calibration: "Calibration | None" = None, *, masks_given: bool = False) -> CalibratedResult:
+                           calibration: Calibration | None = None, *, masks_given: bool = False) -> CalibratedResult:
     """Choose the calibration (given, else internal, else none), compute BMD per level, classify."""
     from volbmd.calibrate.base import Calibration
     from volbmd.calibrate.corrections import contrast_correction_hu, convert_density, normalise_hu_to_120kvp
@@ -382,15 +382,15 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, 
     return {name: out_dir / name for name in names}
 
 
-def _write_outputs_into(report: Report, art: "Artifacts", out_dir: Path, final_dir: Path, t: float) -> list[str]:
+def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir: Path, t: float) -> list[str]:
+    import yaml
+
     from volbmd import __version__
     from volbmd.config import load_threshold_set
     from volbmd.geometry import canonicalize, uncanonicalize
     from volbmd.io import atomic_output
     from volbmd.report.figures import render_qa_png
     from volbmd.report.html import render_html
-
-    import yaml
 
     volume, labels, result = art.volume, art.labels, art.result
     canon, reo = canonicalize(volume, copy=False)

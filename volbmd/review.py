@@ -63,7 +63,7 @@ class ReviewSession:
         previous = self._load_previous_review()
         self.decisions = {v["level"]: previous.get(v["level"], "pending") for v in self.report["vertebrae"]}
         self.edited: set[str] = set()
-        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.started = _dt.datetime.now(_dt.UTC)
 
     def _load_previous_review(self) -> dict:
         path = self.run_dir / "review.json"
@@ -186,7 +186,7 @@ class ReviewSession:
             "decisions": self.decisions,
             "edited_levels": sorted(self.edited, key=level_rank),
             "started": self.started.isoformat(timespec="seconds"),
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "reviewer": reviewer,
         }
         with atomic_output(self.run_dir / "review.json") as tmp:

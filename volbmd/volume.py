@@ -62,7 +62,7 @@ class Geometry:
         ijk_mm = idx[..., ::-1] * np.asarray(self.spacing_mm[::-1])
         return np.asarray(self.origin_lps_mm) + ijk_mm @ self.direction_matrix.T
 
-    def matches(self, other: "Geometry", atol: float = _GEOMETRY_ATOL) -> bool:
+    def matches(self, other: Geometry, atol: float = _GEOMETRY_ATOL) -> bool:
         return (
             self.shape == other.shape
             and np.allclose(self.spacing_mm, other.spacing_mm, atol=atol)
@@ -141,7 +141,7 @@ class Volume:
     def voxel_volume_mm3(self) -> float:
         return float(np.prod(self.spacing_mm))
 
-    def with_array(self, array: np.ndarray, **changes) -> "Volume":
+    def with_array(self, array: np.ndarray, **changes) -> Volume:
         """Same geometry and metadata, new voxels (and any other field in ``changes``)."""
         return dataclasses.replace(self, array=array, **changes)
 
@@ -172,7 +172,7 @@ class LabelMap(Volume):
             object.__setattr__(self, "array", arr.astype(np.int32))
 
     @classmethod
-    def on_grid_of(cls, volume: Volume, array: np.ndarray, labels: dict[str, int], **kwargs) -> "LabelMap":
+    def on_grid_of(cls, volume: Volume, array: np.ndarray, labels: dict[str, int], **kwargs) -> LabelMap:
         if tuple(array.shape) != volume.shape:
             raise GeometryError(f"label array shape {array.shape} differs from the volume's {volume.shape}")
         return cls(

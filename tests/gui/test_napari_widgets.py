@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from test_cli import run
 
 pytest.importorskip("napari")

@@ -103,7 +103,7 @@ def send_results(run_dir: str | os.PathLike, node: str, *, calling_aet: str = "V
             if code in _OK_STATUSES:
                 sent.append({"file": f.name, "sop_instance_uid": str(ds.SOPInstanceUID), "node": where,
                              "called_aet": called_aet, "calling_aet": calling_aet,
-                             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+                             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
             else:
                 refused.append(f"{f.name} (status {'none' if code is None else hex(code)})")
                 if not assoc.is_established:

@@ -20,6 +20,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from volbmd.segment.base import BACKENDS, REGISTRY
+
 if TYPE_CHECKING:
     import napari
 
@@ -64,12 +66,13 @@ class AnalyzeWidget(QWidget):
     #: emitted from the worker thread after each pipeline stage; Qt queues it to the GUI thread
     stage_done = Signal(str)
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.stage_done.connect(self._advance)
         self.viewer = napari_viewer
         self.backend = QComboBox()
-        self.backend.addItems(["classical", "nnunet", "monai", "masks (selected labels layer)"])
+        self.backend.addItems([f"{name} (selected labels layer)" if REGISTRY[name].needs == "masks" else name
+                               for name in BACKENDS])
         self.model = QLineEdit()
         self.model.setPlaceholderText("model folder / checkpoint (nnunet, monai)")
         self.calibration = QLineEdit()
@@ -181,7 +184,7 @@ class AnalyzeWidget(QWidget):
 class ReviewWidget(QWidget):
     """Per-level table, jump to a level, accept/reject, shift levels, recompute edited levels, save."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer", run_dir: str | None = None):
+    def __init__(self, napari_viewer: napari.viewer.Viewer, run_dir: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
         self.session = None

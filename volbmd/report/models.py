@@ -6,10 +6,10 @@ Keys follow shared/ARCHITECTURE.md; change them only with a SCHEMA_VERSION bump.
 from __future__ import annotations
 
 import csv
-import re
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 

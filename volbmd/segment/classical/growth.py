@@ -12,8 +12,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from volbmd.segment.classical.options import GrowthOptions, OutlineOptions
-from volbmd.segment.classical.outline import (bone_with_holes, carve_disc, close_body_rings, enhanced_vessels,
-                                              fill_enclosed_marrow)
+from volbmd.segment.classical.outline import (
+    bone_with_holes,
+    carve_disc,
+    close_body_rings,
+    enhanced_vessels,
+    fill_enclosed_marrow,
+)
 from volbmd.segment.classical.types import Segment, SpacingZYX, SpineSegments
 from volbmd.slicewise import label_stats
 from volbmd.volume import Volume
@@ -44,9 +49,11 @@ class Grown:
 def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions, growth: GrowthOptions) -> Grown:
     sz, sy, sx = canon.spacing_mm
     ty, tx = spine.track_yx_mm[:, 0], spine.track_yx_mm[:, 1]
-    y0 = max(0, int((ty.min() - 40) / sy)); y1 = min(canon.shape[1], int((ty.max() + 85) / sy) + 1)
+    y0 = max(0, int((ty.min() - 40) / sy))
+    y1 = min(canon.shape[1], int((ty.max() + 85) / sy) + 1)
     side_mm = growth.lateral_mm + 25.0  # room beyond the lateral limit to recognise ribs and iliac bones
-    x0 = max(0, int((tx.min() - side_mm) / sx)); x1 = min(canon.shape[2], int((tx.max() + side_mm) / sx) + 1)
+    x0 = max(0, int((tx.min() - side_mm) / sx))
+    x1 = min(canon.shape[2], int((tx.max() + side_mm) / sx) + 1)
     z0 = max(0, int(spine.track_z_mm[0] / sz) - 1 - int(10 / sz))
     z1 = min(canon.shape[0], int(spine.track_z_mm[-1] / sz) + 2 + int(10 / sz))
     crop = np.asarray(canon.array[z0:z1, y0:y1, x0:x1])

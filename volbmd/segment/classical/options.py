@@ -159,7 +159,7 @@ class ClassicalOptions(_Options):
     quality: QualityOptions = QualityOptions()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ClassicalOptions":
+    def _consistent(self) -> ClassicalOptions:
         lo, hi = self.discs.period_range_mm
         if not 0 < lo < hi:
             raise ValueError("discs.period_range_mm must be increasing and positive")
