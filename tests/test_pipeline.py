@@ -55,10 +55,11 @@ def test_analyze_in_memory_and_write_outputs(esp_scan, tmp_path):
     assert ((rois > 0) <= (bodies > 0)).all() and (rois > 0).any()
     png = (tmp_path / "qa.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    from volbmd.config import load_config
+    from volbmd.config import config_sha256, load_config
 
     repeated = load_config(tmp_path / "config.yaml")  # the resolved settings, valid as a --config file
     assert repeated == report.artifacts.config and repeated.measurement.roi == "mid_slab_ellipse"
+    assert data["config_sha256"] == config_sha256(repeated) != config_sha256(load_config())  # names the settings
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "osteoporosis" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained

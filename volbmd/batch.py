@@ -201,8 +201,11 @@ def input_hash(case: Case) -> str:
 
 
 def config_hash(config, segmenter: dict) -> str:
-    """SHA-256 of the resolved configuration and the segmenter settings."""
-    text = json.dumps({"config": config.model_dump(mode="json"), "segmenter": segmenter}, sort_keys=True, default=str)
+    """SHA-256 of the resolved configuration (as report.json's config_sha256) and the segmenter
+    settings (model folder, device)."""
+    from volbmd.config import config_sha256
+
+    text = json.dumps({"config": config_sha256(config), "segmenter": segmenter}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

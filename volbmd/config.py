@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from volbmd.errors import ConfigError
+from volbmd.labels import LabelScheme
 from volbmd.segment.base import BACKENDS
 from volbmd.segment.classical.options import ClassicalOptions
+from volbmd.yaml_models import StrictModel, format_validation, load_yaml_model, merge_settings
 
 __all__ = [
     "LabelScheme",
@@ -27,39 +29,16 @@ __all__ = [
     "ThresholdSet",
     "load_threshold_set",
     "load_config",
+    "config_sha256",
     "default_config",
     "load_yaml_model",
     "merge_settings",
 ]
 
-M = TypeVar("M", bound=BaseModel)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
-
-class LabelScheme(_Strict):
-    name: str
-    description: str = ""
-    ids: dict[str, int]
-    #: Inclusive range of the ids the scheme gives to other structures (organs, other bones): a
-    #: mask may hold them, and they are ignored.
-    other_id_range: tuple[int, int] | None = None
-
-    @field_validator("ids")
-    @classmethod
-    def _valid_ids(cls, ids: dict[str, int]) -> dict[str, int]:
-        from volbmd.labels import is_level
-
-        unknown = [k for k in ids if not is_level(k)]
-        if unknown:
-            raise ValueError(f"unknown level names {unknown}")
-        if len(set(ids.values())) != len(ids):
-            raise ValueError("two levels share one id")
-        if any(v <= 0 for v in ids.values()):
-            raise ValueError("ids must be positive (0 is background)")
-        return ids
 
 
 class SegmentationConfig(_Strict):
@@ -162,51 +141,19 @@ class PipelineConfig(_Strict):
     classification: ClassificationConfig = ClassificationConfig()
 
 
-def _format_validation(err: ValidationError, source) -> str:
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
-
-
-def load_yaml_model(model: type[M], path, overrides: dict[str, Any] | None = None) -> M:
-    """Read YAML from ``path`` (a file or an importlib resource) and validate it as ``model``."""
-    try:
-        text = Path(path).read_text() if isinstance(path, (str, os.PathLike)) else path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config ({exc.strerror})", path) from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"invalid YAML{where}", path) from None
-    if not isinstance(data, dict):
-        raise ConfigError("config must be a mapping of keys to values", path)
-    if overrides:
-        data = merge_settings(data, overrides)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation(err, path), path) from None
-
-
-def merge_settings(base: dict, extra: dict) -> dict:
-    """Nested dicts merged key by key (``extra`` wins); sections are never replaced whole."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_settings(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def default_config_path():
     return resources.files("volbmd_configs") / "pipeline" / "default.yaml"
+
+
+def config_sha256(config: PipelineConfig) -> str:
+    """SHA-256 of a resolved configuration (its JSON with sorted keys): equal for equal settings,
+    whatever file or overrides they came from."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 def default_config() -> PipelineConfig:
@@ -222,7 +169,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     try:
         return PipelineConfig.model_validate(merge_settings(base, overrides or {}))
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, path), path or "command-line options") from None
+        raise ConfigError(format_validation(err, path), path or "command-line options") from None
 
 
 def load_threshold_set(name_or_path: str) -> ThresholdSet:

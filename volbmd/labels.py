@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 
-from volbmd.errors import ConfigError
+from pydantic import field_validator
 
-__all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "other_structure_ids", "LABEL_SCHEMES"]
+from volbmd.errors import ConfigError
+from volbmd.yaml_models import StrictModel, load_yaml_model
+
+__all__ = ["LEVELS", "level_rank", "is_level", "load_label_scheme", "other_structure_ids", "LABEL_SCHEMES", "LabelScheme"]
 
 #: Cranio-caudal order, transitional levels included.
 LEVELS: tuple[str, ...] = (
@@ -28,9 +31,28 @@ def level_rank(name: str) -> int:
     return _RANK[name]
 
 
-def _scheme(name: str):
-    from volbmd.config import LabelScheme, load_yaml_model
+class LabelScheme(StrictModel):
+    name: str
+    description: str = ""
+    ids: dict[str, int]
+    #: Inclusive range of the ids the scheme gives to other structures (organs, other bones): a
+    #: mask may hold them, and they are ignored.
+    other_id_range: tuple[int, int] | None = None
 
+    @field_validator("ids")
+    @classmethod
+    def _valid_ids(cls, ids: dict[str, int]) -> dict[str, int]:
+        unknown = [k for k in ids if not is_level(k)]
+        if unknown:
+            raise ValueError(f"unknown level names {unknown}")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("two levels share one id")
+        if any(v <= 0 for v in ids.values()):
+            raise ValueError("ids must be positive (0 is background)")
+        return ids
+
+
+def _scheme(name: str) -> LabelScheme:
     if name not in LABEL_SCHEMES:
         raise ConfigError(f"unknown label scheme '{name}'; choose one of {', '.join(LABEL_SCHEMES)}")
     return load_yaml_model(LabelScheme, resources.files("volbmd_configs") / "labels" / f"{name}.yaml")

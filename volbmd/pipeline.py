@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from volbmd.config import PipelineConfig, load_config, merge_settings
+from volbmd.config import PipelineConfig, config_sha256, load_config, merge_settings
 from volbmd.errors import ConfigError
 from volbmd.io import load_volume, write_labels
 from volbmd.measure import MeasurementResult, measure_vertebrae
@@ -167,7 +167,7 @@ def _input_info(volume: Volume, path: str | None) -> dict:
 
 def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *, backend: str,
                  scan_path: str | None = None, timings_s: dict | None = None,
-                 calibrated: CalibratedResult | None = None) -> Report:
+                 calibrated: CalibratedResult | None = None, config_sha256: str | None = None) -> Report:
     from volbmd import __version__
 
     vertebrae = []
@@ -223,6 +223,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
         warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate({
         "volbmd_version": __version__,
+        "config_sha256": config_sha256,
         "input": info,
         "segmentation": {"backend": backend, "levels_found": found, "flags": list(labels.metadata.get("flags", [])),
                          **({"naming": naming} if naming else {})},
@@ -350,7 +351,7 @@ def analyze(
     stage("calibrate_classify", t)
     scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
     report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,
-                          calibrated=calibrated)
+                          calibrated=calibrated, config_sha256=config_sha256(cfg))
     report._artifacts = Artifacts(volume, labels, result, cfg)
     return report
 

@@ -13,13 +13,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from volbmd.io import atomic_output
 
 __all__ = ["SCHEMA_VERSION", "Report", "VertebraRecord", "write_report", "CSV_COLUMNS"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: config_sha256 added
 
 
 class _Open(BaseModel):
@@ -86,6 +86,8 @@ class Report(_Open):
     _artifacts: Any = PrivateAttr(default=None)
     schema_version: str = SCHEMA_VERSION
     volbmd_version: str
+    config_sha256: str | None = Field(None, description="SHA-256 of the run's resolved configuration (the "
+                                      "config.yaml written beside report.json); equal settings, equal hash")
     input: InputInfo
     segmentation: SegmentationInfo
     calibration: CalibrationInfo = CalibrationInfo()
