@@ -80,7 +80,7 @@ def test_run_bad_inputs(phantom_files, tmp_path):
     write_volume(other, tmp_path / "wrong_grid.nii.gz")
     out = tmp_path / "out"
     r = run("run", folder / "scan.nii.gz", "--masks", tmp_path / "wrong_grid.nii.gz", "--out", out)
-    assert_clean_error(r, "does not lie on the scan's grid: mask size (6, 6, 6) (x,y,z) differs", "wrong_grid.nii.gz")
+    assert_clean_error(r, "mask grid does not match the scan grid: size (6, 6, 6) (x,y,z) against", "wrong_grid.nii.gz")
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--label-scheme", "totalseg", "--out", out)
     assert_clean_error(r, "no vertebra labels of the 'totalseg' scheme")
     # a TotalSegmentator multilabel read with the default VerSe ids once gave "T13" and "S1"

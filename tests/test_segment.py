@@ -544,7 +544,7 @@ def test_masks_in_another_axis_order_are_reordered_and_other_grids_named(spine_p
 
     shifted = dataclasses.replace(labels, origin_lps_mm=tuple(np.asarray(labels.origin_lps_mm) + (0.0, 0.0, 4.0)))
     write_volume(shifted, tmp_path / "shifted.nii.gz")
-    with pytest.raises(GeometryError, match=r"mask origin is 4.0 mm from the scan's"):
+    with pytest.raises(GeometryError, match=r"mask grid does not match the scan grid: origin 4.0 mm away"):
         load_masks(tmp_path / "shifted.nii.gz", spine_phantom.volume)
 
 

@@ -45,3 +45,26 @@ def test_label_map_rejects_fractional_labels():
 def test_index_to_world_uses_spacing_in_array_order():
     vol = Volume(array=np.zeros((3, 4, 5), np.int16), spacing_mm=(3.0, 2.0, 0.5), origin_lps_mm=(10, 20, 30))
     assert np.allclose(vol.geometry.index_to_world([1, 1, 1]), [10.5, 22.0, 33.0])
+
+
+def test_grid_mismatch_names_what_differs():
+    import pytest
+
+    from volbmd.errors import GeometryError
+    from volbmd.volume import Geometry, axis_codes
+
+    g = Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5))
+    assert g.difference(g) is None
+    g.require_match(g, "mask")
+    cases = (
+        (Geometry(shape=(4, 5, 7), spacing_mm=(2.0, 0.5, 0.5)), "size (7, 5, 4) (x,y,z) against (6, 5, 4)"),
+        (Geometry(shape=(4, 5, 6), spacing_mm=(3.0, 0.5, 0.5)), "voxel size (0.5, 0.5, 3.0) mm (x,y,z) against"),
+        (Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5), direction_lps=((1, 0, 0), (0, -1, 0), (0, 0, 1))),
+         "axes pointing LAS against LPS"),
+        (Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5), origin_lps_mm=(3.0, 4.0, 0.0)), "origin 5.0 mm away"),
+    )
+    for other, words in cases:
+        assert words in other.difference(g)
+        with pytest.raises(GeometryError, match="rod mask grid does not match the scan grid: "):
+            other.require_match(g, "rod mask", "rods.nii.gz")
+    assert axis_codes(((-1, 0, 0), (0, 0, 1), (0, -1, 0))) == "RIP"  # columns are the axes x, y, z

@@ -12,7 +12,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from volbmd.config import MeasurementConfig, PipelineConfig, default_config
-from volbmd.errors import GeometryError
 from volbmd.geometry import canonicalize
 from volbmd.vertebrae import VertebraMask, vertebra_masks
 from volbmd.volume import LabelMap, Volume
@@ -392,12 +391,7 @@ def measure_vertebrae(
     if config is None:
         config = default_config()
     cfg = config.measurement if isinstance(config, PipelineConfig) else config
-    if not labels.geometry.matches(volume.geometry):
-        raise GeometryError(
-            f"label map grid {labels.shape} @ {labels.spacing_mm} mm does not match the scan grid "
-            f"{volume.shape} @ {volume.spacing_mm} mm",
-            labels.source,
-        )
+    labels.geometry.require_match(volume.geometry, "label map", labels.source)
     canon, _ = canonicalize(volume, copy=False)  # views: no copy of a large scan
     canon_labels, _ = canonicalize(labels, copy=False)
     depth_mm, rule = choose_cortical_depth_mm(canon, cfg)

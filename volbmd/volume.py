@@ -70,6 +70,36 @@ class Geometry:
             and np.allclose(self.direction_matrix, other.direction_matrix, atol=atol)
         )
 
+    def difference(self, other: Geometry, atol: float = _GEOMETRY_ATOL) -> str | None:
+        """What differs from ``other``, in words and x, y, z order (None when the grids match)."""
+        if self.matches(other, atol):
+            return None
+        if self.shape != other.shape:
+            return f"size {self.shape[::-1]} (x,y,z) against {other.shape[::-1]}"
+        if not np.allclose(self.spacing_mm, other.spacing_mm, atol=atol):
+            return (f"voxel size {tuple(round(s, 4) for s in self.spacing_mm[::-1])} mm (x,y,z) against "
+                    f"{tuple(round(s, 4) for s in other.spacing_mm[::-1])} mm")
+        if not np.allclose(self.direction_matrix, other.direction_matrix, atol=atol):
+            return f"axes pointing {axis_codes(self.direction_matrix)} against {axis_codes(other.direction_matrix)}"
+        shift = np.asarray(self.origin_lps_mm) - np.asarray(other.origin_lps_mm)
+        return (f"origin {float(np.linalg.norm(shift)):.1f} mm away (LPS shift "
+                f"{tuple(round(float(v), 2) for v in shift)} mm)")
+
+    def require_match(self, other: Geometry, what: str, source=None) -> None:
+        """Raise a GeometryError naming ``what`` and what differs unless the grids match: the one
+        grid-mismatch error of volbmd."""
+        difference = self.difference(other)
+        if difference is not None:
+            raise GeometryError(f"{what} grid does not match the scan grid: {difference}", source)
+
+
+def axis_codes(direction) -> str:
+    """'LPS', 'LAS', …: where each array axis (x, y, z) points."""
+    m = np.asarray(direction, float)
+    letters = (("R", "L"), ("A", "P"), ("I", "S"))
+    return "".join(letters[j][int(m[j, axis] > 0)] for axis in range(3)
+                   for j in [int(np.argmax(np.abs(m[:, axis])))])
+
 
 def _validate_geometry(array: np.ndarray, spacing_mm, origin_lps_mm, direction_lps, source) -> tuple:
     if array.ndim != 3:

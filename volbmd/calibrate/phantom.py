@@ -198,8 +198,7 @@ def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig 
 
 def rod_hu_from_mask(volume: Volume, rods_mask: Volume, n_rods: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean HU and voxel count of label k = rod k (1 … n_rods) in a rod mask on the scan's grid."""
-    if not rods_mask.geometry.matches(volume.geometry):
-        raise InputError("rod mask grid does not match the scan grid", rods_mask.source)
+    rods_mask.geometry.require_match(volume.geometry, "rod mask", rods_mask.source)
     labels = np.asarray(rods_mask.array)
     present = sorted(set(np.unique(labels).tolist()) - {0})
     if present != list(range(1, len(present) + 1)) or len(present) != n_rods:

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from volbmd.errors import GeometryError, InputError
+from volbmd.errors import InputError
 from volbmd.io._atomic import atomic_output, full_suffix
 from volbmd.volume import LabelMap, Volume
 
@@ -101,12 +101,7 @@ def write_labels(labels: LabelMap, path: str | os.PathLike, source: Volume, reor
 
     if reorientation is not None and not labels.geometry.matches(source.geometry):
         labels = uncanonicalize(labels, reorientation)
-    if not labels.geometry.matches(source.geometry):
-        raise GeometryError(
-            f"label map grid {labels.shape} @ {labels.spacing_mm} mm does not match the source scan grid "
-            f"{source.shape} @ {source.spacing_mm} mm",
-            path,
-        )
+    labels.geometry.require_match(source.geometry, "label map", path)
     labels = dataclasses.replace(
         labels, origin_lps_mm=source.origin_lps_mm, direction_lps=source.direction_lps, spacing_mm=source.spacing_mm
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volbmd.errors import GeometryError, InputError
+from volbmd.errors import InputError
 from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.io import load_volume
 from volbmd.io._atomic import full_suffix
@@ -23,32 +23,6 @@ from volbmd_kernels.stats import label_bboxes
 __all__ = ["load_masks", "MasksSegmenter"]
 
 _LEVEL_FILE = re.compile(r"^(?:vertebrae_)?(C[1-7]|T1[0-3]|T[1-9]|L[1-6]|S1)$", re.IGNORECASE)
-
-
-def _axis_codes(direction) -> str:
-    """'LPS', 'LAS', …: where each array axis (x, y, z) points."""
-    m = np.asarray(direction, float)
-    letters = (("R", "L"), ("A", "P"), ("I", "S"))
-    out = ""
-    for axis in range(3):
-        j = int(np.argmax(np.abs(m[:, axis])))
-        out += letters[j][int(m[j, axis] > 0)]
-    return out
-
-
-def _grid_difference(mask: Volume, scan: Volume) -> str:
-    """Which part of the mask's grid differs from the scan's, in words (x, y, z order)."""
-    if mask.shape != scan.shape:
-        return f"mask size {mask.shape[::-1]} (x,y,z) differs from the scan's {scan.shape[::-1]}"
-    if not np.allclose(mask.spacing_mm, scan.spacing_mm, atol=1e-4):
-        return (f"mask voxel size {tuple(round(s, 4) for s in mask.spacing_mm[::-1])} mm (x,y,z) differs from the "
-                f"scan's {tuple(round(s, 4) for s in scan.spacing_mm[::-1])} mm")
-    if not np.allclose(mask.direction_lps, scan.direction_lps, atol=1e-4):
-        return (f"mask axes point {_axis_codes(mask.direction_lps)}, the scan's {_axis_codes(scan.direction_lps)}, "
-                "and the voxels do not coincide after reordering")
-    shift = np.asarray(mask.origin_lps_mm) - np.asarray(scan.origin_lps_mm)
-    return (f"mask origin is {float(np.linalg.norm(shift)):.1f} mm from the scan's (LPS shift "
-            f"{tuple(round(float(v), 2) for v in shift)} mm)")
 
 
 def _on_scan_grid(mask: Volume, scan: Volume, path) -> Volume:
@@ -62,7 +36,8 @@ def _on_scan_grid(mask: Volume, scan: Volume, path) -> Volume:
     canon_scan, reorientation = canonicalize(scan, copy=False)
     if canon_mask.geometry.matches(canon_scan.geometry):
         return uncanonicalize(canon_mask, reorientation)
-    raise GeometryError(f"does not lie on the scan's grid: {_grid_difference(mask, scan)}", path)
+    mask.geometry.require_match(scan.geometry, "mask", path)
+    raise AssertionError("unreachable: the grids differ")
 
 
 def _integer_labels(mask: Volume, path) -> np.ndarray:
