@@ -218,18 +218,21 @@ class _stage_progress:
         return self._progress.__exit__(*exc)
 
 
+def _device_name(device) -> str:
+    """cpu or cuda: ``auto`` takes CUDA when torch sees a GPU (torch is imported only then)."""
+    name = getattr(device, "value", device)
+    if name == "auto":
+        import torch
+
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def _segmenter(cfg, masks, model, device):
     from volbmd.segment.base import make_segmenter
 
     backend = cfg.segmentation.backend
-    options = {}
-    if backend in DEVICE_BACKENDS:
-        name = getattr(device, "value", device)
-        if name == "auto":
-            import torch
-
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        options["device"] = name
+    options = {"device": _device_name(device)} if backend in DEVICE_BACKENDS else {}
     return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
                           classical=cfg.segmentation.classical, **options)
 
@@ -256,13 +259,8 @@ def batch(
     cohort.csv); 2 for a bad manifest, folder or option."""
     from volbmd.batch import run_cohort
 
-    name = device.value
-    if name == "auto":
-        import torch
-
-        name = "cuda" if torch.cuda.is_available() else "cpu"
     table = run_cohort(source, out, workers=workers, scheduler=scheduler, config=config, segmenter=segmenter,
-                       model=model, device=name, label_scheme=label_scheme, retry_failed=retry_failed,
+                       model=model, device=_device_name(device), label_scheme=label_scheme, retry_failed=retry_failed,
                        labels_zarr=labels_zarr, progress=True, memory_limit=memory_limit,
                        report=lambda line: typer.echo(line, err=True))
     failed = table[table["status"] == "failed"]
