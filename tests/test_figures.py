@@ -65,3 +65,13 @@ def test_sagittal_view_keeps_true_proportions_with_thick_slices():
         assert [m[0].split()[0] for m in marks] == ["L1", "L2"]
         # L1 lies above L2: its label sits higher in the picture (superior is up)
         assert marks[0][2] < marks[1][2]
+
+
+def test_title_says_why_there_is_no_category():
+    """Calibrated levels without two valid lumbar ones: the title says why, not "no calibration"."""
+    from volbmd.report.figures import _title
+
+    p = make_spine_phantom(("T11", "T12"), seed=2)
+    report = volbmd.analyze(p.volume, segmenter=GivenLabels(p.labels))
+    assert report.calibration.method != "none" and report.summary.bmd_mg_cm3_mean is None
+    assert _title(report).startswith("no ACR category (two valid lumbar levels needed)")

@@ -181,6 +181,10 @@ def _title(report) -> str:
     if summ.bmd_mg_cm3_mean is not None:
         return (f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {summ.model_extra.get('material') or ''} "
                 f"({'+'.join(summ.levels_used)}): {summ.acr_category}")
+    calibrated = report.calibration.method not in (None, "none")
+    if calibrated:  # levels have a BMD, but too few valid lumbar levels for a category
+        return "no ACR category (two valid lumbar levels needed)" + (
+            f"; L1 {summ.l1_hu:.0f} HU" if summ.l1_hu is not None else "")
     if summ.l1_hu is not None:
         return f"L1 {summ.l1_hu:.0f} HU (no calibration)"
     return "mid-sagittal"
