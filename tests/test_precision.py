@@ -132,6 +132,22 @@ def test_default_pipeline_repeats_on_a_contrast_ct(shared_data):
     assert summary["reported_sd"] > 0
 
 
+def test_cta_names_the_same_levels_under_fresh_noise(shared_data):
+    """The CTA under a σ = 15 HU noise draw (seed 4 of tools/bench_precision.py) once gained a
+    vertebra at the top (two weak troughs split T1), and the rib count then named 13 thoracic levels,
+    moving every name below by one. The levels and the naming must be those of the undisturbed scan."""
+    import volbmd
+    from volbmd.geometry import canonicalize
+    from volbmd.io import load_volume
+
+    bench = _bench()
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    base = volbmd.analyze(canon)
+    noisy = volbmd.analyze(bench.disturb(canon, None, "noise", 4, 15.0)[0])
+    assert [v.level for v in noisy.vertebrae] == [v.level for v in base.vertebrae]
+    assert noisy.segmentation.model_extra["naming"]["anatomy"] == "normal"
+
+
 def test_report_carries_uncertainties(shared_data, tmp_path):
     import csv
     import json

@@ -29,6 +29,31 @@ def body_centroids(labels) -> dict[str, np.ndarray]:
     return out
 
 
+def _peaks(length: int, where_score: dict[int, float]) -> np.ndarray:
+    """A disc-score profile (1 mm steps) with a narrow peak of the given height at each position."""
+    x = np.arange(length, dtype=np.float64)
+    return np.max([h * np.exp(-0.5 * ((x - p) / 1.5) ** 2) for p, h in where_score.items()], axis=0)
+
+
+def test_disc_chain_prefers_few_clear_discs_to_many_weak_ones():
+    """Clear discs every 19 mm, then two candidate endings: two discs at the period (18 and 17 mm
+    apart, scores 0.48 and 0.34) or three weak-to-fair candidates crowded at 13–15 mm (0.32, 0.75,
+    0.33). Summing scores alone prefers the crowded chain (on a noise draw of the CTA it split T1 in
+    two and the rib count then named 13 thoracic levels); with a cost per disc and the spacing
+    penalty the chain at the period wins."""
+    from volbmd.segment.classical.discs import choose_discs
+    from volbmd.segment.classical.options import DiscOptions
+
+    clear = {p: 0.8 for p in (5, 24, 43, 62, 81, 100)}
+    score = _peaks(160, clear | {118: 0.48, 135: 0.34, 113: 0.32, 127: 0.75, 142: 0.33})
+    period = np.full(score.size, 19.0)
+    chosen = choose_discs(score, period, 1.0, DiscOptions())
+    assert chosen == [5, 24, 43, 62, 81, 100, 118, 135], chosen
+    # the former objective (no cost per disc, a softer spacing penalty) took the crowded chain
+    crowded = choose_discs(score, period, 1.0, DiscOptions(disc_cost=0.0, period_penalty=2.0))
+    assert crowded[-3:] == [113, 127, 142], crowded
+
+
 @pytest.fixture(scope="module")
 def segmented(shared_data):
     cache = {}

@@ -238,15 +238,17 @@ def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts:
 
 
 def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> list[int]:
-    """Indices of the discs: the chain of candidate troughs that maximises the sum of their scores
-    minus ``period_penalty`` · (log(spacing / local period))² per spacing; spacings below
-    ``spacing_range[0]`` periods are not allowed."""
+    """Indices of the discs: the chain of candidate troughs that maximises the sum of their scores,
+    less ``disc_cost`` each, minus ``period_penalty`` · (log(spacing / local period))² per spacing;
+    spacings below ``spacing_range[0]`` periods are not allowed. The cost per disc keeps a chain of
+    weak candidates at short spacings from outscoring fewer clear ones (on a noise draw of a CTA,
+    two extra weak troughs once split T1 in two, and the rib count then named 13 thoracic levels)."""
     sep = max(1, int(round(opts.min_separation_mm / step_mm)))
     cand, _ = find_peaks(score, height=opts.min_score, distance=sep)
     if cand.size == 0:
         return []
     pos = cand * step_mm
-    gain = score[cand]
+    gain = score[cand] - opts.disc_cost
     best = gain.copy()
     prev = np.full(cand.size, -1)
     lo_ratio = opts.spacing_range[0]
