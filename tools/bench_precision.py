@@ -2,8 +2,8 @@
 patient) and thicker slices, through the fixed-mask path and the full default pipeline.
 
 For each development CT and each disturbance, prints per level: the mean BMD, the CV over the runs,
-the bias of their mean against the undisturbed run, the reported bmd_sd_mg_cm3 against the observed
-SD (their ratio), and whether every run found the level and gave the same category. Fixed masks are
+the bias of their mean against the undisturbed run, the bmd_sd_mg_cm3 the undisturbed run reported
+against the observed SD (their ratio), and whether every run found the level and gave the same category. Fixed masks are
 the reference masks where a scan has them, otherwise the default pipeline's own masks of the
 undisturbed scan (moved with the scan for shifts and rotations).
 
@@ -13,7 +13,7 @@ which is for a repeat acquisition, should match the observed SD within a factor 
 
 Usage: python tools/bench_precision.py [--data ../shared/data] [--cases a,b] [--draws 6] [--noise-hu 15|auto]
                                        [--kinds noise,shift,rotate,thick] [--paths fixed,full]
-                                       [--roi eroded_body|mid_slab_ellipse]
+                                       [--roi eroded_body|mid_slab_ellipse] [--repeat-draws N]
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
                 fixed = canonicalize(volbmd.analyze(canon).artifacts.labels)[0]
         else:
             fixed = None
-        base, base_cat, base_mean, _ = run(canon, fixed)
+        base, base_cat, base_mean, base_summary_sd = run(canon, fixed)
         if noise_hu == "auto":
             from volbmd.calibrate.uncertainty import scan_noise_hu
 
@@ -121,10 +121,11 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
             for level in sorted(base, key=lambda lvl: _rank(lvl)):
                 values = [r[0][level][0] for r in results if level in r[0]]
                 sds = [r[0][level][1] for r in results if level in r[0] and r[0][level][1] is not None]
-                rows.append(_row(name, path, kind, level, base[level][0], values, sds, len(results), seconds))
+                rows.append(_row(name, path, kind, level, base[level][0], values, sds, len(results), seconds,
+                                 base_sd=base[level][1]))
             means = [r[2] for r in results if r[2] is not None]
             sds = [r[3] for r in results if r[3] is not None]
-            row = _row(name, path, kind, "summary", base_mean, means, sds, len(results), seconds)
+            row = _row(name, path, kind, "summary", base_mean, means, sds, len(results), seconds, base_sd=base_summary_sd)
             row["category_stable"] = all(r[1] == base_cat for r in results)
             rows.append(row)
     return rows
@@ -136,12 +137,14 @@ def _rank(level):
     return level_rank(level)
 
 
-def _row(case, path, kind, level, base, values, sds, runs, seconds) -> dict:
+def _row(case, path, kind, level, base, values, sds, runs, seconds, base_sd=None) -> dict:
+    """``base_sd``: the SD the undisturbed run reported (its claim about this scan); without it the
+    mean of the SDs the disturbed runs reported (each on a scan noisier than the original)."""
     values = np.asarray([v for v in values if v is not None], float)
     found = len(values) == runs or (base is None and len(values) == 0)
     mean = float(values.mean()) if values.size else float("nan")
     sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
-    reported = float(np.mean(sds)) if sds else float("nan")
+    reported = float(base_sd) if base_sd is not None else float(np.mean(sds)) if sds else float("nan")
     return {"case": case, "path": path, "kind": kind, "level": level, "base": base, "mean": mean,
             "cv_pct": 100 * sd / mean if values.size > 1 and mean else float("nan"),
             "bias_pct": 100 * (mean - base) / base if base and values.size else float("nan"),
@@ -159,10 +162,14 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="noise,shift,rotate,thick")
     parser.add_argument("--paths", default="fixed,full")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--repeat-draws", type=int, default=None,
+                        help="uncertainty.repeat_draws for every run: the reported SD measured by repeating the analysis")
     parser.add_argument("--roi", default=None, help="trabecular ROI for every run (default: the configured one)")
     args = parser.parse_args(argv)
     if args.roi:
         OVERRIDES["measurement"] = {"roi": args.roi}
+    if args.repeat_draws is not None:
+        OVERRIDES["uncertainty"] = {"repeat_draws": args.repeat_draws}
     reference = json.loads((REPO / "tests" / "data" / "reference_levels.json").read_text())["cases"]
     names = args.cases.split(",") if args.cases else list(reference)
     print(f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "

@@ -158,6 +158,8 @@ def run(
     levels: str | None = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
     roi: str | None = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
     cortical_depth_mm: float | None = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
+    repeat_draws: int | None = typer.Option(None, "--repeat-draws", min=0, max=20,
+                                            help="Measure each BMD's SD by analysing this many noisy copies again (3+; one more analysis each)."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
     calibration: Path | None = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
     threshold_set: str | None = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
@@ -181,6 +183,8 @@ def run(
         overrides["measurement"]["cortical_depth_mm"] = cortical_depth_mm
     if threshold_set:
         overrides["classification"] = {"threshold_set": threshold_set}
+    if repeat_draws is not None:
+        overrides["uncertainty"] = {"repeat_draws": repeat_draws}
     cfg = load_config(config, overrides)
     level_list = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
     seg = _segmenter(cfg, masks, model, device)
@@ -210,7 +214,9 @@ class _stage_progress:
         return self
 
     def __call__(self, stage: str, seconds: float) -> None:
-        done = self._stages.index(stage) + 1 if stage in self._stages else 0
+        if stage not in self._stages:  # an optional stage (repeat draws)
+            return
+        done = self._stages.index(stage) + 1
         label = self._stages[done] if done < len(self._stages) else "done"
         self._progress.update(self._task, completed=done, description=f"volbmd: {label}")
 

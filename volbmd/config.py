@@ -134,11 +134,23 @@ class ThresholdSet(_Strict):
         return self
 
 
+class UncertaintyConfig(_Strict):
+    """How bmd_sd_mg_cm3 is found: from terms (noise, calibration, boundary) by default, or by
+    segmenting and measuring the scan again under fresh noise at its own level (``repeat_draws``)."""
+
+    boundary_jitter_voxels: float = Field(0.25, ge=0, description="how far (voxels) a segmenter's ROI boundary moves "
+                                          "between repeat scans, on average: scales the boundary term")
+    repeat_draws: int = Field(0, ge=0, le=20, description="segment and measure again on this many noisy copies "
+                              "(0: the SD from terms only; 3 or more to see segmentation changes)")
+    repeat_seed: int = Field(0, ge=0, description="seed of the noise draws (the same scan and seed, the same SD)")
+
+
 class PipelineConfig(_Strict):
     segmentation: SegmentationConfig = SegmentationConfig()
     measurement: MeasurementConfig = MeasurementConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     classification: ClassificationConfig = ClassificationConfig()
+    uncertainty: UncertaintyConfig = UncertaintyConfig()
 
 
 

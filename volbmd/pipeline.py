@@ -36,6 +36,10 @@ class CalibratedResult:
     summary: dict
     warnings: list[str]
     bmd_sd_by_level: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    #: the SDs from noise and calibration statistics alone (as if the masks were fixed): the least a
+    #: repeat scan moves the value, whatever the segmenter does
+    bmd_sd_fixed_by_level: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    summary_sd_fixed: float | None = None
 
 
 def _scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
@@ -94,14 +98,19 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
         warnings.append(f"contrast present ({phase}): BMD may read high; contrast correction is off")
     bmd: dict[str, float | None] = {}
     bmd_sd: dict[str, float | None] = {}
+    bmd_sd_fixed: dict[str, float | None] = {}
     hu_se: dict[str, float] = {}
+    hu_se_fixed: dict[str, float] = {}
     for m in result.levels:
         if cal.method == "none" or m.trabecular_hu_mean is None:
-            bmd[m.level] = bmd_sd[m.level] = None
+            bmd[m.level] = bmd_sd[m.level] = bmd_sd_fixed[m.level] = None
         else:
-            hu_se[m.level] = roi_mean_se_hu(m, cal, masks_given=masks_given)
+            hu_se[m.level] = roi_mean_se_hu(m, cal, masks_given=masks_given,
+                                            boundary_jitter_voxels=config.uncertainty.boundary_jitter_voxels)
+            hu_se_fixed[m.level] = roi_mean_se_hu(m, cal, masks_given=True)
             bmd[m.level] = float(cal.to_density(m.trabecular_hu_mean - correction))
             bmd_sd[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se[m.level])
+            bmd_sd_fixed[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se_fixed[m.level])
     thresholds = load_threshold_set(config.classification.threshold_set)
     to_threshold_material = 1.0
     if cal.material and cal.material != thresholds.material:
@@ -113,7 +122,7 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
             value = value * to_threshold_material
         levels[m.level] = LevelResult(m.level, value, m.genant_grade, list(m.flags))
     cls = classify(levels, thresholds, config.classification)
-    summary_sd = None
+    summary_sd = summary_sd_fixed = None
     borderline = []
     if cls.bmd_mg_cm3_mean is not None and cal.method != "none":
         # the levels share one calibration: its uncertainty does not average out between them
@@ -122,6 +131,8 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
         mean_hu = float(np.mean([by_level[lvl].trabecular_hu_mean - correction for lvl in used]))
         se = float(np.sqrt(sum(hu_se[lvl] ** 2 for lvl in used))) / len(used)
         summary_sd = cal.density_sd(mean_hu, se) * to_threshold_material
+        se_fixed = float(np.sqrt(sum(hu_se_fixed[lvl] ** 2 for lvl in used))) / len(used)
+        summary_sd_fixed = cal.density_sd(mean_hu, se_fixed) * to_threshold_material
         borderline = borderline_notes(cls.bmd_mg_cm3_mean, summary_sd, thresholds)
     l1 = result.by_level().get("L1")
     l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction
@@ -145,7 +156,7 @@ def calibrate_and_classify(volume: Volume, labels: LabelMap, result: Measurement
     if normalised:
         warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
     warnings += borderline
-    return CalibratedResult(cal, bmd, correction, phase, summary, warnings, bmd_sd)
+    return CalibratedResult(cal, bmd, correction, phase, summary, warnings, bmd_sd, bmd_sd_fixed, summary_sd_fixed)
 
 
 def _input_info(volume: Volume, path: str | None) -> dict:
@@ -346,9 +357,24 @@ def analyze(
         from volbmd.calibrate.base import load_calibration
 
         calibration = load_calibration(calibration)
-    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration,
-                                        masks_given=bool(getattr(segmenter, "masks_given", False)))
+    masks_given = bool(getattr(segmenter, "masks_given", False))
+    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration, masks_given=masks_given)
     stage("calibrate_classify", t)
+    if cfg.uncertainty.repeat_draws and not masks_given:
+        from volbmd.repeatability import apply_repeat_draws, repeat_draws
+
+        t = time.perf_counter()
+
+        def once(noisy: Volume):
+            noisy_labels = segmenter.segment(noisy)
+            noisy_result = measure_vertebrae(noisy, noisy_labels, cfg, levels=levels)
+            again = calibrate_and_classify(noisy, noisy_labels, noisy_result, cfg, calibration)
+            return again.bmd_by_level, again.summary.get("bmd_mg_cm3_mean")
+
+        draws = repeat_draws(volume, once, calibrated.calibration, n_draws=cfg.uncertainty.repeat_draws,
+                             seed=cfg.uncertainty.repeat_seed)
+        apply_repeat_draws(calibrated, result, draws, cfg)
+        stage("repeat_draws", t)
     scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
     report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,
                           calibrated=calibrated, config_sha256=config_sha256(cfg))
