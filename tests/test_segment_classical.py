@@ -16,6 +16,7 @@ from volbmd.io import load_volume
 from volbmd.segment.classical import segment_spine
 from volbmd.vertebrae import vertebra_masks
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = json.loads((Path(__file__).parent / "data" / "reference_levels.json").read_text())["cases"]
 
 
@@ -218,3 +219,25 @@ def _given(labels):
             return labels
 
     return Given()
+
+
+def test_thick_slices_keep_every_thoracic_body(shared_data):
+    """The CTA with pairs of slices averaged (3 mm, tools/bench_precision.py --kinds thick): blurred
+    discs once made a carving profile whose trough was T8's whole body (11 mm, twice a thoracic
+    disc), and T8 was left as a 2.9 ml sliver of arch and aorta wall at 437 mg/cm³. A stretch wider
+    than a disc is not carved now: every level between T2 and T9 keeps a body and a plausible BMD."""
+    import importlib.util
+
+    import volbmd
+
+    spec = importlib.util.spec_from_file_location("bench_precision", REPO_ROOT / "tools" / "bench_precision.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    thick = volbmd.analyze(bench.disturb(canon, None, "thick", 0, 15.0)[0])
+    assert thick.input.spacing_mm[0] == pytest.approx(3.0)
+    middle = [v for v in thick.vertebrae if v.level in ("T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9")]
+    assert len(middle) == 8
+    for v in middle:
+        assert v.body_volume_ml > 5.0 and not any(f.startswith("implausible") for f in v.flags), (v.level, v.flags)
+        assert 60.0 < v.bmd_mg_cm3 < 160.0, (v.level, v.bmd_mg_cm3)

@@ -105,6 +105,9 @@ class OutlineOptions(_Options):
     carve_min_endplate_hu: float = Field(
         50.0, description="the endplate peaks of the profile must reach this (else the profile is not across a "
                           "body: fat or lung around a misplaced point, where a noise trough once carved 18 mm of bone)")
+    carve_max_thickness: float = Field(0.6, gt=0, description="a disc is at most this share of the body's half depth "
+                                       "thick (lumbar about 0.45, thoracic less); a wider dark stretch is a body's marrow "
+                                       "(on 3 mm slices of a CTA it once took T8's whole body)")
     carve_tile_mm: float = Field(8.0, gt=0)
     carve_max_shift_mm: float = Field(4.0, ge=0)
     carve_marrow_margin_hu: float = Field(40.0, ge=0, description="marrow this much darker than the disc is kept")

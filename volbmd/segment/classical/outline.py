@@ -129,7 +129,8 @@ def carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: flo
     the voxel centres (broadcastable). Degenerate or thin discs seen in thick slices can be as
     bright as bone. Along the disc's normal, the mean HU across the body has a trough (the disc)
     between two endplate peaks; the disc is the part of the trough below the half-way level on each
-    side, within the body (not behind its posterior wall, where the facet joints are)."""
+    side, within the body (not behind its posterior wall, where the facet joints are). Nothing is
+    carved where that stretch is wider than ``carve_max_thickness`` times the body's half depth."""
     reach_mm = opts.carve_reach_mm
     ks = np.flatnonzero(np.abs(zz - point[0]) <= reach_mm + 2.5 * half_depth_mm)
     if ks.size == 0:
@@ -164,6 +165,10 @@ def carve_disc(bone, crop, signed, zz, yy, xx, point, normal, half_depth_mm: flo
     while hi < hi_peak and prof[hi + 1] < hi_half:
         hi += 1
     lo_mm, hi_mm = lo - c - 0.5, hi - c + 0.5
+    if hi_mm - lo_mm > opts.carve_max_thickness * half_depth_mm:
+        # wider than a disc of a body this size: the trough is a body's marrow between two discs
+        # (blurred thick slices), and carving it would take the whole body away
+        return
     # endplates are seldom parallel (wedged discs): each tile of the disc moves the slab along the
     # normal, up to carve_max_shift_mm, to where it is darkest
     e1, e2 = plane_basis(np.asarray(normal, float))
