@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from volbmd.config import ClassificationConfig, L1ScreenConfig, ThresholdSet
 from volbmd.labels import level_rank
 
-__all__ = ["in_words", "acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes"]
+__all__ = ["in_words", "acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes",
+           "summarize_levels"]
 
 CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
 
@@ -125,3 +126,68 @@ def borderline_notes(bmd_mg_cm3: float, sd_mg_cm3: float | None, thresholds: Thr
     limit = min((thresholds.normal_above_mg_cm3, thresholds.osteoporosis_below_mg_cm3), key=lambda t: abs(t - bmd_mg_cm3))
     return [f"borderline: {bmd_mg_cm3:.1f} ± {sd_mg_cm3:.1f} mg/cm³ is within one SD of the {limit:g} mg/cm³ limit "
             f"({low.replace('_', ' ')} to {high.replace('_', ' ')})"]
+
+
+def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str], float | None]:
+    """The summary of a calibrated measurement: ACR category over the chosen levels (in the
+    threshold set's material), its SD and borderline note, the L1 HU screen, fractures. Returns the
+    summary (report.json's keys), warnings, and the summary's SD from noise and calibration
+    statistics alone."""
+    import numpy as np
+
+    from volbmd.calibrate.corrections import convert_density, normalise_hu_to_120kvp
+    from volbmd.config import load_threshold_set
+
+    cal, correction = densities.calibration, densities.hu_correction
+    bmd, hu_se, hu_se_fixed = densities.bmd_by_level, densities.hu_se, densities.hu_se_fixed
+    cal_cfg = config.calibration
+    meta = volume.metadata
+    warnings: list[str] = []
+    thresholds = load_threshold_set(config.classification.threshold_set)
+    to_threshold_material = 1.0
+    if cal.material and cal.material != thresholds.material:
+        to_threshold_material = float(convert_density(1.0, cal.material, thresholds.material, meta.get("kvp"), cal_cfg))
+    levels = {}
+    for m in result.levels:
+        value = bmd[m.level]
+        if value is not None:
+            value = value * to_threshold_material
+        levels[m.level] = LevelResult(m.level, value, m.genant_grade, list(m.flags))
+    cls = classify(levels, thresholds, config.classification)
+    summary_sd = summary_sd_fixed = None
+    borderline = []
+    if cls.bmd_mg_cm3_mean is not None and cal.method != "none":
+        # the levels share one calibration: its uncertainty does not average out between them
+        by_level = result.by_level()
+        used = cls.levels_used
+        mean_hu = float(np.mean([by_level[lvl].trabecular_hu_mean - correction for lvl in used]))
+        se = float(np.sqrt(sum(hu_se[lvl] ** 2 for lvl in used))) / len(used)
+        summary_sd = cal.density_sd(mean_hu, se) * to_threshold_material
+        se_fixed = float(np.sqrt(sum(hu_se_fixed[lvl] ** 2 for lvl in used))) / len(used)
+        summary_sd_fixed = cal.density_sd(mean_hu, se_fixed) * to_threshold_material
+        borderline = borderline_notes(cls.bmd_mg_cm3_mean, summary_sd, thresholds)
+    l1 = result.by_level().get("L1")
+    l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction
+    l1_norm, normalised = (None, False) if l1_hu is None else normalise_hu_to_120kvp(l1_hu, meta.get("kvp"), cal_cfg)
+    summary = {
+        "bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean if cal.method != "none" else None,
+        "levels_used": cls.levels_used if cal.method != "none" else [],
+        "acr_category": cls.acr_category if cal.method != "none" else None,
+        "material": thresholds.material if cal.method != "none" else None,
+        "threshold_set": thresholds.name,
+        "classification_notes": (cls.notes + borderline) if cal.method != "none" else [],
+        "bmd_sd_mg_cm3": summary_sd,
+        "borderline": bool(borderline),
+        "l1_hu": None if l1_norm is None else float(l1_norm),
+        "l1_hu_normalised_to_120kvp": bool(normalised),
+        "l1_screen": l1_screen(None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised,
+                               config.classification.l1_screen_hu),
+        "max_genant_grade": cls.max_genant_grade,
+        "fractured_levels": cls.fractured_levels,
+    }
+    if normalised:
+        warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
+    warnings += borderline
+    return summary, warnings, summary_sd_fixed
+
+

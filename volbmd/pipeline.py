@@ -42,121 +42,16 @@ class CalibratedResult:
     summary_sd_fixed: float | None = None
 
 
-def _scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
-    meta = volume.metadata
-    pairs = {
-        "manufacturer": (cal.scanner.manufacturer, meta.get("manufacturer")),
-        "scanner model": (cal.scanner.model, meta.get("manufacturer_model")),
-        "kVp": (cal.scanner.kvp, meta.get("kvp")),
-        "convolution kernel": (cal.scanner.convolution_kernel, meta.get("convolution_kernel")),
-    }
-    out = []
-    for what, (stored, scan) in pairs.items():
-        if stored is None or scan is None:
-            if stored is not None:
-                out.append(f"stored calibration: the scan does not record its {what} (calibration: {stored})")
-            continue
-        same = abs(float(stored) - float(scan)) < 0.5 if what == "kVp" else str(stored).strip().lower() == str(scan).strip().lower()
-        if not same:
-            out.append(f"stored calibration differs from the scan in {what}: {stored} vs {scan}")
-    return out
-
-
 def calibrate_and_classify(volume: Volume, labels: LabelMap, result: MeasurementResult, config: PipelineConfig,
                            calibration: Calibration | None = None, *, masks_given: bool = False) -> CalibratedResult:
-    """Choose the calibration (given, else internal, else none), compute BMD per level, classify."""
-    from volbmd.calibrate.base import Calibration
-    from volbmd.calibrate.corrections import contrast_correction_hu, convert_density, normalise_hu_to_120kvp
-    from volbmd.calibrate.internal import internal_calibration
-    from volbmd.calibrate.uncertainty import roi_mean_se_hu
-    from volbmd.classify import LevelResult, borderline_notes, classify, l1_screen
-    from volbmd.config import load_threshold_set
+    """Calibrate (``calibrate.choose``), then classify (``classify.summarize_levels``)."""
+    from volbmd.calibrate.choose import calibrate_levels
+    from volbmd.classify import summarize_levels
 
-    cal_cfg = config.calibration
-    meta = volume.metadata
-    warnings: list[str] = []
-    contrast_agent = bool(meta.get("contrast_agent")) and str(meta.get("contrast_agent")).strip().upper() not in ("NONE", "NO")
-    is_ct = meta.get("modality") in (None, "CT")
-    if calibration is not None:
-        cal = calibration.model_copy(deep=True)
-        if cal.method == "phantom":
-            cal.method = "stored"
-        warnings += _scanner_mismatches(cal, volume)
-    elif cal_cfg.internal.enabled and is_ct:
-        cal = internal_calibration(volume, labels, cal_cfg, contrast_known=contrast_agent)
-    else:
-        cal = Calibration(method="none", warnings=["no calibration: HU only" + ("" if is_ct else " (not a CT)")])
-    warnings += cal.warnings
-    phase = meta.get("contrast_phase") or cal.reference_tissues.get("blood", {}).get("contrast_phase")
-    if contrast_agent and phase in (None, "native"):
-        phase = "contrast (phase unknown)"
-    aorta_hu = cal.reference_tissues.get("blood", {}).get("hu") if not meta.get("contrast_phase") else None
-    correction = contrast_correction_hu(phase, cal_cfg, aorta_hu=aorta_hu)
-    if correction:
-        warnings.append(f"contrast correction applied: −{correction:g} HU ({phase}) before calibration")
-    elif phase not in (None, "native"):
-        warnings.append(f"contrast present ({phase}): BMD may read high; contrast correction is off")
-    bmd: dict[str, float | None] = {}
-    bmd_sd: dict[str, float | None] = {}
-    bmd_sd_fixed: dict[str, float | None] = {}
-    hu_se: dict[str, float] = {}
-    hu_se_fixed: dict[str, float] = {}
-    for m in result.levels:
-        if cal.method == "none" or m.trabecular_hu_mean is None:
-            bmd[m.level] = bmd_sd[m.level] = bmd_sd_fixed[m.level] = None
-        else:
-            hu_se[m.level] = roi_mean_se_hu(m, cal, masks_given=masks_given,
-                                            boundary_jitter_voxels=config.uncertainty.boundary_jitter_voxels)
-            hu_se_fixed[m.level] = roi_mean_se_hu(m, cal, masks_given=True)
-            bmd[m.level] = float(cal.to_density(m.trabecular_hu_mean - correction))
-            bmd_sd[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se[m.level])
-            bmd_sd_fixed[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se_fixed[m.level])
-    thresholds = load_threshold_set(config.classification.threshold_set)
-    to_threshold_material = 1.0
-    if cal.material and cal.material != thresholds.material:
-        to_threshold_material = float(convert_density(1.0, cal.material, thresholds.material, meta.get("kvp"), cal_cfg))
-    levels = {}
-    for m in result.levels:
-        value = bmd[m.level]
-        if value is not None:
-            value = value * to_threshold_material
-        levels[m.level] = LevelResult(m.level, value, m.genant_grade, list(m.flags))
-    cls = classify(levels, thresholds, config.classification)
-    summary_sd = summary_sd_fixed = None
-    borderline = []
-    if cls.bmd_mg_cm3_mean is not None and cal.method != "none":
-        # the levels share one calibration: its uncertainty does not average out between them
-        by_level = result.by_level()
-        used = cls.levels_used
-        mean_hu = float(np.mean([by_level[lvl].trabecular_hu_mean - correction for lvl in used]))
-        se = float(np.sqrt(sum(hu_se[lvl] ** 2 for lvl in used))) / len(used)
-        summary_sd = cal.density_sd(mean_hu, se) * to_threshold_material
-        se_fixed = float(np.sqrt(sum(hu_se_fixed[lvl] ** 2 for lvl in used))) / len(used)
-        summary_sd_fixed = cal.density_sd(mean_hu, se_fixed) * to_threshold_material
-        borderline = borderline_notes(cls.bmd_mg_cm3_mean, summary_sd, thresholds)
-    l1 = result.by_level().get("L1")
-    l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction
-    l1_norm, normalised = (None, False) if l1_hu is None else normalise_hu_to_120kvp(l1_hu, meta.get("kvp"), cal_cfg)
-    summary = {
-        "bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean if cal.method != "none" else None,
-        "levels_used": cls.levels_used if cal.method != "none" else [],
-        "acr_category": cls.acr_category if cal.method != "none" else None,
-        "material": thresholds.material if cal.method != "none" else None,
-        "threshold_set": thresholds.name,
-        "classification_notes": (cls.notes + borderline) if cal.method != "none" else [],
-        "bmd_sd_mg_cm3": summary_sd,
-        "borderline": bool(borderline),
-        "l1_hu": None if l1_norm is None else float(l1_norm),
-        "l1_hu_normalised_to_120kvp": bool(normalised),
-        "l1_screen": l1_screen(None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised,
-                               config.classification.l1_screen_hu),
-        "max_genant_grade": cls.max_genant_grade,
-        "fractured_levels": cls.fractured_levels,
-    }
-    if normalised:
-        warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
-    warnings += borderline
-    return CalibratedResult(cal, bmd, correction, phase, summary, warnings, bmd_sd, bmd_sd_fixed, summary_sd_fixed)
+    d = calibrate_levels(volume, labels, result, config, calibration, masks_given=masks_given)
+    summary, notes, summary_sd_fixed = summarize_levels(volume, result, d, config)
+    return CalibratedResult(d.calibration, d.bmd_by_level, d.hu_correction, d.contrast_phase, summary, d.warnings + notes,
+                            d.bmd_sd_by_level, d.bmd_sd_fixed_by_level, summary_sd_fixed)
 
 
 def _input_info(volume: Volume, path: str | None) -> dict:

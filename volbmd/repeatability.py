@@ -79,7 +79,7 @@ def _rms_deviation(values: list[float | None], centre: float) -> float | None:
 
 
 def apply_repeat_draws(calibrated, result, draws: RepeatDraws, config) -> None:
-    """Put the measured SDs into ``calibrated`` (a ``pipeline.CalibratedResult``): per level and for
+    """Put the measured SDs into ``calibrated`` (a ``pipeline.CalibratedResult``, from ``pipeline.calibrate_and_classify``): per level and for
     the summary, the RMS deviation of the draws from the scan's own value, at least the SD from noise
     and calibration statistics; flag levels not found in every draw; redo the borderline note."""
     from volbmd.classify import borderline_notes
