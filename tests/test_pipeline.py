@@ -41,8 +41,11 @@ def test_analyze_in_memory_and_write_outputs(esp_scan, tmp_path):
     assert stages == ["load", "segment", "measure", "calibrate_classify"]
     assert report.model_extra["measurement"]["roi"] == "mid_slab_ellipse"
     assert set(report.model_extra["timings_s"]) == set(stages)
+    before = report.model_dump()
     paths = volbmd.write_outputs(report, tmp_path)
     assert set(paths) == ALL_OUTPUTS
+    assert report.model_dump() == before  # what was written is in the files, not added to the report
+    assert report.artifacts is not None
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == ALL_OUTPUTS
     pointer = json.loads((tmp_path / ".volbmd_run.json").read_text())  # for `volbmd review`, not a report
     assert pointer["scan"] is None  # an in-memory volume has no file to point to

@@ -56,7 +56,7 @@ def run_demo(out_dir: Path) -> Report:
         write_volume(phantom.volume, folder / "scan.nii.gz")
         save_calibration(calibration, folder / "calibration.json")
 
-    write_outputs(report, out_dir, also=scan_and_calibration)
+    written = write_outputs(report, out_dir, also=scan_and_calibration)
     table = Table(title=f"volbmd demo: ESP-like phantom + {rods.name} rods; calibration R² {calibration.r2:.5f}")
     for col in ("level", "HU mean", "BMD mg/cm³", "true mg/cm³", "error", "flags"):
         table.add_column(col, justify="right")
@@ -68,6 +68,6 @@ def run_demo(out_dir: Path) -> Report:
     s = report.summary
     console.print(f"summary: {s.bmd_mg_cm3_mean:.1f} mg/cm³ HA over {'+'.join(s.levels_used)} → {s.acr_category} "
                   f"(truth {sum(phantom.trabecular_mg_cm3[lvl] for lvl in s.levels_used) / len(s.levels_used):.1f})")
-    console.print(f"wrote {', '.join(report.model_extra['outputs'])}, scan.nii.gz, calibration.json to {out_dir} "
+    console.print(f"wrote {', '.join(sorted(written))}, scan.nii.gz, calibration.json to {out_dir} "
                   f"in {time.perf_counter() - start:.1f} s")
     return report

@@ -278,7 +278,9 @@ def analyze(
 
 
 def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, also=None) -> dict[str, Path]:
-    """Write every output of an analysed report into ``out_dir`` (each file atomically).
+    """Write every output of an analysed report into ``out_dir`` (each file atomically); returns
+    the files written by name. ``report`` itself is not changed (report.json holds the report stage's
+    time, the list of outputs and any DICOM warnings besides).
 
     report.json, vertebrae.csv, labels.nii.gz, bodies.nii.gz, rois.nii.gz (VerSe ids, the scan's own
     grid), qa.png, report.html, and for DICOM inputs dicom_seg.dcm, dicom_sr.dcm and dicom_sc.dcm.
@@ -288,20 +290,28 @@ def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, 
     leaves no file of an earlier scan. ``also(folder)``, when given, writes further files into the
     new folder before it is swapped in.
     """
+    return _write_outputs(report, out_dir, progress=progress, also=also)[0]
+
+
+def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tuple[dict[str, Path], Report]:
+    """:func:`write_outputs`, also returning the report as written: a copy of ``report`` (which is
+    left as it was) with the report stage's time, the list of outputs and any DICOM warnings."""
     from volbmd.io.output_folder import fresh_output_folder
 
     art = report.artifacts
     if art is None:
         raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
     t = time.perf_counter()
+    written = Report.model_validate(report.model_dump())
+    written._artifacts = art
     out_dir = Path(out_dir)
     with fresh_output_folder(out_dir) as folder:
-        names = _write_outputs_into(report, art, folder, out_dir.absolute(), t)
+        names = _write_outputs_into(written, art, folder, out_dir.absolute(), t)
         if also is not None:
             also(folder)
     if progress is not None:
-        progress("report", report.model_extra["timings_s"]["report"])
-    return {name: out_dir / name for name in names}
+        progress("report", written.model_extra["timings_s"]["report"])
+    return {name: out_dir / name for name in names}, written
 
 
 def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir: Path, t: float) -> list[str]:
@@ -373,7 +383,6 @@ def _write_run_pointer(report: Report, out_dir: Path, final_dir: Path) -> None:
 
 
 def run_pipeline(scan, out_dir, *, segmenter=None, config: PipelineConfig | None = None, progress=None, **kwargs) -> Report:
-    """:func:`analyze` then :func:`write_outputs`."""
+    """:func:`analyze` then :func:`write_outputs`; returns the report as written (with its outputs)."""
     report = analyze(scan, config, segmenter=segmenter, progress=progress, **kwargs)
-    write_outputs(report, out_dir, progress=progress)
-    return report
+    return _write_outputs(report, out_dir, progress=progress)[1]
