@@ -14,6 +14,7 @@ import numpy as np
 
 from volbmd.config import PipelineConfig, config_sha256, load_config, merge_settings
 from volbmd.errors import ConfigError
+from volbmd.flags import is_warning
 from volbmd.io import load_volume, write_labels
 from volbmd.measure import MeasurementResult, measure_vertebrae
 from volbmd.report import Report, write_report
@@ -116,8 +117,7 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     if calibrated is not None and calibrated.contrast_phase:
         info["contrast_phase"] = calibrated.contrast_phase
     warnings = list(volume.metadata.get("warnings", [])) + list(result.warnings)
-    warnings += [f"segmentation: {f}" for f in labels.metadata.get("flags", []) if "provisional" in f or "partial" in f
-                 or "transitional" in f or "uncertain" in f or "disagrees" in f]
+    warnings += [f"segmentation: {f}" for f in labels.metadata.get("flags", []) if is_warning(f)]
     naming = labels.metadata.get("naming") or {}
     if naming.get("confidence") is not None and naming["confidence"] < 0.5 and "provisional" not in naming.get("method", ""):
         warnings.append(f"segmentation: level names uncertain (naming confidence {naming['confidence']:.2f})")
