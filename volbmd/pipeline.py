@@ -273,8 +273,7 @@ def analyze(
     scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
     report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,
                           calibrated=calibrated, config_sha256=config_sha256(cfg))
-    report._artifacts = Artifacts(volume, labels, result, cfg)
-    return report
+    return report.with_artifacts(Artifacts(volume, labels, result, cfg))
 
 
 def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, also=None) -> dict[str, Path]:
@@ -302,8 +301,7 @@ def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tupl
     if art is None:
         raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
     t = time.perf_counter()
-    written = Report.model_validate(report.model_dump())
-    written._artifacts = art
+    written = Report.model_validate(report.model_dump()).with_artifacts(art)
     out_dir = Path(out_dir)
     with fresh_output_folder(out_dir) as folder:
         names = _write_outputs_into(written, art, folder, out_dir.absolute(), t)
@@ -344,7 +342,7 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
     with atomic_output(out_dir / "qa.png") as tmp:
         tmp.write_bytes(png)
     paths["qa.png"] = out_dir / "qa.png"
-    files = volume.metadata.get("_dicom_files")
+    files = list(volume.source_files)
     if files:  # SEG, SR and secondary capture in the source study; the other outputs stand without them
         from volbmd.report.dicom_outputs import write_dicom_outputs
 

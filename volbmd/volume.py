@@ -135,6 +135,8 @@ class Volume:
         metadata: scanner facts (modality, kvp, manufacturer, convolution_kernel, ...). Patient
             identifiers, when read, are kept under ``metadata["phi"]`` and never reported by default.
         source: where the volume came from, for error messages.
+        source_files: the files its voxels were read from, one per index of array axis 0 (a DICOM
+            series' slices, which DICOM results reference); empty for other formats. Never reported.
     """
 
     array: np.ndarray
@@ -143,6 +145,7 @@ class Volume:
     direction_lps: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    source_files: tuple[str, ...] = ()
 
     def __post_init__(self):
         array = np.asarray(self.array)

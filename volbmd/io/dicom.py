@@ -276,7 +276,6 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     if array.shape != (len(ordered), ordered[0].rows, ordered[0].columns):
         raise InputError(f"decoded pixels have shape {array.shape}, headers say {len(ordered)}x{ordered[0].rows}x{ordered[0].columns}", folder)
     meta = _metadata(ordered[0].dataset, series, notes)
-    meta["_dicom_files"] = [str(s.path) for s in ordered]  # slice order of axis 0 (for DICOM SEG); never reported
     return Volume(
         array=array,
         spacing_mm=spacing_zyx,
@@ -284,4 +283,5 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         direction_lps=direction,
         metadata=meta,
         source=str(folder),
+        source_files=tuple(str(s.path) for s in ordered),
     )

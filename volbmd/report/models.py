@@ -97,7 +97,14 @@ class Report(_Open):
 
     @property
     def artifacts(self):
+        """The run's volume, labels, measurement and config (``pipeline.Artifacts``), or None for a
+        report read back from report.json."""
         return self._artifacts
+
+    def with_artifacts(self, artifacts) -> Report:
+        """This report, holding ``artifacts`` (set once by ``pipeline.analyze``)."""
+        self._artifacts = artifacts
+        return self
 
 
 CSV_COLUMNS = [
