@@ -35,5 +35,6 @@ def run_in_chunks(kernel, n_items: int, voxels_per_item: int, *args) -> None:
         return
     bounds = [round(i * n_items / n_threads) for i in range(n_threads + 1)]
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for future in [pool.submit(kernel, *args, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+        chunks = [(*args, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        for future in [pool.submit(kernel, *chunk) for chunk in chunks]:
             future.result()

@@ -62,6 +62,7 @@ def run_demo(out_dir: Path) -> Report:
         table.add_column(col, justify="right")
     for v in report.vertebrae:
         truth = phantom.trabecular_mg_cm3[v.level]
+        assert v.trabecular_hu_mean is not None and v.bmd_mg_cm3 is not None  # the phantom's levels are all measured
         table.add_row(v.level, f"{v.trabecular_hu_mean:.1f}", f"{v.bmd_mg_cm3:.1f}", f"{truth:.1f}",
                       f"{100 * (v.bmd_mg_cm3 - truth) / truth:+.2f} %", ", ".join(v.flags))
     console.print(table)

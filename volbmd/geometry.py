@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from volbmd.errors import GeometryError
 from volbmd.volume import Geometry, Volume
+
+V = TypeVar("V", bound=Volume)  # a Volume or a LabelMap: what goes in comes out
 
 __all__ = ["Reorientation", "canonicalize", "uncanonicalize", "orientation_code", "oblique_angle_deg", "block_mean",
            "block_factors"]
@@ -121,12 +124,12 @@ def _reorientation_for(geometry: Geometry, source=None) -> tuple[Reorientation, 
         shape=reo.canonical_shape,
         spacing_mm=spacing,  # type: ignore[arg-type]
         origin_lps_mm=tuple(float(v) for v in origin),  # type: ignore[arg-type]
-        direction_lps=tuple(tuple(float(v) for v in row) for row in new_dir),
+        direction_lps=tuple((float(row[0]), float(row[1]), float(row[2])) for row in new_dir),
     )
     return reo, canonical
 
 
-def canonicalize(volume: Volume, *, copy: bool = True) -> tuple[Volume, Reorientation]:
+def canonicalize(volume: V, *, copy: bool = True) -> tuple[V, Reorientation]:
     """Reorder and flip axes so the volume is in the canonical LPS frame.
 
     Array axis 0 then runs inferior → superior, axis 1 anterior → posterior, axis 2 right → left.
@@ -159,7 +162,7 @@ def canonicalize(volume: Volume, *, copy: bool = True) -> tuple[Volume, Reorient
     return out, reo
 
 
-def uncanonicalize(volume: Volume, reorientation: Reorientation) -> Volume:
+def uncanonicalize(volume: V, reorientation: Reorientation) -> V:
     """Put a canonical-frame volume or label map back on the source grid exactly."""
     src = reorientation.source_geometry
     array = np.ascontiguousarray(reorientation.invert(volume.array))

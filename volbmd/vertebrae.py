@@ -43,6 +43,11 @@ class VertebraMask:
     touches_edge: tuple[str, ...]  # "inferior", "superior", "anterior", ... sides of the scan it touches
 
 
+def _index3(index) -> tuple[int, int, int]:
+    """A 3D index as plain ints (numpy's unravel_index gives numpy integers)."""
+    return int(index[0]), int(index[1]), int(index[2])
+
+
 def _largest_component_with(mask: np.ndarray, seed: tuple[int, int, int] | None) -> np.ndarray:
     lab, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
     if n <= 1:
@@ -77,7 +82,7 @@ def split_body(whole: np.ndarray, spacing_mm, *, body_only: bool | None = None) 
     core = d2 > radius * radius
     if radius < max(spacing_mm[1:]) or core.sum() < 2:
         return BodySplit(whole.copy(), "too_thin", radius)
-    seed = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    seed = _index3(np.unravel_index(int(np.argmax(d2)), d2.shape))
     core = _largest_component_with(core, seed)
     sy = float(spacing_mm[1])
     nz, ny, _ = whole.shape

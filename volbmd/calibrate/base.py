@@ -115,7 +115,7 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
                           f"({CALIBRATION_SCHEMA_VERSION})", path)
     if cal.method != "none" and (cal.slope is None or cal.intercept is None or not np.isfinite([cal.slope, cal.intercept]).all()):
         raise ConfigError("calibration has no finite slope and intercept", path)
-    if cal.method != "none" and cal.slope <= 0:
+    if cal.method != "none" and cal.slope is not None and cal.slope <= 0:
         raise ConfigError(f"calibration slope must be positive (denser bone has higher HU), got {cal.slope:g} mg/cm³ per HU",
                           path)
     if cal.method != "none" and cal.material is None:

@@ -70,6 +70,8 @@ def contrast_correction_hu(phase: str | None, config: CalibrationConfig, aorta_h
         ramp = lambda hu, limit: float(np.clip((hu - (limit - 10.0)) / 20.0, 0.0, 1.0))  # noqa: E731
         portal = table["portal_venous"] * ramp(aorta_hu, 80.0)
         return float(portal + (table["arterial"] - table["portal_venous"]) * ramp(aorta_hu, 200.0))
-    if phase not in ("arterial", "portal_venous"):
-        return 0.0
-    return float(table[phase])
+    if phase == "arterial":
+        return float(table["arterial"])
+    if phase == "portal_venous":
+        return float(table["portal_venous"])
+    return 0.0

@@ -134,5 +134,5 @@ def build_dicom_sr(report, sources, seg, segment_numbers: dict[str, int], *, ver
     item.CodingSchemeDesignator = scheme["designator"]
     item.CodingSchemeName = scheme["name"]
     item.CodingSchemeResponsibleOrganization = scheme["responsible_organization"]
-    sr.CodingSchemeIdentificationSequence = Sequence([item])
+    sr.CodingSchemeIdentificationSequence = Sequence([item])  # type: ignore[assignment]  # pydicom types it as list
     return sr

@@ -76,7 +76,7 @@ def render_html(report, qa_png: bytes | None) -> str:
     naming = (r.segmentation.model_extra or {}).get("naming") or {}
     naming_text = (f" Level names: {escape(in_words(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
                    f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
-                   f"{'; disagree: ' + escape(', '.join(naming.get('disagrees'))) if naming.get('disagrees') else ''}."
+                   f"{'; disagree: ' + escape(', '.join(naming.get('disagrees') or [])) if naming.get('disagrees') else ''}."
                    if naming else "")
     notes = summ.model_extra.get("classification_notes") or []
     warnings = "".join(f"<li class='warn'>{escape(w)}</li>" for w in r.qa.warnings) or "<li>none</li>"

@@ -77,7 +77,7 @@ def _level_heights_mm(boxes: dict[int, tuple], geometry_of: Volume, ids: dict[st
 
 
 def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int],
-                   others: set[int] = frozenset()) -> str | None:
+                   others: frozenset[int] | set[int] = frozenset()) -> str | None:
     """Why the ids cannot be vertebrae of ``scheme`` (None when they can): ids the scheme does not
     know, or levels whose centres lie out of cranio-caudal order (a mask of another scheme read with
     this one names its organs or vertebrae as levels in a jumbled order). ``others``: the ids the
