@@ -39,8 +39,8 @@ def test_analyze_in_memory_and_write_outputs(esp_scan, tmp_path):
     report = volbmd.analyze(esp_scan.volume, segmenter=GivenLabels(esp_scan.labels),
                             progress=lambda stage, s: stages.append(stage), measurement={"roi": "mid_slab_ellipse"})
     assert stages == ["load", "segment", "measure", "calibrate_classify"]
-    assert report.model_extra["measurement"]["roi"] == "mid_slab_ellipse"
-    assert set(report.model_extra["timings_s"]) == set(stages)
+    assert report.measurement.roi == "mid_slab_ellipse"
+    assert set(report.timings_s) == set(stages)
     before = report.model_dump()
     paths = volbmd.write_outputs(report, tmp_path)
     assert set(paths) == ALL_OUTPUTS
@@ -131,5 +131,34 @@ def test_overrides_merge_into_a_given_config(esp_scan):
     cfg = load_config(overrides={"measurement": {"cortical_depth_mm": 5.0}})
     report = volbmd.analyze(esp_scan.volume, cfg, segmenter=GivenLabels(esp_scan.labels),
                             measurement={"roi": "mid_slab_ellipse"})
-    m = report.model_extra["measurement"]
+    m = report.measurement.model_dump()
     assert m["roi"] == "mid_slab_ellipse" and m["cortical_depth_mm"] == 5.0
+
+
+def _undeclared(model, path="report") -> list[str]:
+    """Keys of a report that its pydantic models do not declare (model_extra), anywhere inside."""
+    out = [f"{path}.{k}" for k in (model.model_extra or {})]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        out += [k for i, item in enumerate(items) if hasattr(type(item), "model_fields")
+                for k in _undeclared(item, f"{path}.{name}" + (f"[{i}]" if isinstance(value, list) else ""))]
+    return out
+
+
+def test_every_report_key_is_declared(esp_scan, tmp_path):
+    """The contract is the models: a report as written (outputs, timings, the calibration with its
+    rods, measured SDs) has no key the models do not declare, and the CSV's extra columns come from
+    the model."""
+    from volbmd.demo import GivenLabels
+    from volbmd.report.models import Report, csv_extra_columns
+
+    report = volbmd.analyze(esp_scan.volume, segmenter=GivenLabels(esp_scan.labels), uncertainty={"repeat_draws": 1})
+    volbmd.write_outputs(report, tmp_path)
+    written = Report.model_validate(json.loads((tmp_path / "report.json").read_text()))
+    assert _undeclared(written) == []
+    assert written.outputs and written.timings_s["report"] > 0
+    header = (tmp_path / "vertebrae.csv").read_text().splitlines()[0].split(",")
+    assert header[-len(csv_extra_columns()):] == csv_extra_columns()
+    assert {"bmd_sd_mg_cm3", "roi", "trabecular_hu_p5", "segmentation_confidence"} <= set(csv_extra_columns())
+    assert "centroid_lps_mm" not in csv_extra_columns()  # a list: no single CSV cell

@@ -145,7 +145,7 @@ def test_cta_names_the_same_levels_under_fresh_noise(shared_data):
     base = volbmd.analyze(canon)
     noisy = volbmd.analyze(bench.disturb(canon, None, "noise", 4, 15.0)[0])
     assert [v.level for v in noisy.vertebrae] == [v.level for v in base.vertebrae]
-    assert noisy.segmentation.model_extra["naming"]["anatomy"] == "normal"
+    assert noisy.segmentation.naming["anatomy"] == "normal"
 
 
 def test_report_carries_uncertainties(shared_data, tmp_path):

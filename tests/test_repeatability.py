@@ -67,12 +67,12 @@ def test_analyze_with_repeat_draws_is_reproducible(esp_scan):
     again = volbmd.analyze(esp_scan.volume, uncertainty={"repeat_draws": 2})
     plain = volbmd.analyze(esp_scan.volume)
     assert "repeat_draws" in first.timings_s and "repeat_draws" not in plain.timings_s
-    assert first.summary.model_extra["repeat_draws"]["n_draws"] == 2
-    assert first.summary.model_extra["repeat_draws"]["noise_hu"] > 0
-    assert "repeat_draws" not in plain.summary.model_extra
-    sds = [v.model_extra["bmd_sd_mg_cm3"] for v in first.vertebrae]
+    assert first.summary.repeat_draws.n_draws == 2
+    assert first.summary.repeat_draws.noise_hu > 0
+    assert plain.summary.repeat_draws is None and "repeat_draws" not in plain.summary.model_dump()
+    sds = [v.bmd_sd_mg_cm3 for v in first.vertebrae]
     assert all(sd is not None and sd > 0 for sd in sds)
-    assert sds == [v.model_extra["bmd_sd_mg_cm3"] for v in again.vertebrae]
+    assert sds == [v.bmd_sd_mg_cm3 for v in again.vertebrae]
     assert [v.bmd_mg_cm3 for v in first.vertebrae] == [v.bmd_mg_cm3 for v in plain.vertebrae]
 
 

@@ -141,7 +141,7 @@ def test_no_landmark_in_view_is_provisional_and_uncertain(shared_data, segmented
     canon, _ = canonicalize(volume)
     crop = dataclasses.replace(canon, array=np.ascontiguousarray(canon.array[40:133]))
     report = volbmd.analyze(crop)
-    assert report.segmentation.model_extra["naming"]["method"] == "provisional"
+    assert report.segmentation.naming["method"] == "provisional"
     assert any("provisional" in w for w in report.qa.warnings)
     assert len(report.vertebrae) >= 5
 
@@ -194,7 +194,7 @@ def test_implausible_level_is_kept_out_of_the_classification_and_named(spine_pha
     report = volbmd.analyze(spine_phantom.volume, segmenter=Doubting())
     l1 = next(v for v in report.vertebrae if v.level == "L1")
     assert any(f.startswith("implausible:volume") for f in l1.flags) and l1.bmd_mg_cm3 is not None
-    assert l1.model_extra["segmentation_confidence"] == 0.2
+    assert l1.segmentation_confidence == 0.2
     assert "L1" not in report.summary.levels_used
     assert any(w.startswith("L1: implausible") for w in report.qa.warnings)
 

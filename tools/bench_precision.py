@@ -85,9 +85,9 @@ def run(volume, labels):
 
     report = (volbmd.analyze(volume, segmenter=GivenLabels(labels), **OVERRIDES) if labels is not None
               else volbmd.analyze(volume, **OVERRIDES))
-    levels = {v.level: (v.bmd_mg_cm3, v.model_extra.get("bmd_sd_mg_cm3")) for v in report.vertebrae
+    levels = {v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3) for v in report.vertebrae
               if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)}
-    return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.model_extra.get("bmd_sd_mg_cm3")
+    return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.bmd_sd_mg_cm3
 
 
 def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, noise_hu) -> list[dict]:

@@ -194,7 +194,7 @@ def run(
                               calibration=calibration, progress=progress,
                               acquisition={k: v for k, v in acquisition.items() if v is not None})
     _print_levels(report)
-    typer.echo(f"wrote {', '.join(report.model_extra.get('outputs', []))} to {out}")
+    typer.echo(f"wrote {', '.join(report.outputs or [])} to {out}")
 
 
 class _stage_progress:
@@ -326,8 +326,9 @@ def _print_levels(report) -> None:
     from volbmd.classify import in_words
     from volbmd.console import make_console
 
-    m = report.model_extra.get("measurement", {})
-    table = Table(title_justify="left", title=f"{report.input.path}: ROI {m.get('roi')}, cortical depth {m.get('cortical_depth_mm'):g} mm ({m.get('cortical_depth_rule')})")
+    m = report.measurement
+    depth = "–" if m is None or m.cortical_depth_mm is None else f"{m.cortical_depth_mm:g}"
+    table = Table(title_justify="left", title=f"{report.input.path}: ROI {m and m.roi}, cortical depth {depth} mm ({m and m.cortical_depth_rule})")
     for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "BMD mg/cm³", "heights A/M/P mm", "Genant", "flags"):
         table.add_column(col)
 
@@ -338,8 +339,8 @@ def _print_levels(report) -> None:
         h = v.heights_mm
         table.add_row(v.level, f(v.body_volume_ml), str(v.trabecular_n_voxels), f(v.trabecular_hu_mean),
                       f(v.trabecular_hu_median), f(v.trabecular_hu_sd),
-                      f(v.bmd_mg_cm3) + ("" if v.bmd_mg_cm3 is None or v.model_extra.get("bmd_sd_mg_cm3") is None
-                                         else f" ± {v.model_extra['bmd_sd_mg_cm3']:.1f}"),
+                      f(v.bmd_mg_cm3) + ("" if v.bmd_mg_cm3 is None or v.bmd_sd_mg_cm3 is None
+                                         else f" ± {v.bmd_sd_mg_cm3:.1f}"),
                       "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
                       ", ".join(v.flags))
     console = make_console()
@@ -350,14 +351,14 @@ def _print_levels(report) -> None:
     else:
         console.print(f"calibration: {cal.method}, {cal.material}, density = {cal.slope:.5f}·HU + {cal.intercept:.3f} mg/cm³"
                       + (f", R² {cal.r2:.4f}" if cal.r2 is not None else ""))
-        sd = summ.model_extra.get("bmd_sd_mg_cm3")
+        sd = summ.bmd_sd_mg_cm3
         mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
-        console.print(f"summary: BMD {mean} mg/cm³ {summ.model_extra.get('material') or ''} over {'+'.join(summ.levels_used) or '–'}"
+        console.print(f"summary: BMD {mean} mg/cm³ {summ.material or ''} over {'+'.join(summ.levels_used) or '–'}"
                       f" → {in_words(summ.acr_category, 'not classified')}"
-                      + (" (borderline)" if summ.model_extra.get("borderline") else ""))
+                      + (" (borderline)" if summ.borderline else ""))
     if summ.l1_screen:
         console.print(f"L1 screen: {summ.l1_hu:.1f} HU → {in_words(summ.l1_screen)}")
-    for note in summ.model_extra.get("classification_notes", []) or []:
+    for note in summ.classification_notes:
         console.print(f"note: {note}")
     for w in report.qa.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

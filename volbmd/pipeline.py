@@ -308,7 +308,7 @@ def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tupl
         if also is not None:
             also(folder)
     if progress is not None:
-        progress("report", written.model_extra["timings_s"]["report"])
+        progress("report", written.timings_s["report"])
     return {name: out_dir / name for name in names}, written
 
 
@@ -349,12 +349,12 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
         written_dicom, dicom_warnings = write_dicom_outputs(report, labels, files, png, out_dir, version=__version__)
         paths.update(written_dicom)
         report.qa.warnings.extend(dicom_warnings)
-    report.model_extra.setdefault("timings_s", {})["report"] = time.perf_counter() - t
+    report.timings_s["report"] = time.perf_counter() - t
     with atomic_output(out_dir / "config.yaml") as tmp:  # the resolved settings: the run can be repeated
         tmp.write_text("# volbmd " + __version__ + ": the resolved configuration of this run (volbmd run --config "
                        "config.yaml repeats it)\n" + yaml.safe_dump(art.config.model_dump(mode="json"), sort_keys=False))
     paths["config.yaml"] = out_dir / "config.yaml"
-    report.model_extra["outputs"] = sorted(list(paths) + ["report.json", "vertebrae.csv", "report.html"])
+    report.outputs = sorted(list(paths) + ["report.json", "vertebrae.csv", "report.html"])
     with atomic_output(out_dir / "report.html") as tmp:
         tmp.write_text(render_html(report, png))
     paths["report.html"] = out_dir / "report.html"

@@ -172,7 +172,7 @@ class AnalyzeWidget(QWidget):
         _, rois = art.result.mask_volumes(canon.shape)
         self.viewer.add_labels(rois, name="volbmd ROIs", scale=kw["scale"], translate=kw["translate"], opacity=0.6)
         rows = [{"level": v.level, "hu": v.trabecular_hu_mean, "bmd": v.bmd_mg_cm3,
-                 "bmd_sd": v.model_extra.get("bmd_sd_mg_cm3"), "category": None,
+                 "bmd_sd": v.bmd_sd_mg_cm3, "category": None,
                  "decision": "", "flags": v.flags} for v in report.vertebrae]
         _fill_table(self.table, rows)
         self.progress.setValue(len(self._stages))

@@ -76,7 +76,7 @@ def _summary_group(report, algorithm):
         levels = "+".join(s.levels_used)
         evaluations.append(hd.sr.QualitativeEvaluation(
             local_code("acr_category"), local_code("", value=s.acr_category, meaning=f"{s.acr_category} ({levels})")))
-    threshold_set = s.model_extra.get("threshold_set")
+    threshold_set = s.threshold_set
     if threshold_set:
         evaluations.append(hd.sr.QualitativeEvaluation(local_code("threshold_set"),
                                                        local_code("", value=str(threshold_set))))

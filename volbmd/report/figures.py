@@ -179,7 +179,7 @@ def _axial(volume, bodies, rois, v, masks):
 def _title(report) -> str:
     summ = report.summary
     if summ.bmd_mg_cm3_mean is not None:
-        return (f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {summ.model_extra.get('material') or ''} "
+        return (f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {summ.material or ''} "
                 f"({'+'.join(summ.levels_used)}): {summ.acr_category}")
     calibrated = report.calibration.method not in (None, "none")
     if calibrated:  # levels have a BMD, but too few valid lumbar levels for a category

@@ -31,7 +31,7 @@ def _fmt(v, digits=1):
 
 def _bmd(v) -> str:
     """A level's BMD with its SD (a repeat scan's spread): "98.5 ± 0.7"."""
-    sd = (v.model_extra or {}).get("bmd_sd_mg_cm3")
+    sd = v.bmd_sd_mg_cm3
     return _fmt(v.bmd_mg_cm3) + (f" ± {sd:.1f}" if v.bmd_mg_cm3 is not None and sd is not None else "")
 
 
@@ -39,12 +39,12 @@ def render_html(report, qa_png: bytes | None) -> str:
     r = report
     summ = r.summary
     cat = summ.acr_category or "none"
-    material = summ.model_extra.get("material") or ""
+    material = summ.material or ""
     if summ.bmd_mg_cm3_mean is not None:
-        sd = summ.model_extra.get("bmd_sd_mg_cm3")
+        sd = summ.bmd_sd_mg_cm3
         headline = (f"BMD {summ.bmd_mg_cm3_mean:.1f}{f' ± {sd:.1f}' if sd is not None else ''} mg/cm³ {escape(material)} "
                     f"over {escape('+'.join(summ.levels_used))}: <b>{escape(in_words(cat))}</b>"
-                    + (" (borderline)" if summ.model_extra.get("borderline") else ""))
+                    + (" (borderline)" if summ.borderline else ""))
     else:
         headline = "No ACR category (no calibration or fewer than two valid lumbar levels)"
     rows = []
@@ -62,33 +62,32 @@ def render_html(report, qa_png: bytes | None) -> str:
     else:
         cal_text = (f"{escape(cal.method)} ({escape(in_words(cal.material))}): density = {cal.slope:.5f} · HU + "
                     f"{cal.intercept:.3f} mg/cm³" + (f", R² = {cal.r2:.4f}" if cal.r2 is not None else ""))
-    extra = cal.model_extra or {}
-    tissues = extra.get("reference_tissues") or {}
+    tissues = cal.reference_tissues
     tissue_rows = "".join(
         f"<tr><td>{escape(t)}</td><td>{_fmt(d.get('hu'))}</td><td>{_fmt(d.get('nominal_hu'))}</td><td>{_fmt(d.get('n_voxels'))}</td></tr>"
         for t, d in tissues.items())
-    rods = extra.get("rods") or []
+    rods = cal.rods
     rod_rows = "".join(
         f"<tr><td>{escape(in_words(d.get('name')))}</td><td>{_fmt(d.get('density_mg_cm3'))}</td><td>{_fmt(d.get('hu'), 2)}</td>"
         f"<td>{_fmt(d.get('residual_mg_cm3'), 2)}</td></tr>" for d in rods)
-    m = r.model_extra.get("measurement", {})
-    seg_flags = r.segmentation.model_extra.get("flags", []) if r.segmentation.model_extra else []
-    naming = (r.segmentation.model_extra or {}).get("naming") or {}
+    m = r.measurement.model_dump() if r.measurement is not None else {}
+    seg_flags = r.segmentation.flags
+    naming = r.segmentation.naming or {}
     naming_text = (f" Level names: {escape(in_words(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
                    f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
                    f"{'; disagree: ' + escape(', '.join(naming.get('disagrees') or [])) if naming.get('disagrees') else ''}."
                    if naming else "")
-    notes = summ.model_extra.get("classification_notes") or []
+    notes = summ.classification_notes
     warnings = "".join(f"<li class='warn'>{escape(w)}</li>" for w in r.qa.warnings) or "<li>none</li>"
     img = (f"<img alt='QA overlays' src='data:image/png;base64,{base64.b64encode(qa_png).decode()}'>" if qa_png else "")
-    timings = r.model_extra.get("timings_s", {})
+    timings = r.timings_s
     inp = r.input
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>volbmd report: {escape(inp.path)}</title><style>{_CSS}</style></head>
 <body>
 <h1>volbmd report: {escape(inp.path)}</h1>
 <p class="summary {escape(cat)}">{headline}</p>
-<p>L1: {_fmt(summ.l1_hu)} HU → {escape(in_words(summ.l1_screen, "no screen"))}. Largest Genant grade: {_fmt(summ.model_extra.get('max_genant_grade'))}.</p>
+<p>L1: {_fmt(summ.l1_hu)} HU → {escape(in_words(summ.l1_screen, "no screen"))}. Largest Genant grade: {_fmt(summ.max_genant_grade)}.</p>
 {"<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>" if notes else ""}
 <h2>Vertebrae</h2>
 <table><tr><th>level</th><th>body ml</th><th>ROI voxels</th><th>HU mean</th><th>HU median</th><th>HU SD</th>
@@ -100,7 +99,7 @@ def render_html(report, qa_png: bytes | None) -> str:
 kVp {_fmt(inp.kvp, 0)}, contrast {escape(in_words(inp.contrast_phase, "none recorded"))}.</li>
 <li>Segmentation: {escape(r.segmentation.backend)}; levels {escape(", ".join(r.segmentation.levels_found))}{("; " + escape("; ".join(seg_flags))) if seg_flags else ""}.{naming_text}</li>
 <li>Trabecular ROI: {escape(in_words(m.get('roi')))}, cortical stripping {_fmt(m.get('cortical_depth_mm'))} mm ({escape(in_words(m.get('cortical_depth_rule')))}).</li>
-<li>Classification: ACR QCT thresholds ({escape(in_words(summ.model_extra.get('threshold_set')))}) on the mean of two valid lumbar levels.</li></ul>
+<li>Classification: ACR QCT thresholds ({escape(in_words(summ.threshold_set))}) on the mean of two valid lumbar levels.</li></ul>
 <h2>Calibration</h2><p>{cal_text}</p>
 {"<table><tr><th>tissue</th><th>measured HU</th><th>nominal HU</th><th>voxels</th></tr>" + tissue_rows + "</table>" if tissue_rows else ""}
 {"<table><tr><th>rod</th><th>density mg/cm³</th><th>HU</th><th>residual mg/cm³</th></tr>" + rod_rows + "</table>" if rod_rows else ""}

@@ -11,9 +11,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from volbmd.io import atomic_output
 
@@ -24,29 +32,56 @@ SCHEMA_VERSION = "1.1"  # 1.1: config_sha256 added
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+    #: optional keys left out of report.json while they are None (they appear only when they apply)
+    _absent_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        for key in self._absent_when_none:
+            if isinstance(data, dict) and data.get(key, 0) is None:
+                del data[key]
+        return data
 
 
 class InputInfo(_Open):
-    path: str
+    path: str = Field(description="the scan's file or folder name only (full paths often carry patient names)")
     modality: str | None = None
-    shape: list[int]
-    spacing_mm: list[float]
-    kvp: float | None = None
-    contrast_phase: str | None = None
+    shape: list[int] = Field(description="voxels (z, y, x) as read")
+    spacing_mm: list[float] = Field(description="voxel size (z, y, x) in mm")
+    kvp: float | None = Field(None, description="tube voltage, from the file or given (--kvp)")
+    contrast_phase: str | None = Field(None, description="native, portal_venous, arterial or 'contrast (…)'; None: not known")
     slice_thickness_mm: float | None = None
+    convolution_kernel: str | None = None
+    manufacturer: str | None = None
 
 
 class SegmentationInfo(_Open):
+    _absent_when_none = ("naming",)
     backend: str
     levels_found: list[str]
+    flags: list[str] = Field([], description="codes declared in volbmd/flags.py, each with its detail")
+    naming: dict[str, Any] | None = Field(None, description="how the levels were named (classical backend): method, "
+                                          "anatomy, confidence, landmarks, agrees, disagrees, runner_up")
 
 
 class CalibrationInfo(_Open):
+    """The calibration used (calibrate/base.py ``Calibration`` as written), with the contrast correction."""
+
     method: str = "none"
     material: str | None = None
-    slope: float | None = None
-    intercept: float | None = None
+    slope: float | None = Field(None, description="mg/cm³ per HU")
+    intercept: float | None = Field(None, description="mg/cm³")
     r2: float | None = None
+    phantom: str | None = None
+    model: str | None = None
+    rods: list[dict[str, Any]] = []
+    reference_tissues: dict[str, dict[str, Any]] = {}
+    scanner: dict[str, Any] = {}
+    warnings: list[str] = []
+    details: dict[str, float] = {}
+    slope_intercept_cov: list[list[float]] | None = Field(None, description="statistical covariance of (slope, intercept)")
+    hu_correction: float | None = Field(None, description="HU subtracted before calibration (contrast correction)")
 
 
 class Heights(_Open):
@@ -66,24 +101,58 @@ class VertebraRecord(_Open):
     heights_mm: Heights = Heights()
     genant_grade: int | None = None
     flags: list[str] = []
+    bmd_sd_mg_cm3: float | None = Field(None, description="SD of bmd_mg_cm3 for a repeat scan (terms, or repeat draws)")
+    trabecular_hu_p5: float | None = None
+    trabecular_hu_p25: float | None = None
+    trabecular_hu_p75: float | None = None
+    trabecular_hu_p95: float | None = None
+    roi: str | None = Field(None, description="trabecular ROI kind: eroded_body or mid_slab_ellipse")
+    roi_volume_ml: float | None = None
+    height_loss: float | None = Field(None, description="largest height loss against the reference height (0–1)")
+    body_split: str | None = Field(None, description="how the body was split from the arch: split, body_only, too_thin")
+    centroid_lps_mm: list[float] | None = Field(None, description="body centroid, LPS world mm")
+    segmentation_confidence: float | None = None
+
+
+class RepeatDrawsInfo(_Open):
+    n_draws: int
+    noise_hu: float | None = Field(None, description="SD of the noise added to each copy (the scan's own)")
+    summary_missing: int = Field(0, description="draws on which the summary could not be formed")
 
 
 class Summary(_Open):
+    _absent_when_none = ("repeat_draws",)
     bmd_mg_cm3_mean: float | None = None
     levels_used: list[str] = []
     acr_category: str | None = None
     l1_hu: float | None = None
     l1_screen: str | None = None
+    material: str | None = Field(None, description="material of bmd_mg_cm3_mean: that of the threshold set")
+    threshold_set: str | None = None
+    classification_notes: list[str] = []
+    bmd_sd_mg_cm3: float | None = None
+    borderline: bool = Field(False, description="the category would change within one SD")
+    l1_hu_normalised_to_120kvp: bool = False
+    max_genant_grade: int | None = None
+    fractured_levels: list[str] = []
+    repeat_draws: RepeatDrawsInfo | None = Field(None, description="present when the SDs were measured by repeat draws")
 
 
 class QA(_Open):
     warnings: list[str] = []
 
 
+class MeasurementInfo(_Open):
+    roi: str | None = None
+    cortical_depth_mm: float | None = None
+    cortical_depth_rule: str | None = None
+
+
 class Report(_Open):
     """The report contract. ``artifacts`` (not serialised) holds the volume and masks of a run."""
 
     _artifacts: Any = PrivateAttr(default=None)
+    _absent_when_none = ("measurement", "outputs")
     schema_version: str = SCHEMA_VERSION
     volbmd_version: str
     config_sha256: str | None = Field(None, description="SHA-256 of the run's resolved configuration (the "
@@ -94,6 +163,9 @@ class Report(_Open):
     vertebrae: list[VertebraRecord]
     summary: Summary = Summary()
     qa: QA = QA()
+    measurement: MeasurementInfo | None = None
+    timings_s: dict[str, float] = Field({}, description="seconds per stage")
+    outputs: list[str] | None = Field(None, description="files of the run folder (set when written)")
 
     @property
     def artifacts(self):
@@ -119,9 +191,25 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _is_scalar(annotation) -> bool:
+    import types
+    import typing
+
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else (annotation,)
+    return all(a in (int, float, str, bool, type(None)) for a in args)
+
+
+def csv_extra_columns() -> list[str]:
+    """The per-vertebra keys of the contract beyond CSV_COLUMNS that are single values (so one CSV
+    cell each), in natural order: derived from ``VertebraRecord``, never listed by hand."""
+    covered = {"level", "body_volume_ml", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd",
+               "trabecular_n_voxels", "bmd_mg_cm3", "heights_mm", "genant_grade", "flags"}
+    return sorted((name for name, f in VertebraRecord.model_fields.items() if name not in covered and _is_scalar(f.annotation)),
+                  key=_natural_key)
+
+
 def _csv_text(report: Report) -> str:
-    extra = sorted({k for v in report.vertebrae for k in (v.model_extra or {}) if not isinstance((v.model_extra or {})[k], (dict, list))},
-                   key=_natural_key)
+    extra = csv_extra_columns()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + extra)
@@ -131,7 +219,7 @@ def _csv_text(report: Report) -> str:
             v.trabecular_n_voxels, v.bmd_mg_cm3, v.heights_mm.anterior, v.heights_mm.middle, v.heights_mm.posterior,
             v.genant_grade, ";".join(v.flags),
         ]
-        row += [(v.model_extra or {}).get(k) for k in extra]
+        row += [getattr(v, k) for k in extra]
         writer.writerow(["" if x is None else (f"{x:.6g}" if isinstance(x, float) else x) for x in row])
     return buf.getvalue()
 
