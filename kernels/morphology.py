@@ -115,7 +115,7 @@ def _init(mask):
     return out
 
 
-def edt_squared_mm2(mask: np.ndarray, spacing_mm) -> np.ndarray:
+def edt_squared_mm2(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
     """Squared distance (mm²) from each foreground voxel to the nearest background voxel.
 
     Args:
@@ -140,7 +140,7 @@ def edt_squared_mm2(mask: np.ndarray, spacing_mm) -> np.ndarray:
     return d2
 
 
-def strip_cortex(mask: np.ndarray, spacing_mm, depth_mm: float) -> np.ndarray:
+def strip_cortex(mask: np.ndarray, spacing_mm: tuple[float, float, float], depth_mm: float) -> np.ndarray:
     """The voxels of ``mask`` farther than ``depth_mm`` from any background voxel (the core).
 
     Same as skimage's ``isotropic_erosion`` with per-axis spacing, with the array border as

@@ -12,6 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from volbmd.errors import GeometryError
+from volbmd.types import SpacingZYX
 from volbmd.volume import Geometry, Volume
 
 V = TypeVar("V", bound=Volume)  # a Volume or a LabelMap: what goes in comes out
@@ -175,7 +176,7 @@ def uncanonicalize(volume: V, reorientation: Reorientation) -> V:
     )
 
 
-def block_factors(spacing_mm, target_mm: float) -> tuple[int, int, int]:
+def block_factors(spacing_mm: SpacingZYX, target_mm: float) -> tuple[int, int, int]:
     """Whole-voxel block sizes that bring each axis near ``target_mm`` (at least 1)."""
     return tuple(max(1, int(round(target_mm / float(s)))) for s in spacing_mm)  # type: ignore[return-value]
 

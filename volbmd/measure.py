@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from volbmd.config import MeasurementConfig, PipelineConfig, default_config
 from volbmd.geometry import canonicalize
+from volbmd.types import SpacingZYX
 from volbmd.vertebrae import VertebraMask, vertebra_masks
 from volbmd.volume import LabelMap, Volume
 from volbmd_kernels.morphology import strip_cortex
@@ -124,11 +125,11 @@ def choose_cortical_depth_mm(volume: Volume, config: MeasurementConfig) -> tuple
     return float(candidates[rule]), f"auto: {rule}"
 
 
-def _coords_mm(mask: np.ndarray, spacing_mm) -> np.ndarray:
+def _coords_mm(mask: np.ndarray, spacing_mm: SpacingZYX) -> np.ndarray:
     return np.argwhere(mask) * np.asarray(spacing_mm, dtype=np.float64)
 
 
-def _wall_axis(body: np.ndarray, spacing_mm) -> np.ndarray | None:
+def _wall_axis(body: np.ndarray, spacing_mm: SpacingZYX) -> np.ndarray | None:
     """SI direction from the posterior wall: lines fitted through each slice's posterior-most voxel
     (y) and left–right midpoint (x), against z. The posterior wall survives wedge fractures and
     follows lordotic tilt. None with fewer than 3 usable slices."""
@@ -164,7 +165,7 @@ def _frame(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return u, v, w, float(np.degrees(np.arccos(np.clip(u[0], -1, 1))))
 
 
-def _candidate_axes(body: np.ndarray, spacing_mm) -> list[np.ndarray]:
+def _candidate_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> list[np.ndarray]:
     cos_limit = np.cos(np.radians(MAX_AXIS_TILT_DEG))
     out = [np.array([1.0, 0.0, 0.0])]
     wall = _wall_axis(body, spacing_mm)
@@ -181,7 +182,7 @@ def _candidate_axes(body: np.ndarray, spacing_mm) -> list[np.ndarray]:
     return out
 
 
-def body_axes(body: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def body_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Unit vectors (in z, y, x mm space) of the body's own SI, AP and LR axes, and the SI tilt.
 
     Candidates for SI: the scanner z, the posterior wall's direction (:func:`_wall_axis`; it
@@ -199,11 +200,11 @@ def body_axes(body: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray, np.
     return best if best is not None else _frame(np.array([1.0, 0.0, 0.0]))
 
 
-def _voxel_extent(axis: np.ndarray, spacing_mm) -> float:
+def _voxel_extent(axis: np.ndarray, spacing_mm: SpacingZYX) -> float:
     return float(np.sum(np.abs(axis) * np.asarray(spacing_mm)))
 
 
-def body_heights_mm(body: np.ndarray, spacing_mm, axes=None) -> dict[str, float | None]:
+def body_heights_mm(body: np.ndarray, spacing_mm: SpacingZYX, axes=None) -> dict[str, float | None]:
     """Anterior, middle and posterior body heights in mm along the body's own SI axis.
 
     Heights are read in bands at 15/50/85 % of the anteroposterior depth, in the central third
@@ -214,7 +215,7 @@ def body_heights_mm(body: np.ndarray, spacing_mm, axes=None) -> dict[str, float 
     return _heights_along(body, spacing_mm, axes if axes is not None else body_axes(body, spacing_mm))
 
 
-def _heights_along(body: np.ndarray, spacing_mm, axes) -> dict[str, float | None]:
+def _heights_along(body: np.ndarray, spacing_mm: SpacingZYX, axes) -> dict[str, float | None]:
     out: dict[str, float | None] = {k: None for k in HEIGHT_POSITIONS}
     u, v, w, _ = axes
     pts = _coords_mm(body, spacing_mm)
@@ -255,7 +256,7 @@ def genant_grade(heights_mm: dict[str, float | None]) -> tuple[int | None, float
     return grade, float(loss)
 
 
-def trabecular_roi(body: np.ndarray, spacing_mm, depth_mm: float, kind: str, slab_thickness_mm: float = 9.0,
+def trabecular_roi(body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, kind: str, slab_thickness_mm: float = 9.0,
                    axes=None) -> np.ndarray:
     """The trabecular ROI of one body crop.
 

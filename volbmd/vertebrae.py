@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from volbmd.labels import level_rank
 from volbmd.slicewise import fill_holes_slicewise
+from volbmd.types import SpacingZYX
 from volbmd.volume import LabelMap
 from volbmd_kernels.morphology import edt_squared_mm2
 from volbmd_kernels.stats import label_bboxes
@@ -59,7 +60,7 @@ def _largest_component_with(mask: np.ndarray, seed: tuple[int, int, int] | None)
     return lab == int(np.argmax(sizes))
 
 
-def split_body(whole: np.ndarray, spacing_mm, *, body_only: bool | None = None) -> BodySplit:
+def split_body(whole: np.ndarray, spacing_mm: SpacingZYX, *, body_only: bool | None = None) -> BodySplit:
     """Keep the vertebral body of a whole-vertebra mask (canonical frame: +y is posterior).
 
     The body is the thickest part of a vertebra. Its core (voxels deeper than half the maximal
@@ -181,7 +182,7 @@ ARCH_GAP_MM = 2.0
 MIN_CANAL_SLICES = 3
 
 
-def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm) -> np.ndarray | None:
+def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: SpacingZYX) -> np.ndarray | None:
     """Per slice: the y index of the spinal canal's anterior edge, or None when no slice shows a canal.
 
     The canal is a hole of the axial slice (background enclosed by the arch) of at least

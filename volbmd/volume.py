@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from volbmd.errors import GeometryError, InputError
+from volbmd.types import SpacingLike
 
 __all__ = ["Volume", "LabelMap", "Geometry", "MIN_SPACING_MM", "MAX_SPACING_MM"]
 
@@ -101,7 +102,7 @@ def axis_codes(direction) -> str:
                    for j in [int(np.argmax(np.abs(m[:, axis])))])
 
 
-def _validate_geometry(array: np.ndarray, spacing_mm, origin_lps_mm, direction_lps, source) -> tuple:
+def _validate_geometry(array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm, direction_lps, source) -> tuple:
     if array.ndim != 3:
         raise InputError(f"expected a 3D image, got {array.ndim}D with shape {array.shape}", source)
     if min(array.shape) < 2:

@@ -34,6 +34,7 @@ from volbmd.calibrate.corrections import contrast_phase_from_aorta, kvp_factor
 from volbmd.config import CalibrationConfig
 from volbmd.geometry import block_factors, block_mean, canonicalize
 from volbmd.slicewise import patient_mask
+from volbmd.types import SpacingZYX
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["find_reference_tissues", "internal_calibration", "weighted_line", "MIN_TISSUE_VOXELS"]
@@ -134,7 +135,7 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
     return found
 
 
-def _find_aorta(arr, body, bone, slices, spacing, min_length_mm: float = 20.0) -> dict | None:
+def _find_aorta(arr, body, bone, slices, spacing: SpacingZYX, min_length_mm: float = 20.0) -> dict | None:
     """The aorta: in each slice, the largest round, homogeneous blob of blood-like or enhanced HU
     (judged on a lightly smoothed slice, so noise does not break it up; its values are then taken
     unsmoothed); found when such blobs span at least ``min_length_mm`` along the spine (it divides

@@ -6,6 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volbmd.errors import InputError
+from volbmd.types import SpacingLike
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["to_sitk", "from_sitk", "to_itk", "from_itk", "from_numpy"]
@@ -92,7 +93,7 @@ def from_itk(image, *, source=None, metadata=None, labels: dict[str, int] | None
     return Volume(**kwargs)
 
 
-def from_numpy(array: np.ndarray, spacing_mm, origin_lps_mm=(0.0, 0.0, 0.0), direction_lps=None, **kwargs) -> Volume:
+def from_numpy(array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm=(0.0, 0.0, 0.0), direction_lps=None, **kwargs) -> Volume:
     """A (z, y, x) numpy array with its spacing (z, y, x) in mm → :class:`Volume`."""
     return Volume(
         array=np.asarray(array),

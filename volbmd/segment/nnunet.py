@@ -21,6 +21,7 @@ import numpy as np
 from volbmd.errors import InputError
 from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.labels import load_label_scheme
+from volbmd.types import SpacingZYX
 from volbmd.volume import LabelMap, Volume
 
 __all__ = ["NnUNetSegmenter", "levels_from_dataset_json", "body_box"]
@@ -56,7 +57,7 @@ def _ext_trainer_path():
             os.environ["nnUNet_extTrainer"] = before
 
 
-def body_box(hu: np.ndarray, spacing_mm, margin_mm: float = BODY_MARGIN_MM) -> tuple[slice, slice, slice]:
+def body_box(hu: np.ndarray, spacing_mm: SpacingZYX, margin_mm: float = BODY_MARGIN_MM) -> tuple[slice, slice, slice]:
     """The box of the patient (the largest region above −500 HU, found on every second voxel) grown
     by ``margin_mm``; the whole array when the scan does not look like CT (no air below −900 HU) or
     no patient is found. Predicting only this box saves the network's work on air."""

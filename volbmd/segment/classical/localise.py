@@ -19,6 +19,7 @@ from volbmd.geometry import block_mean
 from volbmd.segment.classical.options import CanalOptions, LocaliseOptions
 from volbmd.segment.classical.types import CanalPath, SpacingZYX, SpineTrack, WorkGrid
 from volbmd.slicewise import fill_holes_slicewise, label_stats, patient_mask, slice_holes
+from volbmd.types import SpacingYX
 from volbmd.volume import Volume
 
 __all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "sacrum_at_bottom", "disk_footprint"]
@@ -51,7 +52,7 @@ def bone_mask(hu: np.ndarray, low: float, high: float) -> np.ndarray:
     return fill_holes_slicewise(keep[lab])
 
 
-def disk_footprint(radius_mm: float, spacing_yx) -> np.ndarray:
+def disk_footprint(radius_mm: float, spacing_yx: SpacingYX) -> np.ndarray:
     sy, sx = spacing_yx
     ry, rx = max(1, int(np.ceil(radius_mm / sy))), max(1, int(np.ceil(radius_mm / sx)))
     yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
@@ -192,7 +193,7 @@ def _body_runs(bone: np.ndarray, canal_yx: np.ndarray, ks: np.ndarray, spacing: 
     return post, ant
 
 
-def _thickest_near(sl: np.ndarray, last_yx: np.ndarray, spacing_yx, radius_mm: float, min_mm: float):
+def _thickest_near(sl: np.ndarray, last_yx: np.ndarray, spacing_yx: SpacingYX, radius_mm: float, min_mm: float):
     """(y, x, thickness) of the thickest bone within ``radius_mm`` of ``last_yx`` (mm), or None."""
     sy, sx = spacing_yx
     pad = radius_mm + 20.0

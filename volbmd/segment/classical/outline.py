@@ -16,6 +16,7 @@ from volbmd.segment.classical.localise import disk_footprint
 from volbmd.segment.classical.options import OutlineOptions
 from volbmd.segment.classical.types import SpacingZYX
 from volbmd.slicewise import slice_holes
+from volbmd.types import SpacingYX
 
 __all__ = ["bone_with_holes", "close_body_rings", "enhanced_vessels", "carve_disc", "fill_enclosed_marrow"]
 
@@ -44,7 +45,7 @@ def bone_with_holes(arr: np.ndarray, low: float, high: float, keep_holes) -> tup
 
 
 def close_body_rings(bone: np.ndarray, track_y: np.ndarray, track_x: np.ndarray, yy_mm: np.ndarray, xx_mm: np.ndarray,
-                     spacing_yx, half_depth_mm: float, gap_mm: float) -> None:
+                     spacing_yx: SpacingYX, half_depth_mm: float, gap_mm: float) -> None:
     """Fill the body's interior, in place, where its cortical ring has gaps up to ``gap_mm`` wide
     (thin or osteoporotic cortex at partial volume): holes that appear after a closing, centred in
     the body. ``yy_mm``/``xx_mm`` are the crop's voxel centres."""

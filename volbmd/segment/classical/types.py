@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from volbmd.types import SpacingZYX
+
 __all__ = ["SpacingZYX", "WorkGrid", "CanalPath", "SpineTrack", "CentreLine", "Disc", "Segment", "SpineSegments"]
 
-SpacingZYX = tuple[float, float, float]
 
 
 @dataclass
