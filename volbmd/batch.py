@@ -36,6 +36,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from distributed import WorkerPlugin
 
@@ -110,7 +111,7 @@ def _cases_from_manifest(path: Path) -> list[Case]:
             raise InputError(f"line {n}: case id {case_id!r} must be letters, digits, '.', '_' or '-'", path)
         if not row.get("path"):
             raise InputError(f"line {n}: case {case_id!r} has no path", path)
-        cases.append(Case(case_id, resolve(row["path"]), resolve(row.get("masks", "")),
+        cases.append(Case(case_id, str(resolve(row["path"])), resolve(row.get("masks", "")),
                           resolve(row.get("calibration", "")), row.get("series") or None))
     return cases
 
@@ -238,7 +239,7 @@ def _build_segmenter(spec: dict, masks: str | None = None):
     from volbmd.segment.base import make_segmenter
 
     options = {"device": spec["device"]} if spec["backend"] in ("nnunet", "monai") else {}
-    return make_segmenter(spec["backend"], masks=masks, label_scheme=spec.get("label_scheme"), model=spec.get("model"),
+    return make_segmenter(spec["backend"], masks=masks, label_scheme=spec.get("label_scheme") or "verse", model=spec.get("model"),
                           classical=spec.get("classical"), **options)
 
 
@@ -251,7 +252,7 @@ def _segmenter_for(case: Case, spec: dict):
     try:
         from distributed import get_worker
 
-        cache = get_worker().plugins.get(PLUGIN_NAME)
+        cache: Any = get_worker().plugins.get(PLUGIN_NAME)
     except (ImportError, ValueError):  # not on a Dask worker
         cache = None
     if cache is None:
@@ -277,7 +278,7 @@ def run_case(case: Case, out_dir: str, config, spec: dict, key: str, labels_zarr
     from volbmd.pipeline import analyze, write_outputs
 
     start = time.perf_counter()
-    row = {"id": case.id, "key": key, "status": "failed", "error": None}
+    row: dict[str, Any] = {"id": case.id, "key": key, "status": "failed", "error": None}
     case_dir = Path(out_dir) / CASES_DIR / case.id
     try:
         segmenter = _segmenter_for(case, spec)

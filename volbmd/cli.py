@@ -483,7 +483,7 @@ def main() -> int:
     try:  # Typer vendors click's exceptions (typer._click) since 0.2x; older ones use click itself
         from typer._click.exceptions import NoArgsIsHelpError, UsageError
     except ImportError:  # pragma: no cover
-        from click.exceptions import NoArgsIsHelpError, UsageError
+        from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
     try:
         result = app(standalone_mode=False, prog_name="volbmd")

@@ -121,7 +121,7 @@ def choose_cortical_depth_mm(volume: Volume, config: MeasurementConfig) -> tuple
         "slice thickness": thickness,
         "2 in-plane voxels": 2.0 * max(volume.spacing_mm[1], volume.spacing_mm[2]),
     }
-    rule = max(candidates, key=candidates.get)
+    rule = max(candidates, key=lambda name: candidates[name])
     return float(candidates[rule]), f"auto: {rule}"
 
 
@@ -273,7 +273,7 @@ def trabecular_roi(body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, ki
         raise ValueError(f"unknown ROI kind {kind!r}")
     u, v, w, _ = axes if axes is not None else body_axes(body, spacing_mm)
     spacing = np.asarray(spacing_mm, dtype=np.float64)
-    pts = _coords_mm(body, spacing)
+    pts = _coords_mm(body, spacing_mm)
     c = pts.mean(axis=0)
     pu, pv, pw = (pts - c) @ u, (pts - c) @ v, (pts - c) @ w
     u_mid = 0.5 * (pu.max() + pu.min())
@@ -294,7 +294,7 @@ def trabecular_roi(body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, ki
 def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float,
                    masks: dict | None = None) -> LevelMeasurement:
     m = LevelMeasurement(level=vm.level, label_id=vm.label_id, split_method=vm.split_method)
-    if vm.box is None:
+    if vm.box is None or vm.body is None:
         m.flags.append("empty_mask")
         return m
     spacing = volume.spacing_mm

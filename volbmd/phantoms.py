@@ -246,7 +246,7 @@ def make_esp_phantom(
     for k, rod in enumerate(rod_def.rods):
         disc = np.hypot(Y - 90.0, X - rod_x[k]) <= 7.0
         if rod_def.model == "mindways":
-            true = (rod.density_mg_cm3 * 1.2 + (rod.water_mg_cm3 - 1000.0))  # an approximate K2HPO4 response
+            true = (rod.density_mg_cm3 * 1.2 + ((rod.water_mg_cm3 or 1000.0) - 1000.0))  # an approximate K2HPO4 response
         else:
             true = rod.density_mg_cm3 / ha_mg_cm3_per_hu
         plane[disc] = true
@@ -261,12 +261,12 @@ def make_esp_phantom(
     spinous = (np.abs(X) <= 3.0) & (Y > canal_cy) & (Y <= canal_cy + 30.0) & (ell > 1.0)
     verse = load_label_scheme("verse")
     z_top = total_z - margin - disc_h
-    shell_mm = {lvl: 1.0 + 0.5 * i for i, lvl in enumerate(sorted(dens, key=dens.get))}
+    shell_mm = {lvl: 1.0 + 0.5 * i for i, lvl in enumerate(sorted(dens, key=lambda lvl: dens[lvl]))}
     cortical_true = 400.0 / ha_mg_cm3_per_hu
     for lvl in levels:
         z0, z1 = z_top - body_h, z_top
         side_depth = (1.0 - ell) * min(a_ap, a_lr)
-        for k in np.flatnonzero((z >= z0) & (z < z1)):
+        for k in np.flatnonzero((z >= z0) & (z < z1)).tolist():
             end = min(z[k] - z0, z1 - z[k])
             inside = ell <= 1.0
             sl = volume[k]

@@ -106,8 +106,8 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
     l1 = by_level.get("L1")
     found = [m.level for m in result.levels if "empty_mask" not in m.flags]
     cal = calibrated.calibration if calibrated else None
-    calibration = {"method": "none"}
-    if cal is not None:
+    calibration: dict = {"method": "none"}
+    if calibrated is not None and cal is not None:
         calibration = cal.model_dump(mode="json", exclude={"schema_version"})
         calibration["hu_correction"] = calibrated.hu_correction
     summary = {"l1_hu": l1.trabecular_hu_mean if l1 else None}

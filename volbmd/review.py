@@ -96,7 +96,10 @@ class ReviewSession:
         if vid is None:
             return None
         idx = np.argwhere(self.labels.array == vid)
-        return tuple(float(c) for c in idx.mean(axis=0)) if idx.size else None
+        if not idx.size:
+            return None
+        centre = idx.mean(axis=0)
+        return float(centre[0]), float(centre[1]), float(centre[2])
 
     # ------------------------------------------------------------------ decisions and edits
     def set_decision(self, level: str, decision: str) -> None:

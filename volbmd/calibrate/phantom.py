@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -123,7 +123,7 @@ def _density_cov(a: float, b: float, cov_ab: np.ndarray | None) -> list[list[flo
     return [[float(v) for v in row] for row in jac @ cov_ab @ jac.T]
 
 
-def fit_single(density_mg_cm3, hu) -> dict[str, float]:
+def fit_single(density_mg_cm3, hu) -> dict[str, Any]:
     """Least squares ``HU = a·ρ + b``. Returns a, b, slope (1/a), intercept (−b/a) and R²."""
     rho = np.asarray(density_mg_cm3, dtype=np.float64)
     hu = np.asarray(hu, dtype=np.float64)
@@ -134,7 +134,7 @@ def fit_single(density_mg_cm3, hu) -> dict[str, float]:
             "r2": r_squared(rho, hu, a, b), "cov": _density_cov(a, b, _line_cov(rho, hu, a, b))}
 
 
-def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, float]:
+def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, Any]:
     """The Mindways two-component fit. Returns σ_ref, β_ref, σ_CT, β_CT, slope, intercept, R², r."""
     k = np.asarray(k2hpo4_mg_cm3, dtype=np.float64)
     y = np.asarray(hu, dtype=np.float64) - np.asarray(water_mg_cm3, dtype=np.float64)
@@ -241,7 +241,7 @@ def find_rods(volume: Volume, phantom: PhantomDefinition, *, min_contrast_hu: fl
         raise InputError("no rod phantom found beside the body; pass the rods with --rods MASK", volume.source)
     sizes = ndi.sum_labels(np.ones_like(objects), objects, np.arange(1, n + 1))
     body = int(np.argmax(sizes)) + 1
-    candidates = []
+    candidates: list[dict[str, Any]] = []
     for k in range(1, n + 1):
         if k == body or sizes[k - 1] * px_area < 500:
             continue

@@ -61,6 +61,7 @@ class MonaiSegmenter:
         x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
         with torch.no_grad():
             logits = sliding_window_inference(x, self.roi_size, 1, self.net, overlap=self.overlap, mode="gaussian")
+        assert isinstance(logits, torch.Tensor)  # one network output, not a tuple or dict
         classes = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int16)
         if classes.shape != canon.shape:
             factors = [a / b for a, b in zip(canon.shape, classes.shape)]

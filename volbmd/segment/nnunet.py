@@ -63,7 +63,7 @@ def body_box(hu: np.ndarray, spacing_mm: SpacingZYX, margin_mm: float = BODY_MAR
     no patient is found. Predicting only this box saves the network's work on air."""
     from scipy import ndimage as ndi
 
-    whole = tuple(slice(0, n) for n in hu.shape)
+    whole = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
     coarse = np.asarray(hu[::2, ::2, ::2])
     if coarse.size == 0 or coarse.min() > -900:
         return whole
@@ -77,7 +77,7 @@ def body_box(hu: np.ndarray, spacing_mm: SpacingZYX, margin_mm: float = BODY_MAR
     for axis, sl in enumerate(found):
         pad = int(np.ceil(margin_mm / float(spacing_mm[axis]))) + 2
         box.append(slice(max(0, 2 * sl.start - pad), min(hu.shape[axis], 2 * sl.stop + pad)))
-    return tuple(box)
+    return box[0], box[1], box[2]
 
 
 def _trainer_class(name: str):
@@ -121,6 +121,8 @@ def _initialize_predictor(predictor, model_dir: Path, folds, checkpoint_name: st
             configuration = ckpt["init_args"]["configuration"]
             mirroring_axes = ckpt.get("inference_allowed_mirroring_axes")
         parameters.append(ckpt["network_weights"])
+    if trainer_name is None or configuration is None:
+        raise InputError("no fold checkpoint was read", model_dir)
     configuration_manager = plans_manager.get_configuration(configuration)
     n_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     n_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads

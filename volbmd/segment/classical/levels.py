@@ -77,7 +77,8 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
 def _score(names: list[str], segs: list[Segment], marks: _Landmarks, anatomy_up: list[str],
            opts: LevelOptions) -> tuple[float, list[str], list[str]]:
     """Score of one naming, the landmarks it satisfies and the ones it contradicts."""
-    agree, disagree = [], []
+    agree: list[str] = []
+    disagree: list[str] = []
     score = 0.0
     if marks.sacrum:
         ok = names[0] == "S1"
@@ -146,9 +147,9 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
         spine.flags.append("levels:from_" + "_and_".join(agree))
     if "last_rib" in disagree and marks.sacrum and marks.last_rib is not None:
         spine.flags.append(f"levels:rib_count_disagrees ({marks.last_rib - 1} rib-free vertebrae above the sacrum)")
-    elif "last_rib" in disagree:
+    elif "last_rib" in disagree and marks.last_rib is not None:
         spine.flags.append(f"levels:last_rib_disagrees (the last rib-bearing vertebra is named {names[marks.last_rib]})")
-    if "first_rib" in disagree:
+    if "first_rib" in disagree and marks.first_rib is not None:
         spine.flags.append(f"levels:first_rib_disagrees (the first rib-bearing vertebra is named {names[marks.first_rib]})")
     if "sacrum" in disagree:
         spine.flags.append(f"levels:sacrum_disagrees (the lowest vertebra is named {names[0]})")
