@@ -83,8 +83,13 @@ def _grow(seeds, weight, sz, sy, sx, up_factor, free_label):
     return lab.reshape(seeds.shape), dist.reshape(seeds.shape)
 
 
-def geodesic_grow(seeds: np.ndarray, weight: np.ndarray, spacing_mm: tuple[float, float, float],
-                  up_factor: float = 1.0, free_label: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def geodesic_grow(
+    seeds: np.ndarray,
+    weight: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    up_factor: float = 1.0,
+    free_label: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Grow integer ``seeds`` (0 = none) through voxels of finite positive ``weight``.
 
     ``up_factor`` multiplies the cost of every step towards a higher index along axis 0, except

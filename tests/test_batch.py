@@ -27,8 +27,9 @@ def _write_cohort(root: Path, n_good: int, *, masks: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     rows = ["id,path,masks" if masks else "id,path"]
     for i in range(n_good):
-        p = make_spine_phantom(("L1", "L2"), trabecular_hu={"L1": 70.0 + 15 * i, "L2": 90.0 + 15 * i},
-                               field_of_view_mm=(120.0, 110.0), seed=i)
+        p = make_spine_phantom(
+            ("L1", "L2"), trabecular_hu={"L1": 70.0 + 15 * i, "L2": 90.0 + 15 * i}, field_of_view_mm=(120.0, 110.0), seed=i
+        )
         volbmd.write_volume(p.volume, root / f"ct{i}.nii.gz")
         volbmd.write_volume(p.labels, root / f"m{i}.nii.gz")
         rows.append(f"case{i},ct{i}.nii.gz,m{i}.nii.gz" if masks else f"case{i},ct{i}.nii.gz")
@@ -105,19 +106,33 @@ def test_batch_on_a_scheduler_reached_by_address(tmp_path):
     manifest = _write_cohort(tmp_path / "in", 2)
     scheduler_file = tmp_path / "scheduler.json"
     dask_cli = str(Path(sys.executable).with_name("dask"))
-    procs = [subprocess.Popen([dask_cli, "scheduler", "--scheduler-file", str(scheduler_file), "--port", "0",
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [dask_cli, "scheduler", "--scheduler-file", str(scheduler_file), "--port", "0", "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
     try:
         deadline = time.monotonic() + 60
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(scheduler_file.read_text())["address"]
-        procs.append(subprocess.Popen([dask_cli, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                       "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-        result = subprocess.run(VOLBMD + ["batch", str(manifest), "--out", str(tmp_path / "out"), "--scheduler", address],
-                                capture_output=True, text=True, timeout=300)
+        procs.append(
+            subprocess.Popen(
+                [dask_cli, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        result = subprocess.run(
+            VOLBMD + ["batch", str(manifest), "--out", str(tmp_path / "out"), "--scheduler", address],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGKILL)
@@ -130,8 +145,12 @@ def test_batch_on_a_scheduler_reached_by_address(tmp_path):
 
 def test_unreachable_scheduler_is_one_line(tmp_path):
     manifest = _write_cohort(tmp_path / "in", 1)
-    result = subprocess.run(VOLBMD + ["batch", str(manifest), "--out", str(tmp_path / "out"), "--scheduler",
-                                      "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        VOLBMD + ["batch", str(manifest), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("volbmd: error: tcp://127.0.0.1:9: cannot reach the Dask scheduler")
     assert "Traceback" not in result.stderr
@@ -207,12 +226,14 @@ def test_manifest_and_folder_sources(tmp_path):
     from dicom_factory import write_ct_series
 
     bad = tmp_path / "bad.csv"
-    for text, message in (("id,scan\na,x.nii.gz\n", "lacks the column(s) path"),
-                          ("id,path,notes\na,x.nii.gz,\n", "unknown column(s) notes"),
-                          ("id,path\na,x.nii.gz\na,y.nii.gz\n", "case id 'a' appears twice"),
-                          ("id,path\n../a,x.nii.gz\n", "line 2: case id '../a'"),
-                          ("id,path\na,\n", "line 2: case 'a' has no path"),
-                          ("id,path\n", "no cases found")):
+    for text, message in (
+        ("id,scan\na,x.nii.gz\n", "lacks the column(s) path"),
+        ("id,path,notes\na,x.nii.gz,\n", "unknown column(s) notes"),
+        ("id,path\na,x.nii.gz\na,y.nii.gz\n", "case id 'a' appears twice"),
+        ("id,path\n../a,x.nii.gz\n", "line 2: case id '../a'"),
+        ("id,path\na,\n", "line 2: case 'a' has no path"),
+        ("id,path\n", "no cases found"),
+    ):
         bad.write_text(text)
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
             read_cases(bad)
@@ -228,8 +249,12 @@ def test_manifest_and_folder_sources(tmp_path):
     write_ct_series(root / "dicom", hu, series_uid="1.2.3.1")
     write_ct_series(root / "dicom", hu, series_uid="1.2.3.2", names=[f"s2_{k}.dcm" for k in range(3)])
     cases = read_cases(root)
-    assert [(c.id, c.series_uid) for c in cases] == [("b", None), ("dicom__1.2.3.1", "1.2.3.1"),
-                                                      ("dicom__1.2.3.2", "1.2.3.2"), ("site_A_ct", None)]
+    assert [(c.id, c.series_uid) for c in cases] == [
+        ("b", None),
+        ("dicom__1.2.3.1", "1.2.3.1"),
+        ("dicom__1.2.3.2", "1.2.3.2"),
+        ("site_A_ct", None),
+    ]
     with pytest.raises(InputError, match="lies inside the input folder"):
         run_cohort(root, root / "results")
     with pytest.raises(InputError, match="holds the input of case 'case0'"):

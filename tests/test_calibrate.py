@@ -77,8 +77,14 @@ def test_r2_gates_warn_and_fail():
         calibrate_from_hu(phantom, 1.2 * rho + wobble * 3)
 
 
-@pytest.mark.parametrize("hu,match", [([100.0], "1 rod HU values given"), ([0.0, np.nan, 1, 2, 3], "finite"),
-                                      ([1, 2, 3], "3 rod HU values given, phantom 'bmas200' has 5")])
+@pytest.mark.parametrize(
+    "hu,match",
+    [
+        ([100.0], "1 rod HU values given"),
+        ([0.0, np.nan, 1, 2, 3], "finite"),
+        ([1, 2, 3], "3 rod HU values given, phantom 'bmas200' has 5"),
+    ],
+)
 def test_bad_rod_values(hu, match):
     with pytest.raises(InputError, match=match):
         calibrate_from_hu(load_phantom("bmas200"), hu)
@@ -91,10 +97,14 @@ def test_unknown_phantom_and_bad_certificate(tmp_path):
     cert.write_text("name: mine\nmaterial: HA\nrods:\n  - {name: a, density_mg_cm3: 10}\n")
     with pytest.raises(ConfigError, match="rods"):
         load_phantom(cert)
-    cert.write_text("name: mine\nmaterial: HA\nmodel: mindways\nrods:\n  - {name: a, density_mg_cm3: 10}\n  - {name: b, density_mg_cm3: 20}\n")
+    cert.write_text(
+        "name: mine\nmaterial: HA\nmodel: mindways\nrods:\n  - {name: a, density_mg_cm3: 10}\n  - {name: b, density_mg_cm3: 20}\n"
+    )
     with pytest.raises(ConfigError, match="water_mg_cm3"):
         load_phantom(cert)
-    cert.write_text("name: mine\nmaterial: HA\nrods:\n  - {name: a, density_mg_cm3: 0}\n  - {name: b, density_mg_cm3: 300}\n")
+    cert.write_text(
+        "name: mine\nmaterial: HA\nrods:\n  - {name: a, density_mg_cm3: 0}\n  - {name: b, density_mg_cm3: 300}\n"
+    )
     assert isinstance(load_phantom(cert), PhantomDefinition)
 
 
@@ -120,7 +130,11 @@ def test_rods_found_automatically_and_from_mask(esp_scan):
 @pytest.mark.parametrize("source", ["auto", "mask"])
 def test_phantom_calibration_recovers_esp_densities_within_1_percent(esp_scan, source):
     phantom = load_phantom("bmas200")
-    hu = find_rods(esp_scan.volume, phantom)[0] if source == "auto" else rod_hu_from_mask(esp_scan.volume, esp_scan.rods, 5)[0]
+    hu = (
+        find_rods(esp_scan.volume, phantom)[0]
+        if source == "auto"
+        else rod_hu_from_mask(esp_scan.volume, esp_scan.rods, 5)[0]
+    )
     cal = calibrate_from_hu(phantom, hu)
     result = measure_vertebrae(esp_scan.volume, esp_scan.labels)
     for m in result.levels:
@@ -169,7 +183,11 @@ def test_internal_calibration_without_landmarks_is_none():
 
 def test_kvp_and_material_conversions():
     cfg = CalibrationConfig()
-    assert kvp_factor(120, cfg) == 1.0 and kvp_factor(100, cfg) == pytest.approx(1.05) and kvp_factor(140, cfg) == pytest.approx(0.93)
+    assert (
+        kvp_factor(120, cfg) == 1.0
+        and kvp_factor(100, cfg) == pytest.approx(1.05)
+        and kvp_factor(140, cfg) == pytest.approx(0.93)
+    )
     hu, applied = normalise_hu_to_120kvp(105.0, 100, cfg)
     assert applied and hu == pytest.approx(100.0)
     assert normalise_hu_to_120kvp(100.0, 120, cfg) == (100.0, False)
@@ -180,14 +198,18 @@ def test_kvp_and_material_conversions():
     assert convert_density(50.0, "HA", "HA", 80, cfg) == 50.0
 
 
-@pytest.mark.parametrize("aorta,phase", [(40, "native"), (79.9, "native"), (150, "portal_venous"), (200, "portal_venous"),
-                                         (250, "arterial"), (None, None)])
+@pytest.mark.parametrize(
+    "aorta,phase",
+    [(40, "native"), (79.9, "native"), (150, "portal_venous"), (200, "portal_venous"), (250, "arterial"), (None, None)],
+)
 def test_contrast_phase_rule(aorta, phase):
     assert contrast_phase_from_aorta(aorta) == phase
 
 
 def test_calibration_file_round_trip_and_errors(tmp_path):
-    cal = calibrate_from_hu(load_phantom("bmas200"), [8, 73, 138, 203, 268], scanner=ScannerInfo(kvp=120, convolution_kernel="B30f"))
+    cal = calibrate_from_hu(
+        load_phantom("bmas200"), [8, 73, 138, 203, 268], scanner=ScannerInfo(kvp=120, convolution_kernel="B30f")
+    )
     path = save_calibration(cal, tmp_path / "cal.json")
     assert load_calibration(path) == cal
     (tmp_path / "bad.json").write_text("{not json")
@@ -197,9 +219,12 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="slope"):
         load_calibration(tmp_path / "bad2.json")
     good = json.loads(path.read_text())
-    for change, message in (({"slope": 0.0}, "slope must be positive"), ({"slope": -0.8}, "slope must be positive"),
-                            ({"material": None}, "names no material"),
-                            ({"schema_version": "7.0"}, "schema version '7.0'")):
+    for change, message in (
+        ({"slope": 0.0}, "slope must be positive"),
+        ({"slope": -0.8}, "slope must be positive"),
+        ({"material": None}, "names no material"),
+        ({"schema_version": "7.0"}, "schema version '7.0'"),
+    ):
         (tmp_path / "nonsense.json").write_text(json.dumps({**good, **change}))
         with pytest.raises(ConfigError, match=message):
             load_calibration(tmp_path / "nonsense.json")
@@ -212,8 +237,18 @@ def test_cli_calibrate_then_run_recovers_densities(esp_files, esp_scan, tmp_path
     cal_path = tmp_path / "calibration.json"
     r = run("calibrate", "phantom", esp_files / "scan.nii.gz", "--phantom", "bmas200", "--out", cal_path)
     assert r.returncode == 0, r.stderr
-    r = run("run", esp_files / "scan.nii.gz", "--segmenter", "masks", "--masks", esp_files / "labels.nii.gz",
-            "--calibration", cal_path, "--out", tmp_path / "run")
+    r = run(
+        "run",
+        esp_files / "scan.nii.gz",
+        "--segmenter",
+        "masks",
+        "--masks",
+        esp_files / "labels.nii.gz",
+        "--calibration",
+        cal_path,
+        "--out",
+        tmp_path / "run",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["calibration"]["method"] == "stored" and report["calibration"]["material"] == "HA"
@@ -255,8 +290,17 @@ def test_cli_calibrate_rods_and_bad_input(tmp_path):
 
 
 def test_cli_rods_mask_count_mismatch(esp_files, tmp_path):
-    r = run("calibrate", "phantom", esp_files / "scan.nii.gz", "--phantom", "qrm-bdc-3rod", "--rods",
-            esp_files / "rods.nii.gz", "--out", tmp_path / "c.json")
+    r = run(
+        "calibrate",
+        "phantom",
+        esp_files / "scan.nii.gz",
+        "--phantom",
+        "qrm-bdc-3rod",
+        "--rods",
+        esp_files / "rods.nii.gz",
+        "--out",
+        tmp_path / "c.json",
+    )
     assert_clean_error(r, "3 rods")
 
 
@@ -272,8 +316,9 @@ def test_stored_calibration_warns_when_scan_differs(esp_scan):
     result = measure_vertebrae(esp_scan.volume, esp_scan.labels)
     same = calibrate_and_classify(esp_scan.volume, esp_scan.labels, result, load_config(), cal)
     assert same.calibration.method == "stored" and not [w for w in same.warnings if "differs" in w]
-    other = dataclasses.replace(esp_scan.volume, metadata={**esp_scan.volume.metadata, "kvp": 100.0,
-                                                           "convolution_kernel": "sharp"})
+    other = dataclasses.replace(
+        esp_scan.volume, metadata={**esp_scan.volume.metadata, "kvp": 100.0, "convolution_kernel": "sharp"}
+    )
     out = calibrate_and_classify(other, esp_scan.labels, result, load_config(), cal)
     text = " | ".join(out.warnings)
     assert "kVp: 120.0 vs 100.0" in text and "convolution kernel: smooth vs sharp" in text

@@ -11,10 +11,17 @@ from volbmd.errors import ConfigError
 ACR = load_threshold_set("acr")
 
 
-@pytest.mark.parametrize("bmd,category", [
-    (120.0001, "normal"), (120.0, "low_bmd"), (100.0, "low_bmd"), (80.0, "low_bmd"),
-    (79.9999, "osteoporosis"), (10.0, "osteoporosis"),
-])
+@pytest.mark.parametrize(
+    "bmd,category",
+    [
+        (120.0001, "normal"),
+        (120.0, "low_bmd"),
+        (100.0, "low_bmd"),
+        (80.0, "low_bmd"),
+        (79.9999, "osteoporosis"),
+        (10.0, "osteoporosis"),
+    ],
+)
 def test_acr_boundaries(bmd, category):
     assert acr_category(bmd, ACR) == category
 
@@ -81,12 +88,20 @@ def test_fracture_makes_osteoporosis_severe():
     assert cls.acr_category == "severe_osteoporosis" and cls.fractured_levels == ["L4"]
 
 
-@pytest.mark.parametrize("hu,kvp,normalised,expected", [
-    (110.0, 120, False, "osteoporosis_likely"), (110.1, 120, False, "osteoporosis_possible"),
-    (160.0, 120, False, "osteoporosis_possible"), (180.0, 120, False, "indeterminate"),
-    (200.1, 120, False, "osteoporosis_unlikely"), (150.0, 100, False, "not_applicable_kvp"),
-    (150.0, 100, True, "osteoporosis_possible"), (150.0, None, False, "not_applicable_kvp"), (None, 120, False, None),
-])
+@pytest.mark.parametrize(
+    "hu,kvp,normalised,expected",
+    [
+        (110.0, 120, False, "osteoporosis_likely"),
+        (110.1, 120, False, "osteoporosis_possible"),
+        (160.0, 120, False, "osteoporosis_possible"),
+        (180.0, 120, False, "indeterminate"),
+        (200.1, 120, False, "osteoporosis_unlikely"),
+        (150.0, 100, False, "not_applicable_kvp"),
+        (150.0, 100, True, "osteoporosis_possible"),
+        (150.0, None, False, "not_applicable_kvp"),
+        (None, 120, False, None),
+    ],
+)
 def test_l1_screen(hu, kvp, normalised, expected):
     assert l1_screen(hu, kvp, normalised, L1ScreenConfig()) == expected
 

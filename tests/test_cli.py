@@ -88,7 +88,9 @@ def _bad_inputs(tmp_path: Path, dicom_folder: Path) -> dict[str, tuple[Path, lis
         p.write_bytes(header.encode() + data)
         return p
 
-    hdr = "ObjectType = Image\nNDims = {n}\nDimSize = {d}\nElementSpacing = {s}\nElementType = {t}\nElementDataFile = LOCAL\n"
+    hdr = (
+        "ObjectType = Image\nNDims = {n}\nDimSize = {d}\nElementSpacing = {s}\nElementType = {t}\nElementDataFile = LOCAL\n"
+    )
     cases["2d"] = (mha("flat.mha", hdr.format(n=2, d="5 5", s="1 1", t="MET_SHORT"), bytes(50)), ["2D", "flat.mha"])
     cases["4d"] = (mha("t.mha", hdr.format(n=4, d="3 3 3 2", s="1 1 1 1", t="MET_SHORT"), bytes(108)), ["4D", "t.mha"])
     nan = np.zeros(27, np.float32)
@@ -99,7 +101,10 @@ def _bad_inputs(tmp_path: Path, dicom_folder: Path) -> dict[str, tuple[Path, lis
     cases["inf"] = (mha("inf.mha", hdr.format(n=3, d="3 3 3", s="1 1 1", t="MET_FLOAT"), inf.tobytes()), ["infinite"])
     cases["zero spacing"] = (mha("z.mha", hdr.format(n=3, d="3 3 3", s="1 0 1", t="MET_SHORT"), bytes(54)), ["spacing"])
     cases["negative spacing"] = (mha("n.mha", hdr.format(n=3, d="3 3 3", s="1 1 -2", t="MET_SHORT"), bytes(54)), ["spacing"])
-    cases["absurd spacing"] = (mha("a.mha", hdr.format(n=3, d="3 3 3", s="1 1 900", t="MET_SHORT"), bytes(54)), ["absurd spacing"])
+    cases["absurd spacing"] = (
+        mha("a.mha", hdr.format(n=3, d="3 3 3", s="1 1 900", t="MET_SHORT"), bytes(54)),
+        ["absurd spacing"],
+    )
     garbage = tmp_path / "garbage.nii"
     garbage.write_bytes(os.urandom(600))
     cases["unreadable"] = (garbage, ["cannot read as nifti", "garbage.nii"])
@@ -135,8 +140,10 @@ def _damaged_but_readable(tmp_path: Path, dicom_folder: Path) -> dict[str, tuple
     struct.pack_into("<8h", huge, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)
     (tmp_path / "huge.nii.gz").write_bytes(gzip.compress(bytes(huge)))
     cases["huge declared size"] = (tmp_path / "huge.nii.gz", ["header declares", "huge.nii.gz"])
-    (tmp_path / "scan.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
-                                       "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n")
+    (tmp_path / "scan.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+        "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n"
+    )
     cases["mhd data file missing"] = (tmp_path / "scan.mhd", ["'scan.raw', which is missing"])
     uid_named = tmp_path / "1.2.826.0.1.3680043.8.498.12345"
     shutil.copy(sorted(dicom_folder.iterdir())[0], uid_named)
@@ -156,8 +163,18 @@ def test_bad_inputs_fail_cleanly_and_leave_no_output(tmp_path, dicom_folder):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["info"], ["convert"], ["demo"], ["run"], ["segment"], ["calibrate"], ["calibrate", "phantom"],
-                ["calibrate", "rods"], ["review"]):
+    for cmd in (
+        [],
+        ["info"],
+        ["convert"],
+        ["demo"],
+        ["run"],
+        ["segment"],
+        ["calibrate"],
+        ["calibrate", "phantom"],
+        ["calibrate", "rods"],
+        ["review"],
+    ):
         result = run(*cmd, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
 
@@ -170,9 +187,12 @@ def test_demo_writes_scan_and_labels(tmp_path):
 
 
 def test_usage_mistakes_are_one_line_and_exit_2():
-    for args, fragment in ((["run"], "Missing argument"), (["frob"], "No such command 'frob'"),
-                           (["run", "x.nii.gz", "--out", "o", "--roi"], "requires an argument"),
-                           (["info", "--bogus"], "No such option")):
+    for args, fragment in (
+        (["run"], "Missing argument"),
+        (["frob"], "No such command 'frob'"),
+        (["run", "x.nii.gz", "--out", "o", "--roi"], "requires an argument"),
+        (["info", "--bogus"], "No such option"),
+    ):
         result = run(*args)
         assert_clean_error(result, fragment, "--help")
         assert "╭" not in result.stderr  # no boxes

@@ -23,7 +23,8 @@ def test_label_schemes_match_published_ids():
     assert verse["C1"] == 1 and verse["T1"] == 8 and verse["T12"] == 19 and verse["L1"] == 20
     assert verse["L6"] == 25 and verse["T13"] == 28
     assert [verse[f"C{i}"] for i in range(1, 8)] + [verse[f"T{i}"] for i in range(1, 13)] + [
-        verse[f"L{i}"] for i in range(1, 7)] == list(range(1, 26))
+        verse[f"L{i}"] for i in range(1, 7)
+    ] == list(range(1, 26))
     ts = load_label_scheme("totalseg")
     assert (ts["S1"], ts["L5"], ts["L1"], ts["T12"], ts["T11"], ts["C1"]) == (26, 27, 31, 32, 33, 50)
     assert all(name in LEVELS for name in verse) and all(name in LEVELS for name in ts)

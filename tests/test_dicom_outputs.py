@@ -79,8 +79,13 @@ def test_seg_spacing_positive_and_segments_coded_by_snomed(dicom_run):
     seg = pydicom.dcmread(out / "dicom_seg.dcm")
     measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     assert float(measures.SpacingBetweenSlices) == pytest.approx(2.0)
-    types = {s.SegmentLabel: (s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
-                              s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence}
+    types = {
+        s.SegmentLabel: (
+            s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
+            s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+        )
+        for s in seg.SegmentSequence
+    }
     assert types == {"vertebra L1": ("SCT", "66794005"), "vertebra L2": ("SCT", "14293000")}
 
 
@@ -130,8 +135,11 @@ def _free_port() -> int:
 
 def _start_storescp(port: int, folder: Path, *extra: str) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([_tool("storescp"), "-od", str(folder), "--aetitle", "PACS", *extra, str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_tool("storescp"), "-od", str(folder), "--aetitle", "PACS", *extra, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -192,8 +200,10 @@ def test_send_refused_or_unreachable_is_one_line_and_nothing_is_marked_sent(dico
         proc.wait()
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "rejected the association" in r.stderr
     assert not (run_dir / "sent.json").exists()
-    for args, message in ((["--to", "pacs"], "--to must be HOST:PORT"),
-                          (["--to", "h:1", "--aet", "A" * 17], "--aet must be 1–16")):
+    for args, message in (
+        (["--to", "pacs"], "--to must be HOST:PORT"),
+        (["--to", "h:1", "--aet", "A" * 17], "--aet must be 1–16"),
+    ):
         r = run("send", run_dir, *args)
         assert r.returncode == 2 and message in r.stderr
     r = run("send", tmp_path, "--to", "h:1")

@@ -13,16 +13,19 @@ from volbmd.flags import SEGMENTATION_FLAGS, flag_code, is_warning
 REFERENCE = json.loads((Path(__file__).parent / "data" / "reference_levels.json").read_text())["cases"]
 
 
-@pytest.mark.parametrize(("flag", "code", "warns"), [
-    ("partial_fov:inferior", "partial_fov", True),
-    ("transitional:13_rib_pairs (13 rib-bearing vertebrae from the first rib to the last)", "transitional", True),
-    ("levels:provisional (no sacrum, first or last rib in view)", "levels:provisional", True),
-    ("levels:sacrum_disagrees (the lowest vertebra is named L4)", "levels:sacrum_disagrees", True),
-    ("levels:from_last_rib_and_first_rib", "levels:from", False),
-    ("levels:single_landmark (last rib only)", "levels:single_landmark", False),
-    ("something_new:detail", None, True),  # undeclared: said, not hidden
-    ("levels:fromage", None, True),  # a code is matched whole (then ":", " (" or "_"), not as any prefix
-])
+@pytest.mark.parametrize(
+    ("flag", "code", "warns"),
+    [
+        ("partial_fov:inferior", "partial_fov", True),
+        ("transitional:13_rib_pairs (13 rib-bearing vertebrae from the first rib to the last)", "transitional", True),
+        ("levels:provisional (no sacrum, first or last rib in view)", "levels:provisional", True),
+        ("levels:sacrum_disagrees (the lowest vertebra is named L4)", "levels:sacrum_disagrees", True),
+        ("levels:from_last_rib_and_first_rib", "levels:from", False),
+        ("levels:single_landmark (last rib only)", "levels:single_landmark", False),
+        ("something_new:detail", None, True),  # undeclared: said, not hidden
+        ("levels:fromage", None, True),  # a code is matched whole (then ":", " (" or "_"), not as any prefix
+    ],
+)
 def test_flag_codes(flag, code, warns):
     assert flag_code(flag) == code
     assert is_warning(flag) is warns

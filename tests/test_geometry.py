@@ -61,8 +61,12 @@ def test_canonicalize_round_trip_all_orientations(index):
 
 def test_label_map_follows_and_keeps_type():
     d = DIRECTIONS[13]
-    labels = LabelMap(array=np.arange(60, dtype=np.int32).reshape(3, 4, 5) % 3, spacing_mm=(1, 2, 3),
-                      direction_lps=d, labels={"L1": 1, "L2": 2})
+    labels = LabelMap(
+        array=np.arange(60, dtype=np.int32).reshape(3, 4, 5) % 3,
+        spacing_mm=(1, 2, 3),
+        direction_lps=d,
+        labels={"L1": 1, "L2": 2},
+    )
     canon, reo = canonicalize(labels)
     assert isinstance(canon, LabelMap) and canon.labels == {"L1": 1, "L2": 2}
     assert np.array_equal(uncanonicalize(canon, reo).array, labels.array)
@@ -85,8 +89,9 @@ def test_orientation_codes_match_nibabel_convention():
     assert orientation_code(np.diag([1.0, -1.0, 1.0])) == "LAS"
 
 
-@pytest.mark.parametrize("shape,factors", [((8, 9, 10), (2, 3, 2)), ((5, 4, 7), (1, 1, 1)), ((7, 11, 13), (3, 4, 5)),
-                                           ((1, 2, 3), (2, 2, 2))])
+@pytest.mark.parametrize(
+    "shape,factors", [((8, 9, 10), (2, 3, 2)), ((5, 4, 7), (1, 1, 1)), ((7, 11, 13), (3, 4, 5)), ((1, 2, 3), (2, 2, 2))]
+)
 def test_block_mean_matches_reference(shape, factors):
     from volbmd.geometry import block_mean
 
@@ -98,6 +103,9 @@ def test_block_mean_matches_reference(shape, factors):
     for k in range(oz):
         for j in range(oy):
             for i in range(ox):
-                block = arr[k * factors[0]:(k + 1) * factors[0], j * factors[1]:(j + 1) * factors[1],
-                            i * factors[2]:(i + 1) * factors[2]]
+                block = arr[
+                    k * factors[0] : (k + 1) * factors[0],
+                    j * factors[1] : (j + 1) * factors[1],
+                    i * factors[2] : (i + 1) * factors[2],
+                ]
                 assert got[k, j, i] == pytest.approx(block.mean(), rel=1e-6)

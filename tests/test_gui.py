@@ -20,7 +20,13 @@ def test_napari_widget_suite():
         pytest.skip("no display and no Xvfb on this machine")
     here = Path(__file__).resolve().parent
     env = dict(os.environ, VOLBMD_GUI_TESTS="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "gui")],
-                            capture_output=True, text=True, env=env, timeout=900, cwd=here.parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "gui")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=here.parent,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -42,8 +42,11 @@ def test_round_trip_formats(tmp_path, suffix, dtype):
 def test_ome_zarr_is_valid_ngff_and_keeps_labels(tmp_path):
     import zarr
 
-    labels = LabelMap(array=(np.arange(7 * 9 * 11).reshape(7, 9, 11) % 3).astype(np.int32), spacing_mm=(3, 0.75, 0.8),
-                      labels={"L1": 1, "L2": 2})
+    labels = LabelMap(
+        array=(np.arange(7 * 9 * 11).reshape(7, 9, 11) % 3).astype(np.int32),
+        spacing_mm=(3, 0.75, 0.8),
+        labels={"L1": 1, "L2": 2},
+    )
     path = write_volume(labels, tmp_path / "labels.ome.zarr")
     root = zarr.open_group(str(path), mode="r")
     ms = root.attrs["ome"]["multiscales"][0]
@@ -215,8 +218,11 @@ def test_truncated_gzip_nifti(tmp_path):
 
 def _write_mha(path: Path, dims: str, spacing: str, data: bytes, ndims: int = 3, etype="MET_SHORT"):
     path.write_bytes(
-        (f"ObjectType = Image\nNDims = {ndims}\nDimSize = {dims}\nElementSpacing = {spacing}\n"
-         f"ElementType = {etype}\nElementDataFile = LOCAL\n").encode() + data
+        (
+            f"ObjectType = Image\nNDims = {ndims}\nDimSize = {dims}\nElementSpacing = {spacing}\n"
+            f"ElementType = {etype}\nElementDataFile = LOCAL\n"
+        ).encode()
+        + data
     )
 
 
@@ -350,10 +356,13 @@ def test_metaimage_header_declaring_a_huge_image(tmp_path):
 
 
 def test_detached_headers_name_their_missing_data_file(tmp_path):
-    (tmp_path / "scan.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
-                                       "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n")
-    (tmp_path / "scan.nhdr").write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nspacings: 1 1 1\n"
-                                        "encoding: raw\ndata file: voxels.raw\n")
+    (tmp_path / "scan.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+        "ElementSpacing = 1 1 1\nElementDataFile = scan.raw\n"
+    )
+    (tmp_path / "scan.nhdr").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nspacings: 1 1 1\nencoding: raw\ndata file: voxels.raw\n"
+    )
     with pytest.raises(InputError, match="'scan.raw', which is missing"):
         load_volume(tmp_path / "scan.mhd")
     with pytest.raises(InputError, match="'voxels.raw', which is missing"):

@@ -235,7 +235,6 @@ def test_kernels_split_over_threads_match_references(monkeypatch, threads):
     rng = np.random.default_rng(threads)
     for shape, spacing in (((7, 11, 13), (2.5, 0.7, 0.7)), ((1, 9, 4), (1.0, 1.0, 3.0)), ((13, 3, 17), (0.5, 1.5, 1.0))):
         mask = rng.random(shape) < 0.8
-        assert np.allclose(edt_squared_mm2(mask, spacing), reference.edt_squared_mm2(mask, spacing), rtol=1e-12,
-                           atol=1e-9)
+        assert np.allclose(edt_squared_mm2(mask, spacing), reference.edt_squared_mm2(mask, spacing), rtol=1e-12, atol=1e-9)
         labels = rng.integers(0, 5, size=shape).astype(np.uint8)
         assert label_bboxes(labels, [1, 2, 3, 4, 9]) == reference.label_bboxes(labels, [1, 2, 3, 4, 9])

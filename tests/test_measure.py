@@ -238,7 +238,6 @@ def test_abdomen_heights_plausible(shared_data):
     assert list(graded) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]  # present levels only, by default
 
 
-
 def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
     """The arch behind the canal opens and closes with single voxels of noise on coarse scans; the
     canal's front places the body's posterior wall only where it is enclosed in several slices."""
@@ -269,12 +268,16 @@ def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
 def test_a_level_with_a_high_hu_spread_is_flagged():
     from volbmd.measure import LevelMeasurement, _flag_high_spread
 
-    levels = [LevelMeasurement(level=name, label_id=i, split_method="split", trabecular_hu_sd=sd)
-              for i, (name, sd) in enumerate((("T12", 33.0), ("L1", 85.7), ("L2", 34.6), ("L3", 32.1)), start=19)]
+    levels = [
+        LevelMeasurement(level=name, label_id=i, split_method="split", trabecular_hu_sd=sd)
+        for i, (name, sd) in enumerate((("T12", 33.0), ("L1", 85.7), ("L2", 34.6), ("L3", 32.1)), start=19)
+    ]
     _flag_high_spread(levels)
     flagged = [m.level for m in levels if any(f.startswith("high_hu_spread") for f in m.flags)]
     assert flagged == ["L1"]
-    noisy = [LevelMeasurement(level=n, label_id=i, split_method="split", trabecular_hu_sd=80.0 + i)
-             for i, n in enumerate(("L1", "L2", "L3"))]
+    noisy = [
+        LevelMeasurement(level=n, label_id=i, split_method="split", trabecular_hu_sd=80.0 + i)
+        for i, n in enumerate(("L1", "L2", "L3"))
+    ]
     _flag_high_spread(noisy)  # a noisy scan: every level wide alike, none stands out
     assert not any(m.flags for m in noisy)

@@ -103,8 +103,11 @@ def test_cli_refuses_output_problems_before_the_analysis(tmp_path):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    for out, fragment in ((tmp_path / "a_file", "exists and is a file"), (tmp_path / "mine", "not a volbmd result"),
-                          (tmp_path / "a_file" / "out", "is a file, not a folder")):
+    for out, fragment in (
+        (tmp_path / "a_file", "exists and is a file"),
+        (tmp_path / "mine", "not a volbmd result"),
+        (tmp_path / "a_file" / "out", "is a file, not a folder"),
+    ):
         result = run("run", tmp_path / "no_scan_needed.nii.gz", "--out", out)  # the scan is not even read
         assert_clean_error(result, fragment)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

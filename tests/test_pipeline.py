@@ -13,8 +13,16 @@ import volbmd
 from volbmd.io import load_volume
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_OUTPUTS = {"report.json", "vertebrae.csv", "labels.nii.gz", "bodies.nii.gz", "rois.nii.gz", "qa.png", "report.html",
-               "config.yaml"}
+ALL_OUTPUTS = {
+    "report.json",
+    "vertebrae.csv",
+    "labels.nii.gz",
+    "bodies.nii.gz",
+    "rois.nii.gz",
+    "qa.png",
+    "report.html",
+    "config.yaml",
+}
 
 
 def _schema():
@@ -36,8 +44,12 @@ def test_analyze_in_memory_and_write_outputs(esp_scan, tmp_path):
     from volbmd.demo import GivenLabels
 
     stages = []
-    report = volbmd.analyze(esp_scan.volume, segmenter=GivenLabels(esp_scan.labels),
-                            progress=lambda stage, s: stages.append(stage), measurement={"roi": "mid_slab_ellipse"})
+    report = volbmd.analyze(
+        esp_scan.volume,
+        segmenter=GivenLabels(esp_scan.labels),
+        progress=lambda stage, s: stages.append(stage),
+        measurement={"roi": "mid_slab_ellipse"},
+    )
     assert stages == ["load", "segment", "measure", "calibrate_classify"]
     assert report.measurement.roi == "mid_slab_ellipse"
     assert set(report.timings_s) == set(stages)
@@ -75,8 +87,12 @@ def test_write_outputs_needs_analyze_report(tmp_path):
 
 
 def _minimal_report():
-    return {"volbmd_version": "0", "input": {"path": "x", "shape": [1, 1, 1], "spacing_mm": [1, 1, 1]},
-            "segmentation": {"backend": "masks", "levels_found": []}, "vertebrae": []}
+    return {
+        "volbmd_version": "0",
+        "input": {"path": "x", "shape": [1, 1, 1], "spacing_mm": [1, 1, 1]},
+        "segmentation": {"backend": "masks", "levels_found": []},
+        "vertebrae": [],
+    }
 
 
 def test_demo_command(tmp_path):
@@ -129,8 +145,9 @@ def test_overrides_merge_into_a_given_config(esp_scan):
     from volbmd.demo import GivenLabels
 
     cfg = load_config(overrides={"measurement": {"cortical_depth_mm": 5.0}})
-    report = volbmd.analyze(esp_scan.volume, cfg, segmenter=GivenLabels(esp_scan.labels),
-                            measurement={"roi": "mid_slab_ellipse"})
+    report = volbmd.analyze(
+        esp_scan.volume, cfg, segmenter=GivenLabels(esp_scan.labels), measurement={"roi": "mid_slab_ellipse"}
+    )
     m = report.measurement.model_dump()
     assert m["roi"] == "mid_slab_ellipse" and m["cortical_depth_mm"] == 5.0
 
@@ -141,8 +158,12 @@ def _undeclared(model, path="report") -> list[str]:
     for name in type(model).model_fields:
         value = getattr(model, name)
         items = value if isinstance(value, list) else [value]
-        out += [k for i, item in enumerate(items) if hasattr(type(item), "model_fields")
-                for k in _undeclared(item, f"{path}.{name}" + (f"[{i}]" if isinstance(value, list) else ""))]
+        out += [
+            k
+            for i, item in enumerate(items)
+            if hasattr(type(item), "model_fields")
+            for k in _undeclared(item, f"{path}.{name}" + (f"[{i}]" if isinstance(value, list) else ""))
+        ]
     return out
 
 
@@ -159,6 +180,6 @@ def test_every_report_key_is_declared(esp_scan, tmp_path):
     assert _undeclared(written) == []
     assert written.outputs and written.timings_s["report"] > 0
     header = (tmp_path / "vertebrae.csv").read_text().splitlines()[0].split(",")
-    assert header[-len(csv_extra_columns()):] == csv_extra_columns()
+    assert header[-len(csv_extra_columns()) :] == csv_extra_columns()
     assert {"bmd_sd_mg_cm3", "roi", "trabecular_hu_p5", "segmentation_confidence"} <= set(csv_extra_columns())
     assert "centroid_lps_mm" not in csv_extra_columns()  # a list: no single CSV cell

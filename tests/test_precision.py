@@ -42,8 +42,9 @@ def test_weighted_line_covariance_matches_monte_carlo():
 def test_density_sd_combines_calibration_and_measurement():
     from volbmd.calibrate.base import Calibration
 
-    cal = Calibration(method="internal", material="HA", slope=0.8, intercept=2.0,
-                      slope_intercept_cov=[[1e-6, 0.0], [0.0, 0.25]])
+    cal = Calibration(
+        method="internal", material="HA", slope=0.8, intercept=2.0, slope_intercept_cov=[[1e-6, 0.0], [0.0, 0.25]]
+    )
     hu = 150.0
     expected = np.sqrt((0.8 * 2.0) ** 2 + hu * hu * 1e-6 + 0.25)
     assert cal.density_sd(hu, 2.0) == pytest.approx(expected)
@@ -107,8 +108,15 @@ def test_fixed_masks_bmd_repeats_within_one_percent(shared_data):
     """ts_abdomen_ct with its reference masks, three draws of σ = 15 HU noise: per level CV ≤ 1.5 %
     and bias ≤ 2 %, the category unchanged, and the reported SD of the right size."""
     bench = _bench()
-    rows = bench.bench_case("ts_abdomen_ct", shared_data / "ts_abdomen_ct" / "ct.nii.gz", shared_data, ["noise"],
-                            ["fixed"], draws=3, noise_hu=15.0)
+    rows = bench.bench_case(
+        "ts_abdomen_ct",
+        shared_data / "ts_abdomen_ct" / "ct.nii.gz",
+        shared_data,
+        ["noise"],
+        ["fixed"],
+        draws=3,
+        noise_hu=15.0,
+    )
     levels = [r for r in rows if r["level"] in ("L1", "L2", "L3", "L4", "L5")]
     assert len(levels) == 5
     for r in levels:
@@ -124,8 +132,15 @@ def test_default_pipeline_repeats_on_a_contrast_ct(shared_data):
     24 % before the calibration and segmentation fixes; the issue's 2 % target is not reached yet:
     disc planes of 5 mm slices still move by a slice between draws)."""
     bench = _bench()
-    rows = bench.bench_case("abdomen_ct_contrast_5mm", shared_data / "abdomen_ct_contrast_5mm" / "dicom", shared_data,
-                            ["noise"], ["full"], draws=3, noise_hu=15.0)
+    rows = bench.bench_case(
+        "abdomen_ct_contrast_5mm",
+        shared_data / "abdomen_ct_contrast_5mm" / "dicom",
+        shared_data,
+        ["noise"],
+        ["full"],
+        draws=3,
+        noise_hu=15.0,
+    )
     assert all(r["found_every_run"] for r in rows)
     summary = next(r for r in rows if r["level"] == "summary")
     assert summary["category_stable"] and summary["cv_pct"] <= 5.0 and abs(summary["bias_pct"]) <= 5.0, summary

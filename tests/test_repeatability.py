@@ -47,9 +47,12 @@ def test_spread_of_the_draws_becomes_the_sd_and_missing_levels_are_flagged(esp_s
     bmd = calibrated.bmd_by_level
     first, second = sorted(level for level, v in bmd.items() if v is not None)[:2]
     mean = calibrated.summary["bmd_mg_cm3_mean"]
-    draws = RepeatDraws(3, 8.0, {first: [bmd[first] + 4.0, bmd[first] - 4.0, None],
-                                 second: [bmd[second], bmd[second], bmd[second]]},
-                        [mean + 3.0, mean - 3.0, mean])
+    draws = RepeatDraws(
+        3,
+        8.0,
+        {first: [bmd[first] + 4.0, bmd[first] - 4.0, None], second: [bmd[second], bmd[second], bmd[second]]},
+        [mean + 3.0, mean - 3.0, mean],
+    )
     floor = calibrated.bmd_sd_fixed_by_level[second]
     apply_repeat_draws(calibrated, result, draws, cfg)
     assert calibrated.bmd_sd_by_level[first] == pytest.approx(4.0)
@@ -95,8 +98,15 @@ def test_measured_sd_matches_the_observed_spread(shared_data):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.OVERRIDES["uncertainty"] = {"repeat_draws": 3}
-    rows = bench.bench_case("ts_abdomen_ct", shared_data / "ts_abdomen_ct" / "ct.nii.gz", shared_data, ["noise"],
-                            ["full"], draws=3, noise_hu="auto")
+    rows = bench.bench_case(
+        "ts_abdomen_ct",
+        shared_data / "ts_abdomen_ct" / "ct.nii.gz",
+        shared_data,
+        ["noise"],
+        ["full"],
+        draws=3,
+        noise_hu="auto",
+    )
     ratios = [r["sd_ratio"] for r in rows if r["level"] in ("L1", "L2", "L3", "L4", "L5")]
     assert len(ratios) == 5 and all(np.isfinite(ratios))
     assert 0.5 <= float(np.median(ratios)) <= 2.0, rows

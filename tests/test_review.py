@@ -65,8 +65,13 @@ def test_reject_recompute_and_save(fresh_run):
     report = json.loads((fresh_run / "report.json").read_text())
     assert report["review"]["reviewer"] == "test" and report["summary"]["levels_used"] == ["L2", "L3"]
     l2 = next(v for v in report["vertebrae"] if v["level"] == "L2")
-    assert l2["body_volume_ml"] < 0.7 * next(v for v in json.loads((fresh_run / "report.json").read_text())["vertebrae"]
-                                             if v["level"] == "L3")["body_volume_ml"]
+    assert (
+        l2["body_volume_ml"]
+        < 0.7
+        * next(v for v in json.loads((fresh_run / "report.json").read_text())["vertebrae"] if v["level"] == "L3")[
+            "body_volume_ml"
+        ]
+    )
     again = ReviewSession(fresh_run)  # decisions and corrected labels come back
     assert again.decisions["L1"] == "rejected"
     assert (again.labels.array == again.labels.labels["L2"]).sum() == (s.labels.array == vid).sum()
@@ -95,7 +100,7 @@ def test_reader_scan_and_run(demo_run):
     from volbmd.napari._reader import get_reader
 
     reader = get_reader(str(demo_run / "scan.nii.gz"))
-    (data, kwargs, kind), = reader(str(demo_run / "scan.nii.gz"))
+    ((data, kwargs, kind),) = reader(str(demo_run / "scan.nii.gz"))
     scan = load_volume(demo_run / "scan.nii.gz")
     assert kind == "image" and kwargs["scale"] == scan.spacing_mm and kwargs["contrast_limits"] == (-250.0, 1250.0)
     assert kwargs["translate"] == scan.origin_lps_mm[::-1]

@@ -14,8 +14,18 @@ from volbmd.labels import load_label_scheme
 from volbmd.volume import LabelMap
 
 REPORT_KEYS = {"schema_version", "volbmd_version", "input", "segmentation", "calibration", "vertebrae", "summary", "qa"}
-VERTEBRA_KEYS = {"level", "body_volume_ml", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd",
-                 "trabecular_n_voxels", "bmd_mg_cm3", "heights_mm", "genant_grade", "flags"}
+VERTEBRA_KEYS = {
+    "level",
+    "body_volume_ml",
+    "trabecular_hu_mean",
+    "trabecular_hu_median",
+    "trabecular_hu_sd",
+    "trabecular_n_voxels",
+    "bmd_mg_cm3",
+    "heights_mm",
+    "genant_grade",
+    "flags",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +50,18 @@ def phantom_files(tmp_path_factory):
 def test_run_writes_report_with_contract_keys(phantom_files, tmp_path):
     folder, p = phantom_files
     out = tmp_path / "out"
-    result = run("run", folder / "scan.nii.gz", "--segmenter", "masks", "--masks", folder / "labels_verse.nii.gz",
-                 "--out", out, "--levels", "T12,L1,L2,L3,L4")
+    result = run(
+        "run",
+        folder / "scan.nii.gz",
+        "--segmenter",
+        "masks",
+        "--masks",
+        folder / "labels_verse.nii.gz",
+        "--out",
+        out,
+        "--levels",
+        "T12,L1,L2,L3,L4",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
@@ -65,8 +85,10 @@ def test_run_writes_report_with_contract_keys(phantom_files, tmp_path):
 def test_totalseg_and_per_level_masks_give_same_numbers(phantom_files, tmp_path):
     folder, _ = phantom_files
     reports = []
-    for name, extra in (("ts", ["--masks", folder / "labels_ts.nii.gz", "--label-scheme", "totalseg"]),
-                        ("dir", ["--masks", folder / "per_level"])):
+    for name, extra in (
+        ("ts", ["--masks", folder / "labels_ts.nii.gz", "--label-scheme", "totalseg"]),
+        ("dir", ["--masks", folder / "per_level"]),
+    ):
         result = run("run", folder / "scan.nii.gz", "--out", tmp_path / name, *extra)
         assert result.returncode == 0, result.stderr
         reports.append(json.loads((tmp_path / name / "report.json").read_text()))
@@ -81,7 +103,9 @@ def test_run_bad_inputs(phantom_files, tmp_path):
     out = tmp_path / "out"
     r = run("run", folder / "scan.nii.gz", "--masks", tmp_path / "wrong_grid.nii.gz", "--out", out)
     assert_clean_error(r, "mask grid does not match the scan grid: size (6, 6, 6) (x,y,z) against", "wrong_grid.nii.gz")
-    r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--label-scheme", "totalseg", "--out", out)
+    r = run(
+        "run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--label-scheme", "totalseg", "--out", out
+    )
     assert_clean_error(r, "no vertebra labels of the 'totalseg' scheme")
     # a TotalSegmentator multilabel read with the default VerSe ids once gave "T13" and "S1"
     r = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_ts.nii.gz", "--out", out)
@@ -101,8 +125,16 @@ def test_run_bad_inputs(phantom_files, tmp_path):
 
 def test_cortical_depth_below_one_voxel_warns(phantom_files, tmp_path):
     folder, _ = phantom_files
-    result = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--cortical-depth-mm", "0",
-                 "--out", tmp_path / "o")
+    result = run(
+        "run",
+        folder / "scan.nii.gz",
+        "--masks",
+        folder / "labels_verse.nii.gz",
+        "--cortical-depth-mm",
+        "0",
+        "--out",
+        tmp_path / "o",
+    )
     assert result.returncode == 0, result.stderr
     warnings = json.loads((tmp_path / "o" / "report.json").read_text())["qa"]["warnings"]
     assert any("cortical depth 0 mm is less than one voxel" in w for w in warnings), warnings
@@ -115,8 +147,14 @@ def test_report_carries_no_patient_identifiers(tmp_path):
 
     p = make_spine_phantom(levels=("L1", "L2"), spacing_mm=(2.0, 0.8, 0.8))
     series = tmp_path / "DOE_JANE" / "series"
-    write_ct_series(series, p.volume.array, spacing_mm=p.volume.spacing_mm, origin=p.volume.origin_lps_mm,
-                    patient_name="Doe^Jane", patient_id="PID-12345")
+    write_ct_series(
+        series,
+        p.volume.array,
+        spacing_mm=p.volume.spacing_mm,
+        origin=p.volume.origin_lps_mm,
+        patient_name="Doe^Jane",
+        patient_id="PID-12345",
+    )
     scan = load_volume(series)
     write_volume(LabelMap.on_grid_of(scan, p.labels.array, p.labels.labels), tmp_path / "labels.nii.gz")
     out = tmp_path / "out"
@@ -134,7 +172,9 @@ def test_run_without_calibration_reports_hu_only(phantom_files, tmp_path):
     folder, _ = phantom_files
     cfg = tmp_path / "hu_only.yaml"
     cfg.write_text("calibration:\n  internal:\n    enabled: false\n")
-    result = run("run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--config", cfg, "--out", tmp_path / "o")
+    result = run(
+        "run", folder / "scan.nii.gz", "--masks", folder / "labels_verse.nii.gz", "--config", cfg, "--out", tmp_path / "o"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["calibration"]["method"] == "none"

@@ -191,8 +191,12 @@ def tiny_nnunet_model(tmp_path_factory):
     """A real nnU-Net v2 model folder, trained once per session by the project's own tool."""
     out = tmp_path_factory.mktemp("tiny_nnunet") / "model"
     work = tmp_path_factory.mktemp("tiny_nnunet_work")
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "train_tiny_nnunet.py"), str(out), "--work", str(work)],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_tiny_nnunet.py"), str(out), "--work", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
@@ -222,20 +226,38 @@ def test_nnunet_backend_segments_in_any_orientation(tiny_nnunet_model):
 def test_nnunet_segment_cli_and_bad_model(tiny_nnunet_model, tmp_path):
     p = make_spine_phantom(("L1", "L2"), spacing_mm=(3.0, 3.0, 3.0), field_of_view_mm=(96.0, 96.0), seed=5)
     write_volume(p.volume, tmp_path / "scan.nii.gz")
-    r = run("segment", tmp_path / "scan.nii.gz", "--segmenter", "nnunet", "--model", tiny_nnunet_model,
-            "--out", tmp_path / "labels.nii.gz")
+    r = run(
+        "segment",
+        tmp_path / "scan.nii.gz",
+        "--segmenter",
+        "nnunet",
+        "--model",
+        tiny_nnunet_model,
+        "--out",
+        tmp_path / "labels.nii.gz",
+    )
     assert r.returncode == 0, r.stderr
     assert load_volume(tmp_path / "labels.nii.gz").geometry.matches(p.volume.geometry)
     (tmp_path / "empty_model").mkdir()
-    r = run("segment", tmp_path / "scan.nii.gz", "--segmenter", "nnunet", "--model", tmp_path / "empty_model",
-            "--out", tmp_path / "x.nii.gz")
+    r = run(
+        "segment",
+        tmp_path / "scan.nii.gz",
+        "--segmenter",
+        "nnunet",
+        "--model",
+        tmp_path / "empty_model",
+        "--out",
+        tmp_path / "x.nii.gz",
+    )
     assert_clean_error(r, "not an nnU-Net model folder")
 
 
 def test_level_names_from_dataset_json():
     from volbmd.segment.nnunet import levels_from_dataset_json
 
-    ts_like = {"labels": {"background": 0, "spleen": 1, "vertebrae_L1": 31, "vertebrae_T12": 32, "vertebrae_C1": 50, "L6": 60}}
+    ts_like = {
+        "labels": {"background": 0, "spleen": 1, "vertebrae_L1": 31, "vertebrae_T12": 32, "vertebrae_C1": 50, "L6": 60}
+    }
     assert levels_from_dataset_json(ts_like) == {31: "L1", 32: "T12", 50: "C1", 60: "L6"}
 
 
@@ -247,9 +269,21 @@ def test_prepare_nnunet_dataset_tool(tmp_path):
         write_volume(_as_ras(p.labels), tmp_path / f"labels{i}.nii.gz")
         pairs.append(f"{tmp_path / f'scan{i}.nii.gz'},{tmp_path / f'labels{i}.nii.gz'}")
     (tmp_path / "pairs.csv").write_text("scan,labels\n" + "\n".join(pairs) + "\n")
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_nnunet_dataset.py"), "--pairs",
-                             str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "raw"), "--id", "42"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "prepare_nnunet_dataset.py"),
+            "--pairs",
+            str(tmp_path / "pairs.csv"),
+            "--out",
+            str(tmp_path / "raw"),
+            "--id",
+            "42",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "raw" / "Dataset042_Vertebrae"
     dataset = json.loads((folder / "dataset.json").read_text())
@@ -343,19 +377,26 @@ def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, beside, names, fl
         # a neck-to-chest field of view: C6, C7 rib-free above the first rib-bearing vertebra
         ([True] * 6 + [False, False], ["T6", "T5", "T4", "T3", "T2", "T1", "C7", "C6"], "levels:from_first_rib"),
         # first and last rib in view, twelve rib-bearing vertebrae between them
-        ([False] + [True] * 12 + [False], ["L1"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
-         "levels:from_last_rib_and_first_rib"),
+        (
+            [False] + [True] * 12 + [False],
+            ["L1"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
+            "levels:from_last_rib_and_first_rib",
+        ),
         # thirteen rib-bearing vertebrae, strong on both ends: a transitional count, flagged
-        ([False] + [True] * 13 + [False], ["L1", "T13"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
-         "transitional:13_rib_pairs"),
+        (
+            [False] + [True] * 13 + [False],
+            ["L1", "T13"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
+            "transitional:13_rib_pairs",
+        ),
     ],
 )
 def test_level_names_from_the_first_rib(ribs, names, flag):
     from volbmd.segment.classical import Segment, SpineSegments
     from volbmd.segment.classical.levels import assign_levels
 
-    segs = [Segment(20.0 * i, 20.0 * (i + 1), ordinal=i, rib_sides=["right", "left"] if r else [])
-            for i, r in enumerate(ribs)]
+    segs = [
+        Segment(20.0 * i, 20.0 * (i + 1), ordinal=i, rib_sides=["right", "left"] if r else []) for i, r in enumerate(ribs)
+    ]
     spine = SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [])
     assign_levels(spine)
     assert [s.level for s in spine.segments] == names
@@ -395,8 +436,18 @@ def test_rib_heads_tell_ribs_from_pelvis_and_name_their_vertebra():
     grown[12:24, 3:7, 6:11] = FOREIGN + 2  # ... its shaft running down past ordinal 1
     dx = (np.arange(40) + 0.5 - 20.0)[None, None, :] * 2.0
     segs = {o: Segment(0.0, 0.0, ordinal=o) for o in range(3)}
-    g = Grown(grown, np.zeros(shape, bool), np.zeros(shape, np.int16), (slice(0, 30),) * 3, np.abs(dx), dx, segs,
-              np.ones((1, 1, 1), bool), seg_index, np.ones(3, bool))
+    g = Grown(
+        grown,
+        np.zeros(shape, bool),
+        np.zeros(shape, np.int16),
+        (slice(0, 30),) * 3,
+        np.abs(dx),
+        dx,
+        segs,
+        np.ones((1, 1, 1), bool),
+        seg_index,
+        np.ones(3, bool),
+    )
     rib_heads(g, (2.0, 2.0, 2.0), sacral_ordinal=0, opts=GrowthOptions(rib_head_zone_mm=40.0))
     assert segs[2].rib_sides == ["right"] and segs[2].rib_contact_mm3 > 0
     assert segs[1].rib_sides == [] and segs[0].rib_sides == []  # the shaft passes by; the pelvis is no rib
@@ -438,13 +489,20 @@ def test_enhanced_vessel_beside_the_body_is_not_bone():
 def test_classical_transitional_anatomy_on_phantoms(levels, flag):
     """Ribs on T11 and T12, a sacrum with iliac wings: every vertebra gets its true name, and six
     or four rib-free vertebrae above the sacrum are flagged."""
-    p = make_spine_phantom(levels, spacing_mm=(2.0, 0.9, 0.9), body_height_mm=24.0, rib_levels=("T11", "T12"),
-                           sacrum=True, noise_hu=10.0, seed=2)
+    p = make_spine_phantom(
+        levels,
+        spacing_mm=(2.0, 0.9, 0.9),
+        body_height_mm=24.0,
+        rib_levels=("T11", "T12"),
+        sacrum=True,
+        noise_hu=10.0,
+        seed=2,
+    )
     labels = segment_spine(p.volume)
     flags = labels.metadata["flags"]
     assert "levels:from_sacrum_and_last_rib" in flags
     transitional = [f for f in flags if f.startswith("transitional")]
-    assert (transitional[0].startswith(flag) if flag else not transitional), flags
+    assert transitional[0].startswith(flag) if flag else not transitional, flags
     assert set(labels.labels) == set(levels) | {"S1"}
     for level, vid in labels.labels.items():
         assert _dice(labels.array == vid, p.labels.array == p.labels.labels[level]) > 0.85, level
@@ -460,8 +518,10 @@ def test_classical_bmd_agrees_with_reference_masks(shared_data):
 
     folder = shared_data / "ts_abdomen_ct"
     ours = volbmd.analyze(folder / "ct.nii.gz")
-    ref = volbmd.analyze(folder / "ct.nii.gz", segmenter=make_segmenter(
-        "masks", masks=folder / "vertebrae_multilabel.nii.gz", label_scheme="totalseg"))
+    ref = volbmd.analyze(
+        folder / "ct.nii.gz",
+        segmenter=make_segmenter("masks", masks=folder / "vertebrae_multilabel.nii.gz", label_scheme="totalseg"),
+    )
     assert "blood" in ours.calibration.reference_tissues  # the aorta is found with either masks
     by_level = {v.level: v for v in ref.vertebrae}
     for v in ours.vertebrae:
@@ -535,8 +595,12 @@ def test_masks_in_another_axis_order_are_reordered_and_other_grids_named(spine_p
     flipped_dir = direction.copy()
     flipped_dir[:, 1] *= -1  # the y axis runs the other way (LAS)
     origin = np.asarray(labels.origin_lps_mm) + direction[:, 1] * (ny - 1) * labels.spacing_mm[1]
-    las = dataclasses.replace(labels, array=np.ascontiguousarray(labels.array[:, ::-1, :]), origin_lps_mm=tuple(origin),
-                              direction_lps=tuple(map(tuple, flipped_dir)))
+    las = dataclasses.replace(
+        labels,
+        array=np.ascontiguousarray(labels.array[:, ::-1, :]),
+        origin_lps_mm=tuple(origin),
+        direction_lps=tuple(map(tuple, flipped_dir)),
+    )
     write_volume(las, tmp_path / "las.nii.gz")
     got = load_masks(tmp_path / "las.nii.gz", spine_phantom.volume)
     assert got.geometry.matches(spine_phantom.volume.geometry)

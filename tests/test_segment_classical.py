@@ -111,8 +111,11 @@ def test_thick_slices_keep_the_vertebrae(shared_data, segmented):
     labels = segment_spine(_thicker(volume, 3))
     found = body_centroids(labels)
     refs = [r for r in REFERENCE["cta_chest"]["vertebrae"] if r["complete"]]
-    named = [r["level"] for r in refs if r["level"] in found
-             and np.linalg.norm(found[r["level"]] - np.asarray(r["centroid_lps_mm"])) <= 20.0]
+    named = [
+        r["level"]
+        for r in refs
+        if r["level"] in found and np.linalg.norm(found[r["level"]] - np.asarray(r["centroid_lps_mm"])) <= 20.0
+    ]
     assert len(named) >= len(refs) - 1, (named, sorted(found))
     assert len(found) <= len(REFERENCE["cta_chest"]["vertebrae"])  # nothing split in two
 
@@ -152,17 +155,21 @@ def test_no_landmark_in_view_is_provisional_and_uncertain(shared_data, segmented
 def _segment(level, lo, hi, ordinal, volume_ml=30.0, complete=True):
     from volbmd.segment.classical import Segment
 
-    return Segment(lo, hi, ordinal=ordinal, level=level, arc_lo_mm=lo, arc_hi_mm=hi, volume_ml=volume_ml,
-                   complete=complete)
+    return Segment(lo, hi, ordinal=ordinal, level=level, arc_lo_mm=lo, arc_hi_mm=hi, volume_ml=volume_ml, complete=complete)
 
 
 def test_quality_flags_merged_split_and_volume():
     from volbmd.segment.classical.options import QualityOptions
     from volbmd.segment.classical.quality import check_segments
 
-    segs = [_segment("T10", 0, 24, 0, 34.0), _segment("T9", 24, 72, 1, 60.0),  # two vertebrae as one
-            _segment("T8", 72, 96, 2, 27.0), _segment("T7", 96, 106, 3, 12.0),  # half a vertebra
-            _segment("T6", 106, 130, 4, 22.0), _segment("T5", 130, 154, 5, 200.0)]  # heart in the mask
+    segs = [
+        _segment("T10", 0, 24, 0, 34.0),
+        _segment("T9", 24, 72, 1, 60.0),  # two vertebrae as one
+        _segment("T8", 72, 96, 2, 27.0),
+        _segment("T7", 96, 106, 3, 12.0),  # half a vertebra
+        _segment("T6", 106, 130, 4, 22.0),
+        _segment("T5", 130, 154, 5, 200.0),
+    ]  # heart in the mask
     check_segments(segs, {o: 1.0 for o in range(7)}, [True] * 6, QualityOptions())
     flags = {s.level: s.quality_flags for s in segs}
     assert any(f.startswith("implausible:merged?") for f in flags["T9"])
@@ -187,7 +194,9 @@ def test_implausible_level_is_kept_out_of_the_classification_and_named(spine_pha
 
         def segment(self, volume):
             labels = spine_phantom.labels
-            meta = {"level_quality": {"L1": {"confidence": 0.2, "flags": ["implausible:volume (200 ml; a L1 is about 55 ml)"]}}}
+            meta = {
+                "level_quality": {"L1": {"confidence": 0.2, "flags": ["implausible:volume (200 ml; a L1 is about 55 ml)"]}}
+            }
             return dataclasses.replace(labels, metadata=meta)
 
     assert isinstance(Doubting(), Segmenter)
@@ -204,8 +213,11 @@ def test_trabecular_hu_out_of_range_is_implausible(spine_phantom):
     T12 and L1 are flagged and replaced in the classification."""
     import volbmd
 
-    report = volbmd.analyze(spine_phantom.volume, measurement={"plausible_trabecular_hu": [-100.0, 150.0]},
-                            segmenter=_given(spine_phantom.labels))
+    report = volbmd.analyze(
+        spine_phantom.volume,
+        measurement={"plausible_trabecular_hu": [-100.0, 150.0]},
+        segmenter=_given(spine_phantom.labels),
+    )
     flagged = {v.level for v in report.vertebrae if any(f.startswith("implausible:trabecular_hu") for f in v.flags)}
     assert flagged == {"T12", "L1"}
     assert report.summary.levels_used == ["L2", "L3"]

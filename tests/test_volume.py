@@ -59,8 +59,10 @@ def test_grid_mismatch_names_what_differs():
     cases = (
         (Geometry(shape=(4, 5, 7), spacing_mm=(2.0, 0.5, 0.5)), "size (7, 5, 4) (x,y,z) against (6, 5, 4)"),
         (Geometry(shape=(4, 5, 6), spacing_mm=(3.0, 0.5, 0.5)), "voxel size (0.5, 0.5, 3.0) mm (x,y,z) against"),
-        (Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5), direction_lps=((1, 0, 0), (0, -1, 0), (0, 0, 1))),
-         "axes pointing LAS against LPS"),
+        (
+            Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5), direction_lps=((1, 0, 0), (0, -1, 0), (0, 0, 1))),
+            "axes pointing LAS against LPS",
+        ),
         (Geometry(shape=(4, 5, 6), spacing_mm=(2.0, 0.5, 0.5), origin_lps_mm=(3.0, 4.0, 0.0)), "origin 5.0 mm away"),
     )
     for other, words in cases:

@@ -24,8 +24,7 @@ def make_cohort(root: Path, n: int) -> Path:
 
     rows = ["id,path,masks"]
     for i in range(n):
-        p = make_spine_phantom(("T12", "L1", "L2", "L3"), trabecular_hu={"L1": 60.0 + 10 * i, "L2": 80.0 + 10 * i},
-                               seed=i)
+        p = make_spine_phantom(("T12", "L1", "L2", "L3"), trabecular_hu={"L1": 60.0 + 10 * i, "L2": 80.0 + 10 * i}, seed=i)
         volbmd.write_volume(p.volume, root / f"ct{i}.nii.gz")
         volbmd.write_volume(p.labels, root / f"m{i}.nii.gz")
         rows.append(f"case{i},ct{i}.nii.gz,m{i}.nii.gz")
@@ -66,8 +65,23 @@ def time_predictor(model: Path, scans: list[Path], tmp: Path) -> dict[str, float
     rebuilt = time.perf_counter() - t
     t = time.perf_counter()
     for i, scan in enumerate(scans):
-        subprocess.run([sys.executable, "-m", "volbmd.cli", "segment", str(scan), "--segmenter", "nnunet", "--model",
-                        str(model), "--out", str(tmp / f"seg{i}.nii.gz")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "volbmd.cli",
+                "segment",
+                str(scan),
+                "--segmenter",
+                "nnunet",
+                "--model",
+                str(model),
+                "--out",
+                str(tmp / f"seg{i}.nii.gz"),
+            ],
+            check=True,
+            capture_output=True,
+        )
     per_process = time.perf_counter() - t
     return {"first_build": first_build, "kept": kept, "rebuilt": rebuilt, "per_process": per_process}
 
@@ -85,19 +99,26 @@ def main() -> None:
         for workers in (1, 2):
             seconds = time_cohort(manifest, tmp / f"out{workers}", workers)
             rates[workers] = args.cases / seconds * 60
-            print(f"{workers} worker(s): {args.cases} cases in {seconds:.1f} s → {rates[workers]:.1f} cases/min "
-                  "(cluster start included)")
+            print(
+                f"{workers} worker(s): {args.cases} cases in {seconds:.1f} s → {rates[workers]:.1f} cases/min "
+                "(cluster start included)"
+            )
         print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}×")
         if args.model is not None:
             scans = [tmp / f"ct{i}.nii.gz" for i in range(min(args.cases, args.predictor_scans))]
             r = time_predictor(args.model, scans, tmp)
             n = len(scans)
-            print(f"nnU-Net, {n} scans: predictor kept {r['kept']:.1f} s (its first build {r['first_build']:.1f} s, "
-                  f"imports included); rebuilt per scan in the same process {r['rebuilt']:.1f} s; one `volbmd "
-                  f"segment` process per scan {r['per_process']:.1f} s")
-            print(f"  kept vs a process per scan: {(r['per_process'] - r['kept']) / n:.1f} s saved per case "
-                  f"({r['per_process'] / r['kept']:.2f}×); vs rebuilding in the same process: "
-                  f"{(r['rebuilt'] - (r['kept'] - r['first_build'])) / n:.2f} s per case")
+            print(
+                f"nnU-Net, {n} scans: predictor kept {r['kept']:.1f} s (its first build {r['first_build']:.1f} s, "
+                f"imports included); rebuilt per scan in the same process {r['rebuilt']:.1f} s; one `volbmd "
+                f"segment` process per scan {r['per_process']:.1f} s"
+            )
+            print(
+                f"  kept vs a process per scan: {(r['per_process'] - r['kept']) / n:.1f} s saved per case "
+                f"({r['per_process'] / r['kept']:.2f}×); vs rebuilding in the same process: "
+                f"{(r['rebuilt'] - (r['kept'] - r['first_build'])) / n:.2f} s per case"
+            )
+
 
 if __name__ == "__main__":  # Dask and nnU-Net start worker processes
     main()

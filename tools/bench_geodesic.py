@@ -55,8 +55,10 @@ def main() -> None:
     agree = float((labels[reached] == ref_labels[reached]).mean())
     print(f"numba geodesic_grow:            {t_numba:7.2f} s")
     print(f"skimage MCP_Geometric per label: {t_ref:7.2f} s  ({t_ref / t_numba:.1f}x slower)")
-    print(f"labels agree on {agree:.4%} of reached voxels; largest cost difference "
-          f"{float(np.max(np.abs(cost[reached] - ref_cost[reached]))):.2e} mm")
+    print(
+        f"labels agree on {agree:.4%} of reached voxels; largest cost difference "
+        f"{float(np.max(np.abs(cost[reached] - ref_cost[reached]))):.2e} mm"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,15 @@ def make_case(folder: Path) -> tuple[Path, Path]:
     from volbmd.phantoms import make_spine_phantom
     from volbmd.volume import LabelMap
 
-    p = make_spine_phantom(("L1", "L2", "L3", "L4", "L5"), spacing_mm=SPACING, body_height_mm=26.0, disc_height_mm=9.0,
-                           field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]), noise_hu=15.0, seed=0)
+    p = make_spine_phantom(
+        ("L1", "L2", "L3", "L4", "L5"),
+        spacing_mm=SPACING,
+        body_height_mm=26.0,
+        disc_height_mm=9.0,
+        field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]),
+        noise_hu=15.0,
+        seed=0,
+    )
     nz = p.volume.shape[0]
     pad = max(0, SHAPE[0] - nz)
     vol_arr = np.pad(p.volume.array, ((pad // 2, pad - pad // 2), (0, 0), (0, 0)), constant_values=-1000)[: SHAPE[0]]
@@ -48,8 +55,11 @@ def make_case(folder: Path) -> tuple[Path, Path]:
 
 def run_once(scan: Path, masks: Path, out: Path) -> tuple[float, dict]:
     t = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "volbmd.cli", "run", str(scan), "--masks", str(masks), "--out", str(out)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "volbmd.cli", "run", str(scan), "--masks", str(masks), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
@@ -75,7 +85,9 @@ def main() -> None:
         import_s = time.perf_counter() - t
     wall, stages = min(runs, key=lambda r: r[0])
     print(f"volbmd run --segmenter masks, {SHAPE[2]}×{SHAPE[1]}×{SHAPE[0]} @ {SPACING[0]} mm, L1–L5 (best of {args.runs})")
-    print(f"  {'start-up + imports':22s} {wall - sum(stages.values()):6.2f} s   (python -c 'import volbmd.cli': {import_s:.2f} s)")
+    print(
+        f"  {'start-up + imports':22s} {wall - sum(stages.values()):6.2f} s   (python -c 'import volbmd.cli': {import_s:.2f} s)"
+    )
     for name, seconds in stages.items():
         extra = f"   (SimpleITK read alone: {read_s:.2f} s)" if name == "load" else ""
         print(f"  {name:22s} {seconds:6.2f} s{extra}")

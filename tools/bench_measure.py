@@ -35,9 +35,14 @@ def make_case(n_slices: int = SHAPE[0]):
 
     scale = n_slices / SHAPE[0]
     p = make_spine_phantom(
-        LEVELS, spacing_mm=SPACING, body_height_mm=15.0 * scale, disc_height_mm=6.0 * scale,
-        body_semi_axes_mm=(14.0, 19.0), field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]),
-        noise_hu=15.0, seed=0,
+        LEVELS,
+        spacing_mm=SPACING,
+        body_height_mm=15.0 * scale,
+        disc_height_mm=6.0 * scale,
+        body_semi_axes_mm=(14.0, 19.0),
+        field_of_view_mm=(SHAPE[1] * SPACING[1], SHAPE[2] * SPACING[2]),
+        noise_hu=15.0,
+        seed=0,
     )
     nz = p.volume.shape[0]
     if nz >= n_slices:
@@ -80,8 +85,12 @@ def _numpy_stats(values):
     values = np.asarray(values, np.float64)
     if values.size == 0:
         return None
-    out = {"n": int(values.size), "mean": float(values.mean()), "sd": float(values.std()),
-           "median": float(np.median(values))}
+    out = {
+        "n": int(values.size),
+        "mean": float(values.mean()),
+        "sd": float(values.std()),
+        "median": float(np.median(values)),
+    }
     for p in (5, 25, 50, 75, 95):
         out[f"p{p}"] = float(np.percentile(values, p))
     return out
@@ -92,8 +101,13 @@ def scipy_kernels():
     import volbmd.measure as measure
     import volbmd.vertebrae as vertebrae
 
-    saved = (vertebrae.edt_squared_mm2, vertebrae.label_bboxes, measure.strip_cortex, measure.masked_values,
-             measure.value_statistics)
+    saved = (
+        vertebrae.edt_squared_mm2,
+        vertebrae.label_bboxes,
+        measure.strip_cortex,
+        measure.masked_values,
+        measure.value_statistics,
+    )
     vertebrae.edt_squared_mm2 = _scipy_edt_squared
     vertebrae.label_bboxes = _scipy_bboxes
     measure.strip_cortex = _scipy_strip
@@ -102,8 +116,13 @@ def scipy_kernels():
     try:
         yield
     finally:
-        (vertebrae.edt_squared_mm2, vertebrae.label_bboxes, measure.strip_cortex, measure.masked_values,
-         measure.value_statistics) = saved
+        (
+            vertebrae.edt_squared_mm2,
+            vertebrae.label_bboxes,
+            measure.strip_cortex,
+            measure.masked_values,
+            measure.value_statistics,
+        ) = saved
 
 
 def _as_ras(volume):
@@ -112,8 +131,7 @@ def _as_ras(volume):
 
     ras = np.ascontiguousarray(volume.array[:, ::-1, ::-1])
     origin = volume.geometry.index_to_world([0, volume.shape[1] - 1, volume.shape[2] - 1])
-    return dataclasses.replace(volume, array=ras, origin_lps_mm=tuple(origin),
-                               direction_lps=np.diag([-1.0, -1.0, 1.0]))
+    return dataclasses.replace(volume, array=ras, origin_lps_mm=tuple(origin), direction_lps=np.diag([-1.0, -1.0, 1.0]))
 
 
 def _best(fn, repeats):
@@ -138,8 +156,8 @@ def _peak_memory(vol, labels) -> dict:
 import json, numpy as np
 from volbmd.volume import Volume, LabelMap
 from volbmd.measure import measure_vertebrae
-v = Volume(array=np.load({str(Path(tmp) / 'v.npy')!r}), spacing_mm={SPACING!r})
-l = LabelMap.on_grid_of(v, np.load({str(Path(tmp) / 'l.npy')!r}), {dict(labels.labels)!r})
+v = Volume(array=np.load({str(Path(tmp) / "v.npy")!r}), spacing_mm={SPACING!r})
+l = LabelMap.on_grid_of(v, np.load({str(Path(tmp) / "l.npy")!r}), {dict(labels.labels)!r})
 from volbmd.phantoms import make_spine_phantom
 tiny = make_spine_phantom(("L1",), spacing_mm=(2.0, 1.5, 1.5))
 measure_vertebrae(tiny.volume, tiny.labels)  # loads numba, its threads and the kernels first
@@ -162,8 +180,10 @@ def main() -> None:
 
     t = time.perf_counter()
     vol, labels = make_case()
-    print(f"case: {'×'.join(map(str, vol.shape[::-1]))} int16 (x×y×z), {len(labels.labels)} vertebrae, "
-          f"spacing {SPACING} mm (z,y,x); built in {time.perf_counter() - t:.1f} s")
+    print(
+        f"case: {'×'.join(map(str, vol.shape[::-1]))} int16 (x×y×z), {len(labels.labels)} vertebrae, "
+        f"spacing {SPACING} mm (z,y,x); built in {time.perf_counter() - t:.1f} s"
+    )
     print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, cores {os.cpu_count()}")
 
     t = time.perf_counter()
@@ -177,8 +197,18 @@ def main() -> None:
 
     worst = 0.0
     for a, b in zip(fast.levels, slow.levels):
-        assert a.level == b.level and a.trabecular_n_voxels == b.trabecular_n_voxels, (a.level, a.trabecular_n_voxels, b.trabecular_n_voxels)
-        for key in ("trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd", "trabecular_hu_p5", "trabecular_hu_p95"):
+        assert a.level == b.level and a.trabecular_n_voxels == b.trabecular_n_voxels, (
+            a.level,
+            a.trabecular_n_voxels,
+            b.trabecular_n_voxels,
+        )
+        for key in (
+            "trabecular_hu_mean",
+            "trabecular_hu_median",
+            "trabecular_hu_sd",
+            "trabecular_hu_p5",
+            "trabecular_hu_p95",
+        ):
             worst = max(worst, abs(getattr(a, key) - getattr(b, key)))
     print(f"outputs identical to the scipy version: {len(fast.levels)} levels, largest HU difference {worst:.2e}")
     ras_vol, ras_labels = _as_ras(vol), _as_ras(labels)
@@ -192,8 +222,10 @@ def main() -> None:
     mem = _peak_memory(vol, labels)
     volume_mb = vol.array.nbytes / 2**20
     extra_mb = (mem["peak_kb"] - mem["before_kb"]) / 1024
-    print(f"peak memory above the loaded scan and labels: {extra_mb:.0f} MiB = {extra_mb / volume_mb:.2f}x the volume "
-          f"({volume_mb:.0f} MiB)")
+    print(
+        f"peak memory above the loaded scan and labels: {extra_mb:.0f} MiB = {extra_mb / volume_mb:.2f}x the volume "
+        f"({volume_mb:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

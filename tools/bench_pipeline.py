@@ -61,8 +61,10 @@ def main() -> None:
         print(f"512×512×400 int16 CT, {len(res['levels'])} vertebrae found ({', '.join(res['levels'][:3])} …)")
         for stage, seconds in res["stages"].items():
             print(f"  {stage:<20}{seconds:7.2f} s")
-        print(f"  {'end to end':<20}{res['total_s']:7.2f} s   (target ≤ 15 s; numpy pass over the volume {floor:.3f} s,"
-              f" {res['total_s'] / floor:.0f}x)")
+        print(
+            f"  {'end to end':<20}{res['total_s']:7.2f} s   (target ≤ 15 s; numpy pass over the volume {floor:.3f} s,"
+            f" {res['total_s'] / floor:.0f}x)"
+        )
         print(f"  peak memory {res['peak_kb'] / 2**20:.2f} GiB (volume {vol.array.nbytes / 2**30:.2f} GiB)")
         if not args.skip_800:
             del vol
@@ -71,9 +73,10 @@ def main() -> None:
             nbytes = big.array.nbytes
             del big
             res = _run_child(tmp / "ct800.nii.gz", tmp / "out800")
-            print(f"512×512×800 int16 CT: end to end {res['total_s']:.1f} s, peak memory {res['peak_kb'] / 2**20:.2f} GiB"
-                  f" (target ≤ 4 GB; volume {nbytes / 2**30:.2f} GiB), {len(res['levels'])} vertebrae")
-
+            print(
+                f"512×512×800 int16 CT: end to end {res['total_s']:.1f} s, peak memory {res['peak_kb'] / 2**20:.2f} GiB"
+                f" (target ≤ 4 GB; volume {nbytes / 2**30:.2f} GiB), {len(res['levels'])} vertebrae"
+            )
 
 
 if __name__ == "__main__":

@@ -83,10 +83,16 @@ def run(volume, labels):
     """Per level: (bmd, bmd_sd, category of the summary) for one analysis."""
     import volbmd
 
-    report = (volbmd.analyze(volume, segmenter=GivenLabels(labels), **OVERRIDES) if labels is not None
-              else volbmd.analyze(volume, **OVERRIDES))
-    levels = {v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3) for v in report.vertebrae
-              if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)}
+    report = (
+        volbmd.analyze(volume, segmenter=GivenLabels(labels), **OVERRIDES)
+        if labels is not None
+        else volbmd.analyze(volume, **OVERRIDES)
+    )
+    levels = {
+        v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3)
+        for v in report.vertebrae
+        if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)
+    }
     return levels, report.summary.acr_category, report.summary.bmd_mg_cm3_mean, report.summary.bmd_sd_mg_cm3
 
 
@@ -121,8 +127,9 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
             for level in sorted(base, key=lambda lvl: _rank(lvl)):
                 values = [r[0][level][0] for r in results if level in r[0]]
                 sds = [r[0][level][1] for r in results if level in r[0] and r[0][level][1] is not None]
-                rows.append(_row(name, path, kind, level, base[level][0], values, sds, len(results), seconds,
-                                 base_sd=base[level][1]))
+                rows.append(
+                    _row(name, path, kind, level, base[level][0], values, sds, len(results), seconds, base_sd=base[level][1])
+                )
             means = [r[2] for r in results if r[2] is not None]
             sds = [r[3] for r in results if r[3] is not None]
             row = _row(name, path, kind, "summary", base_mean, means, sds, len(results), seconds, base_sd=base_summary_sd)
@@ -145,12 +152,22 @@ def _row(case, path, kind, level, base, values, sds, runs, seconds, base_sd=None
     mean = float(values.mean()) if values.size else float("nan")
     sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
     reported = float(base_sd) if base_sd is not None else float(np.mean(sds)) if sds else float("nan")
-    return {"case": case, "path": path, "kind": kind, "level": level, "base": base, "mean": mean,
-            "cv_pct": 100 * sd / mean if values.size > 1 and mean else float("nan"),
-            "bias_pct": 100 * (mean - base) / base if base and values.size else float("nan"),
-            "base_missing": base is None,
-            "sd": sd, "reported_sd": reported, "sd_ratio": reported / sd if sd and sd > 0 and sds else float("nan"),
-            "found_every_run": found, "seconds": seconds}
+    return {
+        "case": case,
+        "path": path,
+        "kind": kind,
+        "level": level,
+        "base": base,
+        "mean": mean,
+        "cv_pct": 100 * sd / mean if values.size > 1 and mean else float("nan"),
+        "bias_pct": 100 * (mean - base) / base if base and values.size else float("nan"),
+        "base_missing": base is None,
+        "sd": sd,
+        "reported_sd": reported,
+        "sd_ratio": reported / sd if sd and sd > 0 and sds else float("nan"),
+        "found_every_run": found,
+        "seconds": seconds,
+    }
 
 
 def main(argv=None) -> int:
@@ -162,8 +179,12 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="noise,shift,rotate,thick")
     parser.add_argument("--paths", default="fixed,full")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--repeat-draws", type=int, default=None,
-                        help="uncertainty.repeat_draws for every run: the reported SD measured by repeating the analysis")
+    parser.add_argument(
+        "--repeat-draws",
+        type=int,
+        default=None,
+        help="uncertainty.repeat_draws for every run: the reported SD measured by repeating the analysis",
+    )
     parser.add_argument("--roi", default=None, help="trabecular ROI for every run (default: the configured one)")
     args = parser.parse_args(argv)
     if args.roi:
@@ -172,17 +193,29 @@ def main(argv=None) -> int:
         OVERRIDES["uncertainty"] = {"repeat_draws": args.repeat_draws}
     reference = json.loads((REPO / "tests" / "data" / "reference_levels.json").read_text())["cases"]
     names = args.cases.split(",") if args.cases else list(reference)
-    print(f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "
-          f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s}")
+    print(
+        f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "
+        f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s}"
+    )
     rows = []
     for name in names:
-        for r in bench_case(name, args.data / reference[name]["scan"], args.data, args.kinds.split(","),
-                            args.paths.split(","), args.draws, args.noise_hu):
+        for r in bench_case(
+            name,
+            args.data / reference[name]["scan"],
+            args.data,
+            args.kinds.split(","),
+            args.paths.split(","),
+            args.draws,
+            args.noise_hu,
+        ):
             rows.append(r)
             cat = "" if "category_stable" not in r else ("same" if r["category_stable"] else "CHANGES")
-            print(f"{r['case']:24s} {r['path']:5s} {r['kind']:6s} {r['level']:7s} {r['mean']:7.1f} {r['cv_pct']:6.2f} "
-                  f"{r['bias_pct']:7.2f} {r['sd']:6.2f} {r['reported_sd']:6.2f} {r['sd_ratio']:5.2f} "
-                  f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f}", flush=True)
+            print(
+                f"{r['case']:24s} {r['path']:5s} {r['kind']:6s} {r['level']:7s} {r['mean']:7.1f} {r['cv_pct']:6.2f} "
+                f"{r['bias_pct']:7.2f} {r['sd']:6.2f} {r['reported_sd']:6.2f} {r['sd_ratio']:5.2f} "
+                f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -26,7 +26,9 @@ def main() -> None:
     from volbmd.segment.classical import segment_spine
 
     vol, truth = make_case()
-    print(f"case: {'×'.join(map(str, vol.shape[::-1]))} int16 (x×y×z), {len(truth.labels)} vertebrae, spacing {vol.spacing_mm} mm")
+    print(
+        f"case: {'×'.join(map(str, vol.shape[::-1]))} int16 (x×y×z), {len(truth.labels)} vertebrae, spacing {vol.spacing_mm} mm"
+    )
     times = []
     labels = None
     for _ in range(args.repeats):
@@ -44,7 +46,6 @@ def main() -> None:
     print(f"numpy pass over volume:   {floor:7.3f} s  (segmentation = {min(times) / floor:.0f}x floor)")
     print(f"vertebrae found: {len(labels.labels)}/{len(truth.labels)}, Dice min {min(dice):.3f} mean {np.mean(dice):.3f}")
     print(f"flags: {labels.metadata['flags']}")
-
 
 
 if __name__ == "__main__":

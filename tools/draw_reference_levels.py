@@ -28,8 +28,10 @@ def draw(case: str, entry: dict, data: Path, out: Path) -> Path:
     canon, _ = canonicalize(load_volume(data / entry["scan"]))
     geo = canon.geometry
     inv = np.linalg.inv(geo.direction_matrix * np.asarray(canon.spacing_mm)[::-1])
-    pts = {v["level"]: (inv @ (np.asarray(v["centroid_lps_mm"]) - np.asarray(canon.origin_lps_mm)))[::-1]
-           for v in entry["vertebrae"]}  # (z, y, x) index
+    pts = {
+        v["level"]: (inv @ (np.asarray(v["centroid_lps_mm"]) - np.asarray(canon.origin_lps_mm)))[::-1]
+        for v in entry["vertebrae"]
+    }  # (z, y, x) index
     x = int(round(np.median([p[2] for p in pts.values()])))
     sz, sy, sx = canon.spacing_mm
     half = max(1, int(round(3.0 / sx)))

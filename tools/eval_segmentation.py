@@ -61,11 +61,25 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
         labels, error = None, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - t
     ref = case["vertebrae"]
-    row = {"case": name, "in_view": sum(v["complete"] for v in ref), "cut": sum(not v["complete"] for v in ref),
-           "seconds": round(seconds, 1), "error": error}
+    row = {
+        "case": name,
+        "in_view": sum(v["complete"] for v in ref),
+        "cut": sum(not v["complete"] for v in ref),
+        "seconds": round(seconds, 1),
+        "error": error,
+    }
     if labels is None:
-        return row | {"found": 0, "named": 0, "merged": 0, "split": 0, "implausible": 0, "dice": {}, "confidence": None,
-                      "levels": [], "misnamed": []}
+        return row | {
+            "found": 0,
+            "named": 0,
+            "merged": 0,
+            "split": 0,
+            "implausible": 0,
+            "dice": {},
+            "confidence": None,
+            "levels": [],
+            "misnamed": [],
+        }
     found = body_centroids(labels)
     canon_lab, _ = canonicalize(labels)
     ref_pts = {v["level"]: np.asarray(v["centroid_lps_mm"]) for v in ref}
@@ -85,8 +99,11 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
         holder[lvl] = int(np.bincount(ids).argmax()) if ids.size else 0
     counts = np.bincount([holder[lvl] for lvl in whole if holder[lvl]], minlength=1)
     merged = int((counts >= 2).sum())
-    nearest = [min(ref_pts, key=lambda lvl: np.linalg.norm(c - ref_pts[lvl])) for c in found.values()
-               if min(np.linalg.norm(c - p) for p in ref_pts.values()) <= 20.0]
+    nearest = [
+        min(ref_pts, key=lambda lvl: np.linalg.norm(c - ref_pts[lvl]))
+        for c in found.values()
+        if min(np.linalg.norm(c - p) for p in ref_pts.values()) <= 20.0
+    ]
     split = sum(1 for lvl in set(nearest) if lvl in whole and nearest.count(lvl) >= 2)
     dice = {}
     if name in MASKS:
@@ -100,9 +117,18 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
     quality = labels.metadata.get("level_quality", {})
     implausible = sum(any(f.startswith("implausible") for f in q.get("flags", [])) for q in quality.values())
     naming = labels.metadata.get("naming") or {}
-    return row | {"found": n_found, "named": len(named), "merged": merged, "split": split, "implausible": implausible,
-                  "dice": dice, "confidence": naming.get("confidence"), "levels": list(labels.labels),
-                  "misnamed": misnamed, "flags": labels.metadata.get("flags", [])}
+    return row | {
+        "found": n_found,
+        "named": len(named),
+        "merged": merged,
+        "split": split,
+        "implausible": implausible,
+        "dice": dice,
+        "confidence": naming.get("confidence"),
+        "levels": list(labels.labels),
+        "misnamed": misnamed,
+        "flags": labels.metadata.get("flags", []),
+    }
 
 
 def main(argv=None) -> int:
@@ -125,11 +151,19 @@ def main(argv=None) -> int:
     for r in rows:
         conf = "-" if r["confidence"] is None else f"{r['confidence']:.2f}"
         dice = " ".join(f"{k} {v:.2f}" for k, v in r["dice"].items())
-        extra = dice + ("  misnamed: " + " ".join(r["misnamed"]) if r["misnamed"] else "") + (f"  ERROR {r['error']}" if r["error"] else "")
-        print(f"{r['case']:26s} {r['in_view']:>5d} (+{r['cut']}) {r['found']:>5d} {r['named']:>5d} {r['merged']:>6d} {r['split']:>5d} "
-              f"{r['implausible']:>8d} {conf:>5s} {r['seconds']:>5.1f}  {extra}")
+        extra = (
+            dice
+            + ("  misnamed: " + " ".join(r["misnamed"]) if r["misnamed"] else "")
+            + (f"  ERROR {r['error']}" if r["error"] else "")
+        )
+        print(
+            f"{r['case']:26s} {r['in_view']:>5d} (+{r['cut']}) {r['found']:>5d} {r['named']:>5d} {r['merged']:>6d} {r['split']:>5d} "
+            f"{r['implausible']:>8d} {conf:>5s} {r['seconds']:>5.1f}  {extra}"
+        )
     total = {k: sum(r[k] for r in rows) for k in ("in_view", "found", "named", "merged", "split")}
-    print(f"{'all':26s} {total['in_view']:>5d}      {total['found']:>5d} {total['named']:>5d} {total['merged']:>6d} {total['split']:>5d}")
+    print(
+        f"{'all':26s} {total['in_view']:>5d}      {total['found']:>5d} {total['named']:>5d} {total['merged']:>6d} {total['split']:>5d}"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 0

@@ -94,8 +94,9 @@ def _cases_from_manifest(path: Path) -> list[Case]:
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in ("id", "path") if c not in columns]
         if missing:
-            raise InputError(f"manifest lacks the column(s) {', '.join(missing)} (columns: id, path, masks, "
-                             "calibration, series)", path)
+            raise InputError(
+                f"manifest lacks the column(s) {', '.join(missing)} (columns: id, path, masks, calibration, series)", path
+            )
         unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
         if unknown:
             raise InputError(f"manifest has unknown column(s) {', '.join(unknown)}", path)
@@ -111,8 +112,15 @@ def _cases_from_manifest(path: Path) -> list[Case]:
             raise InputError(f"line {n}: case id {case_id!r} must be letters, digits, '.', '_' or '-'", path)
         if not row.get("path"):
             raise InputError(f"line {n}: case {case_id!r} has no path", path)
-        cases.append(Case(case_id, str(resolve(row["path"])), resolve(row.get("masks", "")),
-                          resolve(row.get("calibration", "")), row.get("series") or None))
+        cases.append(
+            Case(
+                case_id,
+                str(resolve(row["path"])),
+                resolve(row.get("masks", "")),
+                resolve(row.get("calibration", "")),
+                row.get("series") or None,
+            )
+        )
     return cases
 
 
@@ -155,8 +163,12 @@ def _cases_from_folder(root: Path) -> list[Case]:
         for d in list(dirs):
             if d.lower().endswith(".zarr"):  # a zarr volume is one case, not a tree to walk
                 dirs.remove(d)
-                cases.append(Case(_safe_id(str((folder_path / d).relative_to(root))[: -len(".zarr")]),
-                                  str((folder_path / d).absolute())))
+                cases.append(
+                    Case(
+                        _safe_id(str((folder_path / d).relative_to(root))[: -len(".zarr")]),
+                        str((folder_path / d).absolute()),
+                    )
+                )
         for name in sorted(files):
             stem = _image_name(name)
             if stem is not None and not name.lower().endswith(".raw"):
@@ -239,8 +251,14 @@ def _build_segmenter(spec: dict, masks: str | None = None):
     from volbmd.segment.base import make_segmenter
 
     options = {"device": spec["device"]} if spec["backend"] in ("nnunet", "monai") else {}
-    return make_segmenter(spec["backend"], masks=masks, label_scheme=spec.get("label_scheme") or "verse", model=spec.get("model"),
-                          classical=spec.get("classical"), **options)
+    return make_segmenter(
+        spec["backend"],
+        masks=masks,
+        label_scheme=spec.get("label_scheme") or "verse",
+        model=spec.get("model"),
+        classical=spec.get("classical"),
+        **options,
+    )
 
 
 def _segmenter_for(case: Case, spec: dict):
@@ -354,8 +372,22 @@ def cohort_table(out: str | os.PathLike, cases: list[Case] | None = None):
     levels.sort(key=level_rank)
     records = []
     for r in rows:
-        rec = {k: r.get(k) for k in ("id", "status", "error", "levels", "bmd_mg_cm3_mean", "category", "flags",
-                                     "seconds", "input_hash", "config_hash", "volbmd_version")}
+        rec = {
+            k: r.get(k)
+            for k in (
+                "id",
+                "status",
+                "error",
+                "levels",
+                "bmd_mg_cm3_mean",
+                "category",
+                "flags",
+                "seconds",
+                "input_hash",
+                "config_hash",
+                "volbmd_version",
+            )
+        }
         for lvl in levels:
             rec[f"bmd_{lvl}_mg_cm3"] = (r.get("bmd_mg_cm3") or {}).get(lvl)
         records.append(rec)
@@ -388,12 +420,12 @@ def _check_out(out: Path, cases: list[Case], source: Path) -> None:
     from volbmd.io.output_folder import check_writable_ancestor
 
     if source.is_dir() and out.absolute().is_relative_to(source.absolute()):
-        raise InputError("the output folder lies inside the input folder (its results would become cases); give a "
-                         "folder outside it", out)
+        raise InputError(
+            "the output folder lies inside the input folder (its results would become cases); give a folder outside it", out
+        )
     for case in cases:
         if Path(case.path).absolute().is_relative_to(out.absolute()):
-            raise InputError(f"the output folder holds the input of case {case.id!r}; give a folder outside the "
-                             "inputs", out)
+            raise InputError(f"the output folder holds the input of case {case.id!r}; give a folder outside the inputs", out)
     if out.exists() and not out.is_dir():
         raise InputError("the output path exists and is a file; give a folder", out)
     if out.is_dir() and any(out.iterdir()) and not (out / STATUS_DIR).is_dir():
@@ -417,17 +449,35 @@ def _start_client(workers: int, scheduler: str | None, memory_limit: str | None 
         dashboard = ":0"
     except ImportError:
         dashboard = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                          "distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard,
-                               memory_limit=memory_limit or "auto")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=dashboard,
+            memory_limit=memory_limit or "auto",
+        )
     return Client(cluster), cluster
 
 
-def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str | None = None, config=None,
-               segmenter: str | None = None, model=None, device: str = "cpu", label_scheme: str | None = None,
-               retry_failed: bool = False, labels_zarr: bool = False, progress: bool = False,
-               memory_limit: str | None = None, report=None):
+def run_cohort(
+    manifest,
+    out,
+    *,
+    client=None,
+    workers: int = 2,
+    scheduler: str | None = None,
+    config=None,
+    segmenter: str | None = None,
+    model=None,
+    device: str = "cpu",
+    label_scheme: str | None = None,
+    retry_failed: bool = False,
+    labels_zarr: bool = False,
+    progress: bool = False,
+    memory_limit: str | None = None,
+    report=None,
+):
     """Run every case of ``manifest`` (a CSV file or a folder tree) into ``out`` on Dask.
 
     Args:
@@ -460,9 +510,13 @@ def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str |
     backend = cfg.segmentation.backend
     if segmenter is None and backend == "classical" and all(c.masks for c in cases):
         backend = "masks"  # like `volbmd run --masks`
-    spec = {"backend": backend, "model": None if model is None else str(Path(model).absolute()),
-            "device": device, "label_scheme": cfg.segmentation.label_scheme,
-            "classical": cfg.segmentation.classical.model_dump(mode="json")}
+    spec = {
+        "backend": backend,
+        "model": None if model is None else str(Path(model).absolute()),
+        "device": device,
+        "label_scheme": cfg.segmentation.label_scheme,
+        "classical": cfg.segmentation.classical.model_dump(mode="json"),
+    }
     if spec["backend"] in ("nnunet", "monai") and model is None:
         raise ConfigError(f"the {spec['backend']} segmenter needs a model folder (--model)")
     volbmd_version = package_version("volbmd")
@@ -482,8 +536,9 @@ def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str |
         try:
             input_sha = input_hash(case)
         except (VolbmdError, OSError) as exc:
-            _write_status(out, {**base, "status": "failed", "error": str(exc), "key": None, "input_hash": None,
-                                "seconds": 0.0})
+            _write_status(
+                out, {**base, "status": "failed", "error": str(exc), "key": None, "input_hash": None, "seconds": 0.0}
+            )
             continue
         key = case_key(input_sha, config_sha, volbmd_version)
         if _finished(out, case, key, retry_failed, labels_zarr) is not None:
@@ -507,8 +562,10 @@ def run_cohort(manifest, out, *, client=None, workers: int = 2, scheduler: str |
     n_failed = int((table["status"] == "failed").sum()) if len(table) else 0
     elapsed = time.perf_counter() - started
     per_case = f", {elapsed / len(todo):.1f} s per case run" if todo else ""
-    say(f"{len(cases)} cases: {n_done} done, {n_failed} failed, {skipped} skipped (finished before); "
-        f"{len(todo)} run in {elapsed:.1f} s{per_case}")
+    say(
+        f"{len(cases)} cases: {n_done} done, {n_failed} failed, {skipped} skipped (finished before); "
+        f"{len(todo)} run in {elapsed:.1f} s{per_case}"
+    )
     return table
 
 
@@ -520,8 +577,9 @@ def _run_on(client, todo, out: Path, cfg, spec: dict, labels_zarr: bool, progres
     client.register_plugin(SegmenterCache(), name=PLUGIN_NAME)
     futures = {}
     for case, base, key in todo:
-        future = client.submit(run_case, case, str(out), cfg, spec, key, labels_zarr, pure=False,
-                               key=f"volbmd-case-{case.id}-{key[:8]}")
+        future = client.submit(
+            run_case, case, str(out), cfg, spec, key, labels_zarr, pure=False, key=f"volbmd-case-{case.id}-{key[:8]}"
+        )
         futures[future] = (case, base, key)
     bar = _progress_bar(len(futures)) if progress else None
     try:
@@ -531,8 +589,11 @@ def _run_on(client, todo, out: Path, cfg, spec: dict, labels_zarr: bool, progres
                 row = future.result()
             except Exception as exc:  # the worker died twice (KilledWorker) or the task could not run
                 name = type(exc).__name__
-                error = ("the worker running this case died twice (killed or out of memory)" if name == "KilledWorker"
-                         else f"{name}: {exc}")
+                error = (
+                    "the worker running this case died twice (killed or out of memory)"
+                    if name == "KilledWorker"
+                    else f"{name}: {exc}"
+                )
                 row = {"id": case.id, "key": key, "status": "failed", "error": error, "seconds": None}
             _write_status(out, {**base, **row})
             del futures[future]
@@ -548,7 +609,13 @@ def _progress_bar(total: int):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("volbmd batch"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=Console(stderr=True))
+    bar = Progress(
+        TextColumn("volbmd batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
     bar.__enter__()
     return bar, bar.add_task("cases", total=total)

@@ -7,16 +7,28 @@ from dataclasses import dataclass, field
 from volbmd.config import ClassificationConfig, L1ScreenConfig, ThresholdSet
 from volbmd.labels import level_rank
 
-__all__ = ["in_words", "acr_category", "choose_levels", "l1_screen", "LevelResult", "Classification", "classify", "borderline_notes",
-           "summarize_levels"]
+__all__ = [
+    "in_words",
+    "acr_category",
+    "choose_levels",
+    "l1_screen",
+    "LevelResult",
+    "Classification",
+    "classify",
+    "borderline_notes",
+    "summarize_levels",
+]
 
 CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
 
 #: Words for people (console, HTML, napari) for the codes that report.json and the CSV keep.
 _WORDS = {
-    "low_bmd": "low BMD", "severe_osteoporosis": "severe osteoporosis",
-    "not_applicable_kvp": "not applicable (kVp other than 120)", "osteoporosis_likely": "osteoporosis likely",
-    "osteoporosis_possible": "osteoporosis possible", "osteoporosis_unlikely": "osteoporosis unlikely",
+    "low_bmd": "low BMD",
+    "severe_osteoporosis": "severe osteoporosis",
+    "not_applicable_kvp": "not applicable (kVp other than 120)",
+    "osteoporosis_likely": "osteoporosis likely",
+    "osteoporosis_possible": "osteoporosis possible",
+    "osteoporosis_unlikely": "osteoporosis unlikely",
     "portal_venous": "portal venous",
 }
 
@@ -49,8 +61,12 @@ class LevelResult:
     def valid(self) -> bool:
         blocking = ("empty_mask", "roi_empty", "roi_too_small", "too_small", "body_split_failed", "rejected_by_reviewer")
         cut = any(f.startswith(("cut_by_scan_edge", "implausible")) for f in self.flags)
-        return (self.bmd_mg_cm3 is not None and not (self.genant_grade or 0) >= 1
-                and not any(f in blocking for f in self.flags) and not cut)
+        return (
+            self.bmd_mg_cm3 is not None
+            and not (self.genant_grade or 0) >= 1
+            and not any(f in blocking for f in self.flags)
+            and not cut
+        )
 
 
 def choose_levels(levels: dict[str, LevelResult], config: ClassificationConfig) -> tuple[list[str], list[str]]:
@@ -63,8 +79,15 @@ def choose_levels(levels: dict[str, LevelResult], config: ClassificationConfig) 
         if res is not None and res.valid:
             used.append(wanted)
             continue
-        why = "missing" if res is None else (f"fractured (Genant {res.genant_grade})" if (res.genant_grade or 0) >= 1
-                                             else ("not measurable: " + ", ".join(res.flags) if res.flags else "not measurable"))
+        why = (
+            "missing"
+            if res is None
+            else (
+                f"fractured (Genant {res.genant_grade})"
+                if (res.genant_grade or 0) >= 1
+                else ("not measurable: " + ", ".join(res.flags) if res.flags else "not measurable")
+            )
+        )
         while pool:
             candidate = pool.pop(0)
             cres = levels.get(candidate)
@@ -124,8 +147,10 @@ def borderline_notes(bmd_mg_cm3: float, sd_mg_cm3: float | None, thresholds: Thr
     if low == high:
         return []
     limit = min((thresholds.normal_above_mg_cm3, thresholds.osteoporosis_below_mg_cm3), key=lambda t: abs(t - bmd_mg_cm3))
-    return [f"borderline: {bmd_mg_cm3:.1f} ± {sd_mg_cm3:.1f} mg/cm³ is within one SD of the {limit:g} mg/cm³ limit "
-            f"({low.replace('_', ' ')} to {high.replace('_', ' ')})"]
+    return [
+        f"borderline: {bmd_mg_cm3:.1f} ± {sd_mg_cm3:.1f} mg/cm³ is within one SD of the {limit:g} mg/cm³ limit "
+        f"({low.replace('_', ' ')} to {high.replace('_', ' ')})"
+    ]
 
 
 def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str], float | None]:
@@ -180,8 +205,9 @@ def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str]
         "borderline": bool(borderline),
         "l1_hu": None if l1_norm is None else float(l1_norm),
         "l1_hu_normalised_to_120kvp": bool(normalised),
-        "l1_screen": l1_screen(None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised,
-                               config.classification.l1_screen_hu),
+        "l1_screen": l1_screen(
+            None if l1_norm is None else float(l1_norm), meta.get("kvp"), normalised, config.classification.l1_screen_hu
+        ),
         "max_genant_grade": cls.max_genant_grade,
         "fractured_levels": cls.fractured_levels,
     }
@@ -189,5 +215,3 @@ def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str]
         warnings.append(f"L1 HU normalised from {meta.get('kvp'):g} kVp to 120 kVp for the L1 screen")
     warnings += borderline
     return summary, warnings, summary_sd_fixed
-
-

@@ -52,8 +52,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main_options(
-    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                      help="Print volbmd's version and exit."),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print volbmd's version and exit."
+    ),
 ) -> None:
     """Vertebral bone mineral density from routine CT and MRI scans."""
 
@@ -115,7 +116,9 @@ def _print_info(facts: dict) -> None:
     # one axis order throughout, as DICOM viewers and ITK print it: x, y, z
     table.add_row("spacing (x×y×z)", "×".join(_fmt_number(s) for s in facts["spacing_mm_zyx"][::-1]) + " mm")
     table.add_row("field of view (x×y×z)", "×".join(_fmt_number(s) for s in facts["field_of_view_mm_zyx"][::-1]) + " mm")
-    table.add_row("orientation", facts["orientation"] + (f" (oblique {facts['oblique_deg']}°)" if facts["oblique_deg"] > 0.01 else ""))
+    table.add_row(
+        "orientation", facts["orientation"] + (f" (oblique {facts['oblique_deg']}°)" if facts["oblique_deg"] > 0.01 else "")
+    )
     table.add_row("origin (LPS)", ", ".join(_fmt_number(v) for v in facts["origin_lps_mm"]) + " mm")
     lo, hi = facts["value_range"]
     table.add_row("value range", f"{_fmt_number(lo)} to {_fmt_number(hi)} {facts['value_unit']} ({facts['dtype']})")
@@ -149,22 +152,43 @@ def convert(
 def run(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Output folder (report.json, vertebrae.csv, labels.nii.gz)."),
-    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks when --masks is given, else classical")),
-    masks: Path | None = typer.Option(None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."),
+    segmenter: str | None = typer.Option(
+        None, "--segmenter", help=backends_help("masks when --masks is given, else classical")
+    ),
+    masks: Path | None = typer.Option(
+        None, "--masks", help="Multilabel mask file, or a folder of vertebrae_L1.nii.gz-style files."
+    ),
     model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
     device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
     config: Path | None = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
     levels: str | None = typer.Option(None, "--levels", help="Levels to report, e.g. L1,L2,L3 (missing ones are flagged)."),
     roi: str | None = typer.Option(None, "--roi", help="Trabecular ROI: eroded_body | mid_slab_ellipse."),
-    cortical_depth_mm: float | None = typer.Option(None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."),
-    repeat_draws: int | None = typer.Option(None, "--repeat-draws", min=0, max=20,
-                                            help="Measure each BMD's SD by analysing this many noisy copies again (3+; one more analysis each)."),
+    cortical_depth_mm: float | None = typer.Option(
+        None, "--cortical-depth-mm", help="Cortical stripping depth (default auto)."
+    ),
+    repeat_draws: int | None = typer.Option(
+        None,
+        "--repeat-draws",
+        min=0,
+        max=20,
+        help="Measure each BMD's SD by analysing this many noisy copies again (3+; one more analysis each).",
+    ),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="calibration.json from 'volbmd calibrate' (else internal calibration)."
+    ),
     threshold_set: str | None = typer.Option(None, "--thresholds", help="Threshold set: acr | east-asian | a YAML file."),
-    kvp: float | None = typer.Option(None, "--kvp", min=40, max=160, help="Tube voltage when the file does not record it (NIfTI): enables the L1 HU screen and kVp checks."),
-    contrast_phase: ContrastPhase | None = typer.Option(None, "--contrast-phase", help="Contrast phase when the file does not record it."),
+    kvp: float | None = typer.Option(
+        None,
+        "--kvp",
+        min=40,
+        max=160,
+        help="Tube voltage when the file does not record it (NIfTI): enables the L1 HU screen and kVp checks.",
+    ),
+    contrast_phase: ContrastPhase | None = typer.Option(
+        None, "--contrast-phase", help="Contrast phase when the file does not record it."
+    ),
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
@@ -190,9 +214,17 @@ def run(
     seg = _segmenter(cfg, masks, model, device)
     with _stage_progress() as progress:
         acquisition = {"kvp": kvp, "contrast_phase": None if contrast_phase is None else contrast_phase.value}
-        report = run_pipeline(scan, out, segmenter=seg, config=cfg, levels=level_list, series_uid=series,
-                              calibration=calibration, progress=progress,
-                              acquisition={k: v for k, v in acquisition.items() if v is not None})
+        report = run_pipeline(
+            scan,
+            out,
+            segmenter=seg,
+            config=cfg,
+            levels=level_list,
+            series_uid=series,
+            calibration=calibration,
+            progress=progress,
+            acquisition={k: v for k, v in acquisition.items() if v is not None},
+        )
     _print_levels(report)
     typer.echo(f"wrote {', '.join(report.outputs or [])} to {out}")
 
@@ -207,8 +239,9 @@ class _stage_progress:
         from volbmd.pipeline import STAGES
 
         self._stages = list(STAGES)
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                  console=Console(stderr=True), transient=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+        )
         self._progress.__enter__()
         self._task = self._progress.add_task(f"volbmd: {self._stages[0]}", total=len(self._stages))
         return self
@@ -239,25 +272,46 @@ def _segmenter(cfg, masks, model, device):
 
     backend = cfg.segmentation.backend
     options = {"device": _device_name(device)} if backend in DEVICE_BACKENDS else {}
-    return make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
-                          classical=cfg.segmentation.classical, **options)
+    return make_segmenter(
+        backend,
+        masks=masks,
+        label_scheme=cfg.segmentation.label_scheme,
+        model=model,
+        classical=cfg.segmentation.classical,
+        **options,
+    )
 
 
 @app.command()
 @handles_input_errors
 def batch(
-    source: Path = typer.Argument(..., help="A CSV manifest (columns id, path and optionally masks, calibration, series) or a folder of scans (each NIfTI/NRRD/MHA file and each DICOM series one case)."),
+    source: Path = typer.Argument(
+        ...,
+        help="A CSV manifest (columns id, path and optionally masks, calibration, series) or a folder of scans (each NIfTI/NRRD/MHA file and each DICOM series one case).",
+    ),
     out: Path = typer.Option(..., "--out", help="Cohort folder: cases/<id>/, status/, cohort.csv, cohort.parquet."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes of the local Dask cluster (one case in flight each)."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster."),
+    workers: int = typer.Option(
+        2, "--workers", min=1, help="Worker processes of the local Dask cluster (one case in flight each)."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster."
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML overriding configs/pipeline/default.yaml."),
-    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks for cases with masks, else classical")),
+    segmenter: str | None = typer.Option(
+        None, "--segmenter", help=backends_help("masks for cases with masks, else classical")
+    ),
     model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
     device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
     label_scheme: str | None = typer.Option(None, "--label-scheme", help="Ids of multilabel masks: verse | totalseg."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cases that failed before."),
-    labels_zarr: bool = typer.Option(False, "--labels-zarr", help="Also write every label map into OUT/labels.zarr (one group per case)."),
-    memory_limit: str | None = typer.Option(None, "--memory-limit", help="Memory per local worker, e.g. 4GB (default: the machine's memory shared between the workers)."),
+    labels_zarr: bool = typer.Option(
+        False, "--labels-zarr", help="Also write every label map into OUT/labels.zarr (one group per case)."
+    ),
+    memory_limit: str | None = typer.Option(
+        None,
+        "--memory-limit",
+        help="Memory per local worker, e.g. 4GB (default: the machine's memory shared between the workers).",
+    ),
 ):
     """Run a cohort on Dask: resumable (finished cases are skipped), one bad case never stops the others.
 
@@ -265,10 +319,22 @@ def batch(
     cohort.csv); 2 for a bad manifest, folder or option."""
     from volbmd.batch import run_cohort
 
-    table = run_cohort(source, out, workers=workers, scheduler=scheduler, config=config, segmenter=segmenter,
-                       model=model, device=_device_name(device), label_scheme=label_scheme, retry_failed=retry_failed,
-                       labels_zarr=labels_zarr, progress=True, memory_limit=memory_limit,
-                       report=lambda line: typer.echo(line, err=True))
+    table = run_cohort(
+        source,
+        out,
+        workers=workers,
+        scheduler=scheduler,
+        config=config,
+        segmenter=segmenter,
+        model=model,
+        device=_device_name(device),
+        label_scheme=label_scheme,
+        retry_failed=retry_failed,
+        labels_zarr=labels_zarr,
+        progress=True,
+        memory_limit=memory_limit,
+        report=lambda line: typer.echo(line, err=True),
+    )
     failed = table[table["status"] == "failed"]
     for _, row in failed.iterrows():
         typer.echo(f"failed: {row['id']}: {row['error']}", err=True)
@@ -296,10 +362,14 @@ def send(
 def segment(
     scan: Path = typer.Argument(..., help="The CT: DICOM folder, .nii/.nii.gz, .nrrd, .mha/.mhd or .zarr"),
     out: Path = typer.Option(..., "--out", help="Label map to write (VerSe ids, the scan's own grid), e.g. labels.nii.gz"),
-    segmenter: str | None = typer.Option(None, "--segmenter", help=backends_help("masks when --masks is given, else classical")),
+    segmenter: str | None = typer.Option(
+        None, "--segmenter", help=backends_help("masks when --masks is given, else classical")
+    ),
     model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder, or AnatomyNet checkpoint for monai."),
     masks: Path | None = typer.Option(None, "--masks", help="Masks to import (segmenter masks)."),
-    label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of an imported multilabel mask: verse | totalseg."),
+    label_scheme: str = typer.Option(
+        "verse", "--label-scheme", help="Ids of an imported multilabel mask: verse | totalseg."
+    ),
     device: Device = typer.Option(Device.cpu, "--device", help=f"Where {' and '.join(DEVICE_BACKENDS)} run."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
 ):
@@ -328,8 +398,22 @@ def _print_levels(report) -> None:
 
     m = report.measurement
     depth = "–" if m is None or m.cortical_depth_mm is None else f"{m.cortical_depth_mm:g}"
-    table = Table(title_justify="left", title=f"{report.input.path}: ROI {m and m.roi}, cortical depth {depth} mm ({m and m.cortical_depth_rule})")
-    for col in ("level", "body ml", "n voxels", "HU mean", "HU median", "HU SD", "BMD mg/cm³", "heights A/M/P mm", "Genant", "flags"):
+    table = Table(
+        title_justify="left",
+        title=f"{report.input.path}: ROI {m and m.roi}, cortical depth {depth} mm ({m and m.cortical_depth_rule})",
+    )
+    for col in (
+        "level",
+        "body ml",
+        "n voxels",
+        "HU mean",
+        "HU median",
+        "HU SD",
+        "BMD mg/cm³",
+        "heights A/M/P mm",
+        "Genant",
+        "flags",
+    ):
         table.add_column(col)
 
     def f(v, fmt="{:.1f}"):
@@ -337,25 +421,38 @@ def _print_levels(report) -> None:
 
     for v in report.vertebrae:
         h = v.heights_mm
-        table.add_row(v.level, f(v.body_volume_ml), str(v.trabecular_n_voxels), f(v.trabecular_hu_mean),
-                      f(v.trabecular_hu_median), f(v.trabecular_hu_sd),
-                      f(v.bmd_mg_cm3) + ("" if v.bmd_mg_cm3 is None or v.bmd_sd_mg_cm3 is None
-                                         else f" ± {v.bmd_sd_mg_cm3:.1f}"),
-                      "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)), f(v.genant_grade, "{}"),
-                      ", ".join(v.flags))
+        table.add_row(
+            v.level,
+            f(v.body_volume_ml),
+            str(v.trabecular_n_voxels),
+            f(v.trabecular_hu_mean),
+            f(v.trabecular_hu_median),
+            f(v.trabecular_hu_sd),
+            f(v.bmd_mg_cm3) + ("" if v.bmd_mg_cm3 is None or v.bmd_sd_mg_cm3 is None else f" ± {v.bmd_sd_mg_cm3:.1f}"),
+            "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)),
+            f(v.genant_grade, "{}"),
+            ", ".join(v.flags),
+        )
     console = make_console()
     console.print(table)
     cal, summ = report.calibration, report.summary
     if cal.method == "none":
         console.print("calibration: none (HU only)")
     else:
-        console.print(f"calibration: {cal.method}, {cal.material}, density = {cal.slope:.5f}·HU + {cal.intercept:.3f} mg/cm³"
-                      + (f", R² {cal.r2:.4f}" if cal.r2 is not None else ""))
+        console.print(
+            f"calibration: {cal.method}, {cal.material}, density = {cal.slope:.5f}·HU + {cal.intercept:.3f} mg/cm³"
+            + (f", R² {cal.r2:.4f}" if cal.r2 is not None else "")
+        )
         sd = summ.bmd_sd_mg_cm3
-        mean = "–" if summ.bmd_mg_cm3_mean is None else f"{summ.bmd_mg_cm3_mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
-        console.print(f"summary: BMD {mean} mg/cm³ {summ.material or ''} over {'+'.join(summ.levels_used) or '–'}"
-                      f" → {in_words(summ.acr_category, 'not classified')}"
-                      + (" (borderline)" if summ.borderline else ""))
+        mean = (
+            "–"
+            if summ.bmd_mg_cm3_mean is None
+            else f"{summ.bmd_mg_cm3_mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+        )
+        console.print(
+            f"summary: BMD {mean} mg/cm³ {summ.material or ''} over {'+'.join(summ.levels_used) or '–'}"
+            f" → {in_words(summ.acr_category, 'not classified')}" + (" (borderline)" if summ.borderline else "")
+        )
     if summ.l1_screen:
         console.print(f"L1 screen: {summ.l1_hu:.1f} HU → {in_words(summ.l1_screen)}")
     for note in summ.classification_notes:
@@ -372,10 +469,14 @@ def _save_and_print_calibration(cal, out: Path) -> None:
     from volbmd.calibrate.base import save_calibration
 
     save_calibration(cal, out)
-    typer.echo(f"{cal.phantom} ({cal.model}, {cal.material}): density = {cal.slope:.5f}·HU + {cal.intercept:.4f} mg/cm³, "
-               f"R² = {cal.r2:.5f}")
+    typer.echo(
+        f"{cal.phantom} ({cal.model}, {cal.material}): density = {cal.slope:.5f}·HU + {cal.intercept:.4f} mg/cm³, "
+        f"R² = {cal.r2:.5f}"
+    )
     for rod in cal.rods:
-        typer.echo(f"  rod {rod.name}: {rod.density_mg_cm3:g} mg/cm³, {rod.hu:.2f} HU, residual {rod.residual_mg_cm3:+.2f} mg/cm³")
+        typer.echo(
+            f"  rod {rod.name}: {rod.density_mg_cm3:g} mg/cm³, {rod.hu:.2f} HU, residual {rod.residual_mg_cm3:+.2f} mg/cm³"
+        )
     for w in cal.warnings:
         typer.echo(f"warning: {w}")
     typer.echo(f"wrote {out}")
@@ -386,7 +487,9 @@ def _save_and_print_calibration(cal, out: Path) -> None:
 def calibrate_phantom(
     scan: Path = typer.Argument(..., help="A CT with the calibration phantom in the field of view."),
     phantom: str = typer.Option(..., "--phantom", help="Phantom name (bmas200, mindways-model3, …) or certificate .yaml."),
-    rods: Path | None = typer.Option(None, "--rods", help="Rod mask on the scan's grid: label k = rod k (certificate order)."),
+    rods: Path | None = typer.Option(
+        None, "--rods", help="Rod mask on the scan's grid: label k = rod k (certificate order)."
+    ),
     out: Path = typer.Option(Path("calibration.json"), "--out", help="Where to write calibration.json."),
     config: Path | None = typer.Option(None, "--config", help="YAML with calibration gates."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
@@ -405,8 +508,13 @@ def calibrate_phantom(
     else:
         hu, counts, _ = find_rods(volume, definition)
     meta = volume.metadata
-    scanner = ScannerInfo(manufacturer=meta.get("manufacturer"), model=meta.get("manufacturer_model"), kvp=meta.get("kvp"),
-                          convolution_kernel=meta.get("convolution_kernel"), date=(meta.get("phi") or {}).get("study_date"))
+    scanner = ScannerInfo(
+        manufacturer=meta.get("manufacturer"),
+        model=meta.get("manufacturer_model"),
+        kvp=meta.get("kvp"),
+        convolution_kernel=meta.get("convolution_kernel"),
+        date=(meta.get("phi") or {}).get("study_date"),
+    )
     _save_and_print_calibration(calibrate_from_hu(definition, hu, cfg.calibration, n_voxels=counts, scanner=scanner), out)
 
 
@@ -473,8 +581,10 @@ def _check_display() -> None:
         return
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
         return
-    _fail("no display to open napari on: run it on a desktop session, or headless as 'xvfb-run volbmd review DIR' "
-          "(QT_QPA_PLATFORM=offscreen also starts, without OpenGL)")
+    _fail(
+        "no display to open napari on: run it on a desktop session, or headless as 'xvfb-run volbmd review DIR' "
+        "(QT_QPA_PLATFORM=offscreen also starts, without OpenGL)"
+    )
 
 
 def main() -> int:

@@ -36,9 +36,7 @@ __all__ = [
 ]
 
 
-
 _Strict = StrictModel
-
 
 
 class SegmentationConfig(_Strict):
@@ -68,11 +66,19 @@ class MeasurementConfig(_Strict):
 class InternalCalibrationConfig(_Strict):
     enabled: bool = True
     nominal_hu: dict[Literal["air", "fat", "muscle", "blood"], float] = {
-        "air": -1000.0, "fat": -100.0, "muscle": 50.0, "blood": 40.0}
+        "air": -1000.0,
+        "fat": -100.0,
+        "muscle": 50.0,
+        "blood": 40.0,
+    }
     ha_mg_cm3_per_hu: float = Field(0.8, gt=0)
     # how much each tissue's true HU varies between patients (weights of the calibration line)
     between_patient_sd_hu: dict[Literal["air", "fat", "muscle", "blood"], float] = {
-        "air": 5.0, "fat": 10.0, "muscle": 10.0, "blood": 8.0}
+        "air": 5.0,
+        "fat": 10.0,
+        "muscle": 10.0,
+        "blood": 8.0,
+    }
     blood_native_below_hu: float = 60.0  # blood counts fully below this aortic HU ...
     blood_contrast_above_hu: float = 90.0  # ... not at all above this (contrast), linearly between
     blood_full_length_mm: float = Field(40.0, gt=20.0)  # aorta found over this length counts fully
@@ -129,8 +135,10 @@ class ThresholdSet(_Strict):
     @model_validator(mode="after")
     def _ordered(self):
         if not self.osteoporosis_below_mg_cm3 <= self.normal_above_mg_cm3:
-            raise ValueError(f"osteoporosis_below_mg_cm3 ({self.osteoporosis_below_mg_cm3:g}) must not exceed "
-                             f"normal_above_mg_cm3 ({self.normal_above_mg_cm3:g})")
+            raise ValueError(
+                f"osteoporosis_below_mg_cm3 ({self.osteoporosis_below_mg_cm3:g}) must not exceed "
+                f"normal_above_mg_cm3 ({self.normal_above_mg_cm3:g})"
+            )
         return self
 
 
@@ -138,10 +146,19 @@ class UncertaintyConfig(_Strict):
     """How bmd_sd_mg_cm3 is found: from terms (noise, calibration, boundary) by default, or by
     segmenting and measuring the scan again under fresh noise at its own level (``repeat_draws``)."""
 
-    boundary_jitter_voxels: float = Field(0.25, ge=0, description="how far (voxels) a segmenter's ROI boundary moves "
-                                          "between repeat scans, on average: scales the boundary term")
-    repeat_draws: int = Field(0, ge=0, le=20, description="segment and measure again on this many noisy copies "
-                              "(0: the SD from terms only; 3 or more to see segmentation changes)")
+    boundary_jitter_voxels: float = Field(
+        0.25,
+        ge=0,
+        description="how far (voxels) a segmenter's ROI boundary moves "
+        "between repeat scans, on average: scales the boundary term",
+    )
+    repeat_draws: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="segment and measure again on this many noisy copies "
+        "(0: the SD from terms only; 3 or more to see segmentation changes)",
+    )
     repeat_seed: int = Field(0, ge=0, description="seed of the noise draws (the same scan and seed, the same SD)")
 
 
@@ -151,8 +168,6 @@ class PipelineConfig(_Strict):
     calibration: CalibrationConfig = CalibrationConfig()
     classification: ClassificationConfig = ClassificationConfig()
     uncertainty: UncertaintyConfig = UncertaintyConfig()
-
-
 
 
 def default_config_path():
@@ -191,5 +206,7 @@ def load_threshold_set(name_or_path: str) -> ThresholdSet:
         return load_yaml_model(ThresholdSet, candidate)
     if Path(name_or_path).suffix in (".yaml", ".yml"):
         return load_yaml_model(ThresholdSet, Path(name_or_path))
-    shipped = sorted(p.name[:-5] for p in (resources.files("volbmd_configs") / "thresholds").iterdir() if p.name.endswith(".yaml"))
+    shipped = sorted(
+        p.name[:-5] for p in (resources.files("volbmd_configs") / "thresholds").iterdir() if p.name.endswith(".yaml")
+    )
     raise ConfigError(f"unknown threshold set '{name_or_path}'; shipped: {', '.join(shipped)}")

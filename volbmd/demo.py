@@ -46,9 +46,17 @@ def run_demo(out_dir: Path) -> Report:
     rods = load_phantom(phantom.rod_phantom)
     hu, counts, _ = find_rods(phantom.volume, rods)
     meta = phantom.volume.metadata
-    calibration = calibrate_from_hu(rods, hu, n_voxels=counts, scanner=ScannerInfo(
-        manufacturer=meta.get("manufacturer"), model=meta.get("manufacturer_model"), kvp=meta.get("kvp"),
-        convolution_kernel=meta.get("convolution_kernel")))
+    calibration = calibrate_from_hu(
+        rods,
+        hu,
+        n_voxels=counts,
+        scanner=ScannerInfo(
+            manufacturer=meta.get("manufacturer"),
+            model=meta.get("manufacturer_model"),
+            kvp=meta.get("kvp"),
+            convolution_kernel=meta.get("convolution_kernel"),
+        ),
+    )
     report = analyze(phantom.volume, segmenter=GivenLabels(phantom.labels), calibration=calibration)
     report.input.path = "volbmd demo phantom"
 
@@ -63,12 +71,22 @@ def run_demo(out_dir: Path) -> Report:
     for v in report.vertebrae:
         truth = phantom.trabecular_mg_cm3[v.level]
         assert v.trabecular_hu_mean is not None and v.bmd_mg_cm3 is not None  # the phantom's levels are all measured
-        table.add_row(v.level, f"{v.trabecular_hu_mean:.1f}", f"{v.bmd_mg_cm3:.1f}", f"{truth:.1f}",
-                      f"{100 * (v.bmd_mg_cm3 - truth) / truth:+.2f} %", ", ".join(v.flags))
+        table.add_row(
+            v.level,
+            f"{v.trabecular_hu_mean:.1f}",
+            f"{v.bmd_mg_cm3:.1f}",
+            f"{truth:.1f}",
+            f"{100 * (v.bmd_mg_cm3 - truth) / truth:+.2f} %",
+            ", ".join(v.flags),
+        )
     console.print(table)
     s = report.summary
-    console.print(f"summary: {s.bmd_mg_cm3_mean:.1f} mg/cm³ HA over {'+'.join(s.levels_used)} → {s.acr_category} "
-                  f"(truth {sum(phantom.trabecular_mg_cm3[lvl] for lvl in s.levels_used) / len(s.levels_used):.1f})")
-    console.print(f"wrote {', '.join(sorted(written))}, scan.nii.gz, calibration.json to {out_dir} "
-                  f"in {time.perf_counter() - start:.1f} s")
+    console.print(
+        f"summary: {s.bmd_mg_cm3_mean:.1f} mg/cm³ HA over {'+'.join(s.levels_used)} → {s.acr_category} "
+        f"(truth {sum(phantom.trabecular_mg_cm3[lvl] for lvl in s.levels_used) / len(s.levels_used):.1f})"
+    )
+    console.print(
+        f"wrote {', '.join(sorted(written))}, scan.nii.gz, calibration.json to {out_dir} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     return report

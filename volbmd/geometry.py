@@ -17,8 +17,15 @@ from volbmd.volume import Geometry, Volume
 
 V = TypeVar("V", bound=Volume)  # a Volume or a LabelMap: what goes in comes out
 
-__all__ = ["Reorientation", "canonicalize", "uncanonicalize", "orientation_code", "oblique_angle_deg", "block_mean",
-           "block_factors"]
+__all__ = [
+    "Reorientation",
+    "canonicalize",
+    "uncanonicalize",
+    "orientation_code",
+    "oblique_angle_deg",
+    "block_mean",
+    "block_factors",
+]
 
 _TOWARD = ("L", "P", "S")
 _AWAY = ("R", "A", "I")

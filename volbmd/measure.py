@@ -61,7 +61,9 @@ class LevelMeasurement:
     trabecular_hu_p25: float | None = None
     trabecular_hu_p75: float | None = None
     trabecular_hu_p95: float | None = None
-    heights_mm: dict[str, float | None] = field(default_factory=lambda: {"anterior": None, "middle": None, "posterior": None})
+    heights_mm: dict[str, float | None] = field(
+        default_factory=lambda: {"anterior": None, "middle": None, "posterior": None}
+    )
     height_loss: float | None = None
     genant_grade: int | None = None
     centroid_lps_mm: list[float] | None = None
@@ -256,8 +258,9 @@ def genant_grade(heights_mm: dict[str, float | None]) -> tuple[int | None, float
     return grade, float(loss)
 
 
-def trabecular_roi(body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, kind: str, slab_thickness_mm: float = 9.0,
-                   axes=None) -> np.ndarray:
+def trabecular_roi(
+    body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, kind: str, slab_thickness_mm: float = 9.0, axes=None
+) -> np.ndarray:
     """The trabecular ROI of one body crop.
 
     ``eroded_body``: the voxels farther than ``depth_mm`` from the body surface.
@@ -291,8 +294,9 @@ def trabecular_roi(body: np.ndarray, spacing_mm: SpacingZYX, depth_mm: float, ki
     return core & keep.reshape(body.shape)
 
 
-def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float,
-                   masks: dict | None = None) -> LevelMeasurement:
+def _measure_level(
+    vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float, masks: dict | None = None
+) -> LevelMeasurement:
     m = LevelMeasurement(level=vm.level, label_id=vm.label_id, split_method=vm.split_method)
     if vm.box is None or vm.body is None:
         m.flags.append("empty_mask")
@@ -343,7 +347,9 @@ def _measure_level(vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, dep
         setattr(m, f"trabecular_hu_p{p}", stats[f"p{p}"])
     inner = ndi.binary_erosion(roi, structure=ndi.generate_binary_structure(3, 1))
     if inner.sum() >= 50:
-        m.trabecular_hu_boundary_shift = float(abs(float(np.mean(masked_values(volume.array[vm.box], inner))) - stats["mean"]))
+        m.trabecular_hu_boundary_shift = float(
+            abs(float(np.mean(masked_values(volume.array[vm.box], inner))) - stats["mean"])
+        )
     lo, hi = cfg.plausible_trabecular_hu
     if not lo <= m.trabecular_hu_mean <= hi:
         # contrast-filled vessel or other tissue in the mask, a sclerotic lesion, or a wrong scale

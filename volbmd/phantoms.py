@@ -130,7 +130,11 @@ def make_spine_phantom(
             bodies[k][inside] = scheme[lvl]
             if lvl in rib_levels and z[k] >= z0 + 0.5 * h and z[k] < z1 - 2.0:
                 # ribs: from the body's side (behind its centre) out and back, 8 mm thick
-                rib = (np.abs(X) >= a_lr - 1.0) & (np.abs(X) <= 100.0) & (np.abs(Y - (body_cy + 5.0 + 0.15 * np.abs(X))) <= 4.0)
+                rib = (
+                    (np.abs(X) >= a_lr - 1.0)
+                    & (np.abs(X) <= 100.0)
+                    & (np.abs(Y - (body_cy + 5.0 + 0.15 * np.abs(X))) <= 4.0)
+                )
                 sl[rib & ~inside] = posterior_hu
         z_top = z0 - disc_height_mm
     if sacrum:
@@ -157,8 +161,14 @@ def make_spine_phantom(
         array=array,
         spacing_mm=spacing_mm,
         origin_lps_mm=(-fov_x / 2, -fov_y / 2, 0.0),
-        metadata={"format": "phantom", "modality": "CT", "kvp": 120.0, "slice_thickness_mm": float(sz),
-                  "contrast_agent": None, "manufacturer": "volbmd digital phantom"},
+        metadata={
+            "format": "phantom",
+            "modality": "CT",
+            "kvp": 120.0,
+            "slice_thickness_mm": float(sz),
+            "contrast_agent": None,
+            "manufacturer": "volbmd digital phantom",
+        },
         source="volbmd digital spine phantom",
     )
     present = {lvl: scheme[lvl] for lvl in levels + (("S1",) if sacrum else ())}
@@ -246,7 +256,7 @@ def make_esp_phantom(
     for k, rod in enumerate(rod_def.rods):
         disc = np.hypot(Y - 90.0, X - rod_x[k]) <= 7.0
         if rod_def.model == "mindways":
-            true = (rod.density_mg_cm3 * 1.2 + ((rod.water_mg_cm3 or 1000.0) - 1000.0))  # an approximate K2HPO4 response
+            true = rod.density_mg_cm3 * 1.2 + ((rod.water_mg_cm3 or 1000.0) - 1000.0)  # an approximate K2HPO4 response
         else:
             true = rod.density_mg_cm3 / ha_mg_cm3_per_hu
         plane[disc] = true
@@ -277,6 +287,7 @@ def make_esp_phantom(
         z_top = z0 - disc_h
 
     volume = gain * volume + offset_hu
+
     # partial volume: average the supersampled voxels; labels by majority (nearest centre)
     def pool(a):
         return a.reshape(shape[0] // ss, ss, shape[1] // ss, ss, shape[2] // ss, ss).mean(axis=(1, 3, 5))
@@ -295,9 +306,16 @@ def make_esp_phantom(
         array=np.round(coarse).astype(np.int16),
         spacing_mm=spacing_mm,
         origin_lps_mm=(float(x[0] - fine[2] / 2 + spacing_mm[2] / 2), float(y[0] - fine[1] / 2 + spacing_mm[1] / 2), 0.0),
-        metadata={"format": "phantom", "modality": "CT", "kvp": 120.0, "slice_thickness_mm": float(spacing_mm[0]),
-                  "contrast_agent": None, "manufacturer": "volbmd", "manufacturer_model": "digital ESP-like phantom",
-                  "convolution_kernel": "smooth"},
+        metadata={
+            "format": "phantom",
+            "modality": "CT",
+            "kvp": 120.0,
+            "slice_thickness_mm": float(spacing_mm[0]),
+            "contrast_agent": None,
+            "manufacturer": "volbmd",
+            "manufacturer_model": "digital ESP-like phantom",
+            "convolution_kernel": "smooth",
+        },
         source="volbmd digital ESP-like phantom",
     )
     return EspScan(

@@ -24,8 +24,16 @@ from volbmd_kernels import load_jit
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
 
-__all__ = ["analyze", "write_outputs", "build_report", "run_pipeline", "calibrate_and_classify",
-           "CalibratedResult", "Artifacts", "STAGES"]
+__all__ = [
+    "analyze",
+    "write_outputs",
+    "build_report",
+    "run_pipeline",
+    "calibrate_and_classify",
+    "CalibratedResult",
+    "Artifacts",
+    "STAGES",
+]
 
 
 @dataclass
@@ -43,16 +51,32 @@ class CalibratedResult:
     summary_sd_fixed: float | None = None
 
 
-def calibrate_and_classify(volume: Volume, labels: LabelMap, result: MeasurementResult, config: PipelineConfig,
-                           calibration: Calibration | None = None, *, masks_given: bool = False) -> CalibratedResult:
+def calibrate_and_classify(
+    volume: Volume,
+    labels: LabelMap,
+    result: MeasurementResult,
+    config: PipelineConfig,
+    calibration: Calibration | None = None,
+    *,
+    masks_given: bool = False,
+) -> CalibratedResult:
     """Calibrate (``calibrate.choose``), then classify (``classify.summarize_levels``)."""
     from volbmd.calibrate.choose import calibrate_levels
     from volbmd.classify import summarize_levels
 
     d = calibrate_levels(volume, labels, result, config, calibration, masks_given=masks_given)
     summary, notes, summary_sd_fixed = summarize_levels(volume, result, d, config)
-    return CalibratedResult(d.calibration, d.bmd_by_level, d.hu_correction, d.contrast_phase, summary, d.warnings + notes,
-                            d.bmd_sd_by_level, d.bmd_sd_fixed_by_level, summary_sd_fixed)
+    return CalibratedResult(
+        d.calibration,
+        d.bmd_by_level,
+        d.hu_correction,
+        d.contrast_phase,
+        summary,
+        d.warnings + notes,
+        d.bmd_sd_by_level,
+        d.bmd_sd_fixed_by_level,
+        summary_sd_fixed,
+    )
 
 
 def _input_info(volume: Volume, path: str | None) -> dict:
@@ -72,36 +96,46 @@ def _input_info(volume: Volume, path: str | None) -> dict:
     }
 
 
-def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *, backend: str,
-                 scan_path: str | None = None, timings_s: dict | None = None,
-                 calibrated: CalibratedResult | None = None, config_sha256: str | None = None) -> Report:
+def build_report(
+    volume: Volume,
+    labels: LabelMap,
+    result: MeasurementResult,
+    *,
+    backend: str,
+    scan_path: str | None = None,
+    timings_s: dict | None = None,
+    calibrated: CalibratedResult | None = None,
+    config_sha256: str | None = None,
+) -> Report:
     from volbmd import __version__
 
     vertebrae = []
     for m in result.levels:
-        vertebrae.append({
-            "level": m.level,
-            "body_volume_ml": m.body_volume_ml,
-            "trabecular_hu_mean": m.trabecular_hu_mean,
-            "trabecular_hu_median": m.trabecular_hu_median,
-            "trabecular_hu_sd": m.trabecular_hu_sd,
-            "trabecular_n_voxels": m.trabecular_n_voxels,
-            "bmd_mg_cm3": None if calibrated is None else calibrated.bmd_by_level.get(m.level),
-            "bmd_sd_mg_cm3": None if calibrated is None else calibrated.bmd_sd_by_level.get(m.level),
-            "heights_mm": m.heights_mm,
-            "genant_grade": m.genant_grade,
-            "flags": list(m.flags),
-            "trabecular_hu_p5": m.trabecular_hu_p5,
-            "trabecular_hu_p25": m.trabecular_hu_p25,
-            "trabecular_hu_p75": m.trabecular_hu_p75,
-            "trabecular_hu_p95": m.trabecular_hu_p95,
-            "roi": m.roi,
-            "roi_volume_ml": m.roi_volume_ml,
-            "height_loss": m.height_loss,
-            "body_split": m.split_method,
-            "centroid_lps_mm": m.centroid_lps_mm,
-            "segmentation_confidence": m.segmentation_confidence,
-        })
+        vertebrae.append(
+            {
+                "level": m.level,
+                "body_volume_ml": m.body_volume_ml,
+                "trabecular_hu_mean": m.trabecular_hu_mean,
+                "trabecular_hu_median": m.trabecular_hu_median,
+                "trabecular_hu_sd": m.trabecular_hu_sd,
+                "trabecular_n_voxels": m.trabecular_n_voxels,
+                "bmd_mg_cm3": None if calibrated is None else calibrated.bmd_by_level.get(m.level),
+                "bmd_sd_mg_cm3": None if calibrated is None else calibrated.bmd_sd_by_level.get(m.level),
+                "heights_mm": m.heights_mm,
+                "genant_grade": m.genant_grade,
+                "flags": list(m.flags),
+                "trabecular_hu_p5": m.trabecular_hu_p5,
+                "trabecular_hu_p25": m.trabecular_hu_p25,
+                "trabecular_hu_p75": m.trabecular_hu_p75,
+                "trabecular_hu_p95": m.trabecular_hu_p95,
+                "roi": m.roi,
+                "roi_volume_ml": m.roi_volume_ml,
+                "height_loss": m.height_loss,
+                "body_split": m.split_method,
+                "centroid_lps_mm": m.centroid_lps_mm,
+                "segmentation_confidence": m.segmentation_confidence,
+            }
+        )
     by_level = result.by_level()
     l1 = by_level.get("L1")
     found = [m.level for m in result.levels if "empty_mask" not in m.flags]
@@ -127,23 +161,29 @@ def build_report(volume: Volume, labels: LabelMap, result: MeasurementResult, *,
             warnings.append(f"{m.level}: implausible ({'; '.join(doubts)}): kept out of the classification; review its mask")
     if calibrated is not None:
         warnings += [w for w in calibrated.warnings if w not in warnings]
-    return Report.model_validate({
-        "volbmd_version": __version__,
-        "config_sha256": config_sha256,
-        "input": info,
-        "segmentation": {"backend": backend, "levels_found": found, "flags": list(labels.metadata.get("flags", [])),
-                         **({"naming": naming} if naming else {})},
-        "measurement": {
-            "roi": result.roi,
-            "cortical_depth_mm": result.cortical_depth_mm,
-            "cortical_depth_rule": result.cortical_depth_rule,
-        },
-        "calibration": calibration,
-        "vertebrae": vertebrae,
-        "summary": summary,
-        "qa": {"warnings": warnings},
-        "timings_s": timings_s or {},
-    })
+    return Report.model_validate(
+        {
+            "volbmd_version": __version__,
+            "config_sha256": config_sha256,
+            "input": info,
+            "segmentation": {
+                "backend": backend,
+                "levels_found": found,
+                "flags": list(labels.metadata.get("flags", [])),
+                **({"naming": naming} if naming else {}),
+            },
+            "measurement": {
+                "roi": result.roi,
+                "cortical_depth_mm": result.cortical_depth_mm,
+                "cortical_depth_rule": result.cortical_depth_rule,
+            },
+            "calibration": calibration,
+            "vertebrae": vertebrae,
+            "summary": summary,
+            "qa": {"warnings": warnings},
+            "timings_s": timings_s or {},
+        }
+    )
 
 
 STAGES = ("load", "segment", "measure", "calibrate_classify", "report")
@@ -218,8 +258,13 @@ def analyze(
         cfg = load_config(config, overrides or None)
     if segmenter is None:
         backend = "masks" if masks is not None and cfg.segmentation.backend == "classical" else cfg.segmentation.backend
-        segmenter = make_segmenter(backend, masks=masks, label_scheme=cfg.segmentation.label_scheme, model=model,
-                                   classical=cfg.segmentation.classical)
+        segmenter = make_segmenter(
+            backend,
+            masks=masks,
+            label_scheme=cfg.segmentation.label_scheme,
+            model=model,
+            classical=cfg.segmentation.classical,
+        )
     if levels:
         from volbmd.labels import is_level
 
@@ -266,13 +311,22 @@ def analyze(
             again = calibrate_and_classify(noisy, noisy_labels, noisy_result, cfg, calibration)
             return again.bmd_by_level, again.summary.get("bmd_mg_cm3_mean")
 
-        draws = repeat_draws(volume, once, calibrated.calibration, n_draws=cfg.uncertainty.repeat_draws,
-                             seed=cfg.uncertainty.repeat_seed)
+        draws = repeat_draws(
+            volume, once, calibrated.calibration, n_draws=cfg.uncertainty.repeat_draws, seed=cfg.uncertainty.repeat_seed
+        )
         apply_repeat_draws(calibrated, result, draws, cfg)
         stage("repeat_draws", t)
     scan_path = None if isinstance(scan_or_volume, Volume) else str(scan_or_volume)
-    report = build_report(volume, labels, result, backend=segmenter.name, scan_path=scan_path, timings_s=timings,
-                          calibrated=calibrated, config_sha256=config_sha256(cfg))
+    report = build_report(
+        volume,
+        labels,
+        result,
+        backend=segmenter.name,
+        scan_path=scan_path,
+        timings_s=timings,
+        calibrated=calibrated,
+        config_sha256=config_sha256(cfg),
+    )
     return report.with_artifacts(Artifacts(volume, labels, result, cfg))
 
 
@@ -325,7 +379,9 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
     volume, labels, result = art.volume, art.labels, art.result
     canon, reo = canonicalize(volume, copy=False)
     canon_labels, _ = canonicalize(labels, copy=False)
-    bodies_c, rois_c = result.mask_volumes(canon.shape, dtype=np.uint8 if max(labels.labels.values(), default=0) < 256 else np.int16)
+    bodies_c, rois_c = result.mask_volumes(
+        canon.shape, dtype=np.uint8 if max(labels.labels.values(), default=0) < 256 else np.int16
+    )
     bodies = LabelMap.on_grid_of(canon, bodies_c, labels.labels, source="bodies")
     rois = LabelMap.on_grid_of(canon, rois_c, labels.labels, source="rois")
     paths = {}
@@ -333,10 +389,13 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
     # the label maps are compressed and written by ITK (which releases the GIL) while matplotlib
     # draws the QA picture
     with ThreadPoolExecutor(max_workers=1) as pool:
-        written = pool.submit(lambda: {
-            "labels.nii.gz": write_labels(labels, out_dir / "labels.nii.gz", source=volume),
-            "bodies.nii.gz": write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume),
-            "rois.nii.gz": write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume)})
+        written = pool.submit(
+            lambda: {
+                "labels.nii.gz": write_labels(labels, out_dir / "labels.nii.gz", source=volume),
+                "bodies.nii.gz": write_labels(uncanonicalize(bodies, reo), out_dir / "bodies.nii.gz", source=volume),
+                "rois.nii.gz": write_labels(uncanonicalize(rois, reo), out_dir / "rois.nii.gz", source=volume),
+            }
+        )
         png = render_qa_png(canon, canon_labels, bodies, rois, report, thresholds, masks=result.masks)
         paths.update(written.result())
     with atomic_output(out_dir / "qa.png") as tmp:
@@ -351,8 +410,10 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
         report.qa.warnings.extend(dicom_warnings)
     report.timings_s["report"] = time.perf_counter() - t
     with atomic_output(out_dir / "config.yaml") as tmp:  # the resolved settings: the run can be repeated
-        tmp.write_text("# volbmd " + __version__ + ": the resolved configuration of this run (volbmd run --config "
-                       "config.yaml repeats it)\n" + yaml.safe_dump(art.config.model_dump(mode="json"), sort_keys=False))
+        tmp.write_text(
+            "# volbmd " + __version__ + ": the resolved configuration of this run (volbmd run --config "
+            "config.yaml repeats it)\n" + yaml.safe_dump(art.config.model_dump(mode="json"), sort_keys=False)
+        )
     paths["config.yaml"] = out_dir / "config.yaml"
     report.outputs = sorted(list(paths) + ["report.json", "vertebrae.csv", "report.html"])
     with atomic_output(out_dir / "report.html") as tmp:

@@ -86,8 +86,10 @@ def apply_repeat_draws(calibrated, result, draws: RepeatDraws, config) -> None:
     from volbmd.config import load_threshold_set
 
     if draws.n_draws == 0:
-        calibrated.warnings.append("repeat draws not made: no noise estimate (the calibration holds no reference tissues); "
-                                   "bmd_sd_mg_cm3 is from noise, calibration and boundary terms")
+        calibrated.warnings.append(
+            "repeat draws not made: no noise estimate (the calibration holds no reference tissues); "
+            "bmd_sd_mg_cm3 is from noise, calibration and boundary terms"
+        )
         return
     by_level = result.by_level()
     unstable = []
@@ -104,8 +106,10 @@ def apply_repeat_draws(calibrated, result, draws: RepeatDraws, config) -> None:
         floor = calibrated.bmd_sd_fixed_by_level.get(level) or 0.0
         calibrated.bmd_sd_by_level[level] = max(rms if rms is not None else 0.0, floor)
     if unstable:
-        calibrated.warnings.append(f"levels not found on every repeat draw (noise {draws.noise_hu:.0f} HU): "
-                                   f"{', '.join(unstable)}; their masks need review")
+        calibrated.warnings.append(
+            f"levels not found on every repeat draw (noise {draws.noise_hu:.0f} HU): "
+            f"{', '.join(unstable)}; their masks need review"
+        )
     summary = calibrated.summary
     mean = summary.get("bmd_mg_cm3_mean")
     if mean is None:

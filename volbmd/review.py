@@ -78,16 +78,18 @@ class ReviewSession:
         out = []
         for v in self.report["vertebrae"]:
             bmd = v.get("bmd_mg_cm3")
-            out.append({
-                "level": v["level"],
-                "hu": v.get("trabecular_hu_mean"),
-                "bmd": bmd,
-                "bmd_sd": v.get("bmd_sd_mg_cm3"),
-                "category": acr_category(bmd, thresholds) if bmd is not None else None,
-                "flags": list(v.get("flags", [])),
-                "decision": self.decisions.get(v["level"], "pending"),
-                "edited": v["level"] in self.edited,
-            })
+            out.append(
+                {
+                    "level": v["level"],
+                    "hu": v.get("trabecular_hu_mean"),
+                    "bmd": bmd,
+                    "bmd_sd": v.get("bmd_sd_mg_cm3"),
+                    "category": acr_category(bmd, thresholds) if bmd is not None else None,
+                    "flags": list(v.get("flags", [])),
+                    "decision": self.decisions.get(v["level"], "pending"),
+                    "edited": v["level"] in self.edited,
+                }
+            )
         return out
 
     def level_centre(self, level: str) -> tuple[float, float, float] | None:
@@ -123,7 +125,9 @@ class ReviewSession:
         new = np.zeros_like(self.labels.array)
         for old, target in mapping.items():
             new[self.labels.array == verse[old]] = verse[target]
-        self.labels = dataclasses.replace(self.labels, array=new, labels={mapping[k]: verse[mapping[k]] for k in self.labels.labels})
+        self.labels = dataclasses.replace(
+            self.labels, array=new, labels={mapping[k]: verse[mapping[k]] for k in self.labels.labels}
+        )
         for v in self.report["vertebrae"]:
             v["level"] = mapping.get(v["level"], v["level"])
         self.report["vertebrae"].sort(key=lambda v: level_rank(v["level"]))
@@ -137,7 +141,8 @@ class ReviewSession:
             raise ValueError("edited labels have a different shape")
         array = np.asarray(array, dtype=self.labels.array.dtype)
         changed_ids = set(np.unique(self._original[array != self._original]).tolist()) | set(
-            np.unique(array[array != self._original]).tolist())
+            np.unique(array[array != self._original]).tolist()
+        )
         by_id = {vid: lvl for lvl, vid in self.labels.labels.items()}
         changed = {by_id[i] for i in changed_ids if i in by_id}
         self.labels = dataclasses.replace(self.labels, array=array.copy())
@@ -160,31 +165,52 @@ class ReviewSession:
                 m = result.get(v["level"])
                 if m is None:
                     continue
-                for key in ("body_volume_ml", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd",
-                            "trabecular_n_voxels", "genant_grade", "heights_mm", "flags"):
+                for key in (
+                    "body_volume_ml",
+                    "trabecular_hu_mean",
+                    "trabecular_hu_median",
+                    "trabecular_hu_sd",
+                    "trabecular_n_voxels",
+                    "genant_grade",
+                    "heights_mm",
+                    "flags",
+                ):
                     v[key] = getattr(m, key)
                 if cal.get("method") not in (None, "none") and m.trabecular_hu_mean is not None:
-                    v["bmd_mg_cm3"] = cal["slope"] * (m.trabecular_hu_mean - cal.get("hu_correction", 0.0)) + cal["intercept"]
+                    v["bmd_mg_cm3"] = (
+                        cal["slope"] * (m.trabecular_hu_mean - cal.get("hu_correction", 0.0)) + cal["intercept"]
+                    )
                 else:
                     v["bmd_mg_cm3"] = None
         thresholds = load_threshold_set(self.report.get("summary", {}).get("threshold_set") or "acr")
         results = {}
         for v in self.report["vertebrae"]:
-            flags = list(v.get("flags", [])) + (["rejected_by_reviewer"] if self.decisions.get(v["level"]) == "rejected" else [])
+            flags = list(v.get("flags", [])) + (
+                ["rejected_by_reviewer"] if self.decisions.get(v["level"]) == "rejected" else []
+            )
             results[v["level"]] = LevelResult(v["level"], v.get("bmd_mg_cm3"), v.get("genant_grade"), flags)
         cls = classify(results, thresholds, config.classification)
         summary = self.report.setdefault("summary", {})
         if self.report.get("calibration", {}).get("method") not in (None, "none"):
-            summary.update({"bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean, "levels_used": cls.levels_used,
-                            "acr_category": cls.acr_category, "classification_notes": cls.notes})
+            summary.update(
+                {
+                    "bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean,
+                    "levels_used": cls.levels_used,
+                    "acr_category": cls.acr_category,
+                    "classification_notes": cls.notes,
+                }
+            )
         summary.update({"max_genant_grade": cls.max_genant_grade, "fractured_levels": cls.fractured_levels})
         return levels
 
     def save(self, reviewer: str | None = None) -> dict[str, Path]:
         """Write labels_reviewed.nii.gz (scan grid), review.json and the updated report.json."""
         labels_src = uncanonicalize(self.labels, self._reo)
-        paths = {"labels_reviewed.nii.gz": write_labels(labels_src, self.run_dir / "labels_reviewed.nii.gz",
-                                                         source=self.scan_source)}
+        paths = {
+            "labels_reviewed.nii.gz": write_labels(
+                labels_src, self.run_dir / "labels_reviewed.nii.gz", source=self.scan_source
+            )
+        }
         record = {
             "decisions": self.decisions,
             "edited_levels": sorted(self.edited, key=level_rank),

@@ -22,8 +22,14 @@ def slice_holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
     background, n = ndi.label(~mask, structure=IN_PLANE)
     if n == 0:
         return background, 0
-    edge = np.concatenate([background[:, 0, :].ravel(), background[:, -1, :].ravel(),
-                           background[:, :, 0].ravel(), background[:, :, -1].ravel()])
+    edge = np.concatenate(
+        [
+            background[:, 0, :].ravel(),
+            background[:, -1, :].ravel(),
+            background[:, :, 0].ravel(),
+            background[:, :, -1].ravel(),
+        ]
+    )
     hole = np.ones(n + 1, bool)
     hole[np.unique(edge)] = False
     hole[0] = False
@@ -50,7 +56,9 @@ def patient_mask(hu: np.ndarray, threshold_hu: float) -> np.ndarray:
     return fill_holes_slicewise(objects == int(np.argmax(sizes)))
 
 
-def label_stats(labels: np.ndarray, n: int, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def label_stats(
+    labels: np.ndarray, n: int, values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per label 1..n (index 0 unused): voxel count, centroid (z, y, x) in index units and, when
     ``values`` is given, the mean of ``values`` over the label. Only labelled voxels are visited,
     so it is fast for sparse labels (scipy's center_of_mass sweeps the whole volume per axis)."""

@@ -78,13 +78,14 @@ class Geometry:
         if self.shape != other.shape:
             return f"size {self.shape[::-1]} (x,y,z) against {other.shape[::-1]}"
         if not np.allclose(self.spacing_mm, other.spacing_mm, atol=atol):
-            return (f"voxel size {tuple(round(s, 4) for s in self.spacing_mm[::-1])} mm (x,y,z) against "
-                    f"{tuple(round(s, 4) for s in other.spacing_mm[::-1])} mm")
+            return (
+                f"voxel size {tuple(round(s, 4) for s in self.spacing_mm[::-1])} mm (x,y,z) against "
+                f"{tuple(round(s, 4) for s in other.spacing_mm[::-1])} mm"
+            )
         if not np.allclose(self.direction_matrix, other.direction_matrix, atol=atol):
             return f"axes pointing {axis_codes(self.direction_matrix)} against {axis_codes(other.direction_matrix)}"
         shift = np.asarray(self.origin_lps_mm) - np.asarray(other.origin_lps_mm)
-        return (f"origin {float(np.linalg.norm(shift)):.1f} mm away (LPS shift "
-                f"{tuple(round(float(v), 2) for v in shift)} mm)")
+        return f"origin {float(np.linalg.norm(shift)):.1f} mm away (LPS shift {tuple(round(float(v), 2) for v in shift)} mm)"
 
     def require_match(self, other: Geometry, what: str, source=None) -> None:
         """Raise a GeometryError naming ``what`` and what differs unless the grids match: the one
@@ -98,8 +99,7 @@ def axis_codes(direction) -> str:
     """'LPS', 'LAS', …: where each array axis (x, y, z) points."""
     m = np.asarray(direction, float)
     letters = (("R", "L"), ("A", "P"), ("I", "S"))
-    return "".join(letters[j][int(m[j, axis] > 0)] for axis in range(3)
-                   for j in [int(np.argmax(np.abs(m[:, axis])))])
+    return "".join(letters[j][int(m[j, axis] > 0)] for axis in range(3) for j in [int(np.argmax(np.abs(m[:, axis])))])
 
 
 def _validate_geometry(array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm, direction_lps, source) -> tuple:
@@ -111,9 +111,7 @@ def _validate_geometry(array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm
     if min(spacing) <= 0:
         raise InputError(f"spacing must be positive, got {spacing} mm (z,y,x)", source)
     if min(spacing) < MIN_SPACING_MM or max(spacing) > MAX_SPACING_MM:
-        raise InputError(
-            f"absurd spacing {spacing} mm (z,y,x); expected {MIN_SPACING_MM}–{MAX_SPACING_MM} mm", source
-        )
+        raise InputError(f"absurd spacing {spacing} mm (z,y,x); expected {MIN_SPACING_MM}–{MAX_SPACING_MM} mm", source)
     origin = _as_triplet(origin_lps_mm, "origin_lps_mm", source)
     direction = np.asarray(direction_lps, dtype=np.float64)
     if direction.shape != (3, 3) or not np.all(np.isfinite(direction)):

@@ -17,8 +17,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from volbmd.errors import ConfigError, InputError
 from volbmd.io import atomic_output
 
-__all__ = ["Calibration", "RodResult", "ScannerInfo", "load_calibration", "save_calibration", "r_squared",
-           "CALIBRATION_SCHEMA_VERSION"]
+__all__ = [
+    "Calibration",
+    "RodResult",
+    "ScannerInfo",
+    "load_calibration",
+    "save_calibration",
+    "r_squared",
+    "CALIBRATION_SCHEMA_VERSION",
+]
 
 CALIBRATION_SCHEMA_VERSION = "1.0"
 
@@ -111,14 +118,21 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
         raise ConfigError(f"{where}: {first['msg']}", path) from None
     major = str(data.get("schema_version", CALIBRATION_SCHEMA_VERSION)).split(".")[0] if isinstance(data, dict) else ""
     if major != CALIBRATION_SCHEMA_VERSION.split(".")[0]:
-        raise ConfigError(f"calibration schema version {data.get('schema_version')!r} is not one this volbmd reads "
-                          f"({CALIBRATION_SCHEMA_VERSION})", path)
-    if cal.method != "none" and (cal.slope is None or cal.intercept is None or not np.isfinite([cal.slope, cal.intercept]).all()):
+        raise ConfigError(
+            f"calibration schema version {data.get('schema_version')!r} is not one this volbmd reads "
+            f"({CALIBRATION_SCHEMA_VERSION})",
+            path,
+        )
+    if cal.method != "none" and (
+        cal.slope is None or cal.intercept is None or not np.isfinite([cal.slope, cal.intercept]).all()
+    ):
         raise ConfigError("calibration has no finite slope and intercept", path)
     if cal.method != "none" and cal.slope is not None and cal.slope <= 0:
-        raise ConfigError(f"calibration slope must be positive (denser bone has higher HU), got {cal.slope:g} mg/cm³ per HU",
-                          path)
+        raise ConfigError(
+            f"calibration slope must be positive (denser bone has higher HU), got {cal.slope:g} mg/cm³ per HU", path
+        )
     if cal.method != "none" and cal.material is None:
-        raise ConfigError("calibration names no material (HA or K2HPO4): its densities cannot be compared to thresholds",
-                          path)
+        raise ConfigError(
+            "calibration names no material (HA or K2HPO4): its densities cannot be compared to thresholds", path
+        )
     return cal

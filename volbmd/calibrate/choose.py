@@ -43,14 +43,25 @@ def scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
             if stored is not None:
                 out.append(f"stored calibration: the scan does not record its {what} (calibration: {stored})")
             continue
-        same = abs(float(stored) - float(scan)) < 0.5 if what == "kVp" else str(stored).strip().lower() == str(scan).strip().lower()
+        same = (
+            abs(float(stored) - float(scan)) < 0.5
+            if what == "kVp"
+            else str(stored).strip().lower() == str(scan).strip().lower()
+        )
         if not same:
             out.append(f"stored calibration differs from the scan in {what}: {stored} vs {scan}")
     return out
 
 
-def calibrate_levels(volume: Volume, labels: LabelMap, result, config: PipelineConfig,
-                     calibration: Calibration | None = None, *, masks_given: bool = False) -> LevelDensities:
+def calibrate_levels(
+    volume: Volume,
+    labels: LabelMap,
+    result,
+    config: PipelineConfig,
+    calibration: Calibration | None = None,
+    *,
+    masks_given: bool = False,
+) -> LevelDensities:
     """Choose the calibration (given, else internal, else none) and compute BMD and its SD per level."""
     from volbmd.calibrate.corrections import contrast_correction_hu
     from volbmd.calibrate.internal import internal_calibration
@@ -59,7 +70,10 @@ def calibrate_levels(volume: Volume, labels: LabelMap, result, config: PipelineC
     cal_cfg = config.calibration
     meta = volume.metadata
     warnings: list[str] = []
-    contrast_agent = bool(meta.get("contrast_agent")) and str(meta.get("contrast_agent")).strip().upper() not in ("NONE", "NO")
+    contrast_agent = bool(meta.get("contrast_agent")) and str(meta.get("contrast_agent")).strip().upper() not in (
+        "NONE",
+        "NO",
+    )
     is_ct = meta.get("modality") in (None, "CT")
     if calibration is not None:
         cal = calibration.model_copy(deep=True)
@@ -89,8 +103,9 @@ def calibrate_levels(volume: Volume, labels: LabelMap, result, config: PipelineC
         if cal.method == "none" or m.trabecular_hu_mean is None:
             bmd[m.level] = bmd_sd[m.level] = bmd_sd_fixed[m.level] = None
         else:
-            hu_se[m.level] = roi_mean_se_hu(m, cal, masks_given=masks_given,
-                                            boundary_jitter_voxels=config.uncertainty.boundary_jitter_voxels)
+            hu_se[m.level] = roi_mean_se_hu(
+                m, cal, masks_given=masks_given, boundary_jitter_voxels=config.uncertainty.boundary_jitter_voxels
+            )
             hu_se_fixed[m.level] = roi_mean_se_hu(m, cal, masks_given=True)
             bmd[m.level] = float(cal.to_density(m.trabecular_hu_mean - correction))
             bmd_sd[m.level] = cal.density_sd(m.trabecular_hu_mean - correction, hu_se[m.level])

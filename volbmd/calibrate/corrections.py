@@ -6,8 +6,14 @@ import numpy as np
 
 from volbmd.config import CalibrationConfig
 
-__all__ = ["kvp_factor", "normalise_hu_to_120kvp", "k2hpo4_per_ha", "convert_density", "contrast_phase_from_aorta",
-           "contrast_correction_hu"]
+__all__ = [
+    "kvp_factor",
+    "normalise_hu_to_120kvp",
+    "k2hpo4_per_ha",
+    "convert_density",
+    "contrast_phase_from_aorta",
+    "contrast_correction_hu",
+]
 
 
 def _interp_table(table: dict[int, float], x: float) -> float:

@@ -65,15 +65,22 @@ def _robust(values: np.ndarray, smoothed: np.ndarray | None = None) -> dict | No
         if hi - lo >= 2.0:
             edges = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5, 1.0)
             counts, _ = np.histogram(sm, bins=edges)
-            peak = float(0.5 * (edges[:-1] + edges[1:])[int(np.argmax(ndi.gaussian_filter1d(counts.astype(np.float64), 3.0)))])
+            peak = float(
+                0.5 * (edges[:-1] + edges[1:])[int(np.argmax(ndi.gaussian_filter1d(counts.astype(np.float64), 3.0)))]
+            )
             around = sm[np.abs(sm - peak) <= 50.0]  # the peak's own spread, not that of the edges
             width = max(10.0, 1.4826 * float(np.median(np.abs(around - peak))))
             near = np.abs(sm - peak) <= width
             if near.sum() >= MIN_TISSUE_VOXELS:
                 v = v[near]
     spread = max(1.0, 1.4826 * float(np.median(np.abs(v - np.median(v)))))
-    return {"hu": float(v.mean()), "n_voxels": int(v.size), "sd_hu": spread, "se_hu": spread / np.sqrt(v.size),
-            "iqr_hu": float(np.subtract(*np.percentile(v, [75, 25])))}
+    return {
+        "hu": float(v.mean()),
+        "n_voxels": int(v.size),
+        "sd_hu": spread,
+        "se_hu": spread / np.sqrt(v.size),
+        "iqr_hu": float(np.subtract(*np.percentile(v, [75, 25]))),
+    }
 
 
 def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> dict[str, dict]:
@@ -93,14 +100,21 @@ def find_reference_tissues(volume: Volume, labels: LabelMap | None = None) -> di
     found: dict[str, dict] = {}
 
     # air: outside the body, away from it by 10 mm (no partial volume with skin), inside the FOV
-    near_body = ndi.binary_dilation(body, iterations=max(1, int(round(10.0 / min(sy, sx)))), structure=np.array(
-        [[[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], bool))
+    near_body = ndi.binary_dilation(
+        body,
+        iterations=max(1, int(round(10.0 / min(sy, sx)))),
+        structure=np.array(
+            [[[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], bool
+        ),
+    )
     air = ~near_body & (smooth > _PADDING_HU) & (smooth < -900)
     if (r := _robust(arr[air], smooth[air])) is not None:
         found["air"] = r
 
     # subcutaneous fat: 2–20 mm under the skin, fat-range HU
-    depth = np.stack([ndi.distance_transform_edt(body[k], sampling=(sy, sx)).astype(np.float32) for k in range(body.shape[0])])
+    depth = np.stack(
+        [ndi.distance_transform_edt(body[k], sampling=(sy, sx)).astype(np.float32) for k in range(body.shape[0])]
+    )
     rim = body & (depth >= 2.0) & (depth <= 20.0) & (smooth >= -200) & (smooth <= -40)
     if (r := _robust(arr[rim], smooth[rim])) is not None:
         found["fat"] = r
@@ -209,8 +223,9 @@ def weighted_line(x: np.ndarray, y: np.ndarray, se: np.ndarray, tau: np.ndarray,
     return float(gain), float(offset), A_inv @ meat @ A_inv
 
 
-def internal_calibration(volume: Volume, labels: LabelMap | None, config: CalibrationConfig | None = None,
-                         *, contrast_known: bool | None = None) -> Calibration:
+def internal_calibration(
+    volume: Volume, labels: LabelMap | None, config: CalibrationConfig | None = None, *, contrast_known: bool | None = None
+) -> Calibration:
     """Fit the scanner's HU scale from reference tissues; ``method="none"`` when too few are found.
 
     Needs air and at least one of fat or muscle. Blood is used only on a native (non-contrast)
@@ -225,20 +240,32 @@ def internal_calibration(volume: Volume, labels: LabelMap | None, config: Calibr
         weights["blood"] = _blood_weight(blood, contrast_known, config)
         blood["weight"] = weights["blood"]
         if weights["blood"] < 1.0:
-            why = ("a contrast agent is recorded" if contrast_known else
-                   f"the aorta reads {blood['hu']:.0f} HU ({blood['contrast_phase']})" if blood["hu"] > config.internal.blood_native_below_hu
-                   else f"only {blood.get('length_mm', 0):.0f} mm of aorta found")
+            why = (
+                "a contrast agent is recorded"
+                if contrast_known
+                else f"the aorta reads {blood['hu']:.0f} HU ({blood['contrast_phase']})"
+                if blood["hu"] > config.internal.blood_native_below_hu
+                else f"only {blood.get('length_mm', 0):.0f} mm of aorta found"
+            )
             how = "left out of" if weights["blood"] == 0 else f"weighted {weights['blood']:.2f} in"
             warnings.append(f"aortic blood {how} the internal calibration: {why}")
     nominal = config.internal.nominal_hu
     names = [t for t in ("air", "fat", "muscle", "blood") if t in tissues and t in nominal and weights.get(t, 0) > 0]
     meta = volume.metadata
-    scanner = ScannerInfo(manufacturer=meta.get("manufacturer"), model=meta.get("manufacturer_model"),
-                          kvp=meta.get("kvp"), convolution_kernel=meta.get("convolution_kernel"))
+    scanner = ScannerInfo(
+        manufacturer=meta.get("manufacturer"),
+        model=meta.get("manufacturer_model"),
+        kvp=meta.get("kvp"),
+        convolution_kernel=meta.get("convolution_kernel"),
+    )
     if "air" not in names or not ({"fat", "muscle"} & set(names)):
         missing = [t for t in ("air", "fat", "muscle") if t not in names]
-        return Calibration(method="none", reference_tissues=tissues, scanner=scanner,
-                           warnings=warnings + [f"internal calibration not possible: {', '.join(missing)} not found"])
+        return Calibration(
+            method="none",
+            reference_tissues=tissues,
+            scanner=scanner,
+            warnings=warnings + [f"internal calibration not possible: {', '.join(missing)} not found"],
+        )
     x = np.array([nominal[t] for t in names])
     y = np.array([tissues[t]["hu"] for t in names])
     se = np.array([tissues[t]["se_hu"] for t in names])
@@ -259,9 +286,21 @@ def internal_calibration(volume: Volume, labels: LabelMap | None, config: Calibr
     for t in names:
         tissues[t]["nominal_hu"] = nominal[t]
     return Calibration(
-        method="internal", material="HA", slope=float(slope), intercept=float(intercept), r2=float(r2),
-        reference_tissues={t: tissues[t] for t in tissues}, scanner=scanner, warnings=warnings,
+        method="internal",
+        material="HA",
+        slope=float(slope),
+        intercept=float(intercept),
+        r2=float(r2),
+        reference_tissues={t: tissues[t] for t in tissues},
+        scanner=scanner,
+        warnings=warnings,
         slope_intercept_cov=[[float(v) for v in row] for row in cov_si],
-        details={"gain": float(gain), "offset_hu": float(offset), "ha_mg_cm3_per_hu": k, "kvp_factor": kvp_scale,
-                 "n_tissues": float(len(names)), "block_voxels": float(np.prod(block_factors(volume.spacing_mm, _WORK_MM)))},
+        details={
+            "gain": float(gain),
+            "offset_hu": float(offset),
+            "ha_mg_cm3_per_hu": k,
+            "kvp_factor": kvp_scale,
+            "n_tissues": float(len(names)),
+            "block_voxels": float(np.prod(block_factors(volume.spacing_mm, _WORK_MM))),
+        },
     )

@@ -130,8 +130,14 @@ def fit_single(density_mg_cm3, hu) -> dict[str, Any]:
     a, b = np.polyfit(rho, hu, 1)
     if not np.isfinite(a) or abs(a) < 1e-9:
         raise InputError("rod HU does not change with density: the fit has no slope")
-    return {"a_hu_per_mg_cm3": float(a), "b_hu": float(b), "slope": float(1.0 / a), "intercept": float(-b / a),
-            "r2": r_squared(rho, hu, a, b), "cov": _density_cov(a, b, _line_cov(rho, hu, a, b))}
+    return {
+        "a_hu_per_mg_cm3": float(a),
+        "b_hu": float(b),
+        "slope": float(1.0 / a),
+        "intercept": float(-b / a),
+        "r2": r_squared(rho, hu, a, b),
+        "cov": _density_cov(a, b, _line_cov(rho, hu, a, b)),
+    }
 
 
 def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, Any]:
@@ -145,14 +151,27 @@ def fit_mindways(k2hpo4_mg_cm3, water_mg_cm3, hu) -> dict[str, Any]:
         raise InputError("Mindways fit gives σ_CT = 0: check the rod HU values")
     r2 = r_squared(k, y, sigma_ref, beta_ref)
     # σ_CT and β_CT differ from σ_ref and β_ref by constants: the same covariance
-    return {"sigma_ref": float(sigma_ref), "beta_ref": float(beta_ref), "sigma_ct": float(sigma_ct),
-            "beta_ct": float(beta_ct), "slope": float(1.0 / sigma_ct), "intercept": float(-beta_ct / sigma_ct),
-            "r2": r2, "r": float(np.sign(sigma_ref) * np.sqrt(max(r2, 0.0))),
-            "cov": _density_cov(sigma_ct, beta_ct, _line_cov(k, y, sigma_ref, beta_ref))}
+    return {
+        "sigma_ref": float(sigma_ref),
+        "beta_ref": float(beta_ref),
+        "sigma_ct": float(sigma_ct),
+        "beta_ct": float(beta_ct),
+        "slope": float(1.0 / sigma_ct),
+        "intercept": float(-beta_ct / sigma_ct),
+        "r2": r2,
+        "r": float(np.sign(sigma_ref) * np.sqrt(max(r2, 0.0))),
+        "cov": _density_cov(sigma_ct, beta_ct, _line_cov(k, y, sigma_ref, beta_ref)),
+    }
 
 
-def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig | None = None, *,
-                      n_voxels=None, scanner: ScannerInfo | None = None) -> Calibration:
+def calibrate_from_hu(
+    phantom: PhantomDefinition,
+    hu,
+    config: CalibrationConfig | None = None,
+    *,
+    n_voxels=None,
+    scanner: ScannerInfo | None = None,
+) -> Calibration:
     """Fit a calibration from the rods' mean HU (in the certificate's rod order), with R² gates.
 
     Raises:
@@ -173,9 +192,15 @@ def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig 
     else:
         fitted = fit["slope"] * hu + fit["intercept"]
     rods = [
-        RodResult(name=r.name, density_mg_cm3=r.density_mg_cm3, water_mg_cm3=r.water_mg_cm3, hu=float(h),
-                  n_voxels=None if n_voxels is None else int(n_voxels[i]), fitted_density_mg_cm3=float(f),
-                  residual_mg_cm3=float(f - r.density_mg_cm3))
+        RodResult(
+            name=r.name,
+            density_mg_cm3=r.density_mg_cm3,
+            water_mg_cm3=r.water_mg_cm3,
+            hu=float(h),
+            n_voxels=None if n_voxels is None else int(n_voxels[i]),
+            fitted_density_mg_cm3=float(f),
+            residual_mg_cm3=float(f - r.density_mg_cm3),
+        )
         for i, (r, h, f) in enumerate(zip(phantom.rods, hu, fitted))
     ]
     gap = 1.0 - fit["r2"]
@@ -189,8 +214,16 @@ def calibrate_from_hu(phantom: PhantomDefinition, hu, config: CalibrationConfig 
     if gap > config.warn_1_minus_r2:
         warnings.append(f"phantom fit R² = {fit['r2']:.4f} (1 − R² = {gap:.3f} > {config.warn_1_minus_r2})")
     return Calibration(
-        method="phantom", material=phantom.material, slope=fit["slope"], intercept=fit["intercept"], r2=fit["r2"],
-        phantom=phantom.name, model=phantom.model, rods=rods, scanner=scanner or ScannerInfo(), warnings=warnings,
+        method="phantom",
+        material=phantom.material,
+        slope=fit["slope"],
+        intercept=fit["intercept"],
+        r2=fit["r2"],
+        phantom=phantom.name,
+        model=phantom.model,
+        rods=rods,
+        scanner=scanner or ScannerInfo(),
+        warnings=warnings,
         details={k: v for k, v in fit.items() if k not in ("slope", "intercept", "r2", "cov")},
         slope_intercept_cov=fit["cov"],
     )
@@ -212,8 +245,9 @@ def rod_hu_from_mask(volume: Volume, rods_mask: Volume, n_rods: int) -> tuple[np
     return np.asarray(means, dtype=np.float64), np.asarray(counts, dtype=np.int64)
 
 
-def find_rods(volume: Volume, phantom: PhantomDefinition, *, min_contrast_hu: float = 20.0,
-              min_area_mm2: float = 20.0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def find_rods(
+    volume: Volume, phantom: PhantomDefinition, *, min_contrast_hu: float = 20.0, min_area_mm2: float = 20.0
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Find the rods of a phantom scanned outside (below) the body; match them to the certificate.
 
     Rods are long cylinders along z, so they are found on the median image along z: in each object

@@ -15,8 +15,7 @@ from volbmd.errors import InputError
 from volbmd.io._atomic import atomic_output, full_suffix
 from volbmd.volume import LabelMap, Volume
 
-__all__ = ["load_volume", "load_label_map", "write_volume", "write_labels", "READ_FORMATS", "WRITE_FORMATS",
-           "atomic_output"]
+__all__ = ["load_volume", "load_label_map", "write_volume", "write_labels", "READ_FORMATS", "WRITE_FORMATS", "atomic_output"]
 
 READ_FORMATS = ("DICOM folder", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".zarr", ".ome.zarr")
 WRITE_FORMATS = (".nii", ".nii.gz", ".nrrd", ".mha", ".zarr", ".ome.zarr")

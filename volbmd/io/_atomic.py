@@ -12,7 +12,7 @@ __all__ = ["atomic_output", "full_suffix"]
 
 
 def full_suffix(path: Path) -> str:
-    """".nii.gz", ".ome.zarr", ".nrrd": the suffixes that name the format."""
+    """ ".nii.gz", ".ome.zarr", ".nrrd": the suffixes that name the format."""
     name = path.name.lower()
     for double in (".nii.gz", ".ome.zarr"):
         if name.endswith(double):

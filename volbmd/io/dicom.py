@@ -136,7 +136,9 @@ def _choose_series(series: list[DicomSeries], series_uid: str | None, folder: Pa
         listed = "; ".join(f"{s.label}: {len(s.slices)} slices, {s.orientation_code}" for s in volumes)
         raise InputError(f"series of different orientations in one folder ({listed}); choose one with --series UID", folder)
     if len(series) > 1:
-        notes.append(f"folder holds {len(series)} series; read {series[0].label} with the most slices ({len(series[0].slices)})")
+        notes.append(
+            f"folder holds {len(series)} series; read {series[0].label} with the most slices ({len(series[0].slices)})"
+        )
     return volumes[0], notes
 
 
@@ -147,7 +149,9 @@ def _geometry(series: DicomSeries, folder: Path):
         if not np.allclose(s.orientation, first.orientation, atol=_ORIENTATION_ATOL):
             raise InputError(f"slices of mixed orientation in series {series.label}", s.path)
         if (s.rows, s.columns) != (first.rows, first.columns):
-            raise InputError(f"slice size {s.rows}x{s.columns} differs from {first.rows}x{first.columns} in the series", s.path)
+            raise InputError(
+                f"slice size {s.rows}x{s.columns} differs from {first.rows}x{first.columns} in the series", s.path
+            )
         if not np.allclose(s.pixel_spacing, first.pixel_spacing, rtol=1e-4):
             raise InputError(f"pixel spacing {s.pixel_spacing} differs from {first.pixel_spacing} in the series", s.path)
     row = np.asarray(first.orientation[:3])
@@ -274,7 +278,10 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     as_float = len(slopes) > 1 or len(intercepts) > 1 or any(not float(v).is_integer() for v in slopes | intercepts)
     array = _read_pixels([s.path for s in ordered], as_float, folder)
     if array.shape != (len(ordered), ordered[0].rows, ordered[0].columns):
-        raise InputError(f"decoded pixels have shape {array.shape}, headers say {len(ordered)}x{ordered[0].rows}x{ordered[0].columns}", folder)
+        raise InputError(
+            f"decoded pixels have shape {array.shape}, headers say {len(ordered)}x{ordered[0].rows}x{ordered[0].columns}",
+            folder,
+        )
     meta = _metadata(ordered[0].dataset, series, notes)
     return Volume(
         array=array,

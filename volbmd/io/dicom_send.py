@@ -46,8 +46,14 @@ def _record(run_dir: Path, entries: list[dict]) -> None:
         tmp.write_text(json.dumps(before + entries, indent=1))
 
 
-def send_results(run_dir: str | os.PathLike, node: str, *, calling_aet: str = "VOLBMD", called_aet: str = "ANY-SCP",
-                 timeout_s: float = 30.0) -> list[dict]:
+def send_results(
+    run_dir: str | os.PathLike,
+    node: str,
+    *,
+    calling_aet: str = "VOLBMD",
+    called_aet: str = "ANY-SCP",
+    timeout_s: float = 30.0,
+) -> list[dict]:
     """C-STORE every DICOM result of ``run_dir`` to ``node`` ('HOST:PORT') in one association.
 
     Returns the entries recorded in sent.json. Raises InputError when there is nothing to send, the
@@ -65,8 +71,9 @@ def send_results(run_dir: str | os.PathLike, node: str, *, calling_aet: str = "V
     _check_aet(called_aet, "--called-aet")
     files = [run_dir / name for name in DICOM_OUTPUTS if (run_dir / name).is_file()]
     if not files:
-        raise InputError("no DICOM results to send (dicom_seg.dcm, dicom_sr.dcm, dicom_sc.dcm are written for DICOM "
-                         "inputs)", run_dir)
+        raise InputError(
+            "no DICOM results to send (dicom_seg.dcm, dicom_sr.dcm, dicom_sc.dcm are written for DICOM inputs)", run_dir
+        )
     datasets = []
     for f in files:
         try:
@@ -77,8 +84,12 @@ def send_results(run_dir: str | os.PathLike, node: str, *, calling_aet: str = "V
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.connection_timeout = timeout_s
     for sop_class in dict.fromkeys(ds.SOPClassUID for ds in datasets):
-        syntaxes = list(dict.fromkeys([ds.file_meta.TransferSyntaxUID for ds in datasets if ds.SOPClassUID == sop_class]
-                                      + [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        syntaxes = list(
+            dict.fromkeys(
+                [ds.file_meta.TransferSyntaxUID for ds in datasets if ds.SOPClassUID == sop_class]
+                + [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+            )
+        )
         ae.add_requested_context(sop_class, syntaxes)
     where = f"{host}:{port}"
     try:  # pynetdicom reports an unreachable node as an aborted association: tell them apart first
@@ -89,21 +100,30 @@ def send_results(run_dir: str | os.PathLike, node: str, *, calling_aet: str = "V
     assoc = ae.associate(host, port, ae_title=called_aet)
     if not assoc.is_established:
         if assoc.is_rejected:
-            raise InputError(f"the DICOM node rejected the association (calling AE {calling_aet!r}, called AE "
-                             f"{called_aet!r}); nothing was sent", where)
+            raise InputError(
+                f"the DICOM node rejected the association (calling AE {calling_aet!r}, called AE "
+                f"{called_aet!r}); nothing was sent",
+                where,
+            )
         if assoc.is_aborted:
             raise InputError("the DICOM node aborted the association; nothing was sent", where)
-        raise InputError(f"no association with the DICOM node (no answer within {timeout_s:g} s); nothing was sent",
-                         where)
+        raise InputError(f"no association with the DICOM node (no answer within {timeout_s:g} s); nothing was sent", where)
     sent, refused = [], []
     try:
         for f, ds in zip(files, datasets):
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code in _OK_STATUSES:
-                sent.append({"file": f.name, "sop_instance_uid": str(ds.SOPInstanceUID), "node": where,
-                             "called_aet": called_aet, "calling_aet": calling_aet,
-                             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+                sent.append(
+                    {
+                        "file": f.name,
+                        "sop_instance_uid": str(ds.SOPInstanceUID),
+                        "node": where,
+                        "called_aet": called_aet,
+                        "calling_aet": calling_aet,
+                        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    }
+                )
             else:
                 refused.append(f"{f.name} (status {'none' if code is None else hex(code)})")
                 if not assoc.is_established:

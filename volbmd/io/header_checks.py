@@ -87,8 +87,14 @@ def read_nifti_header(path: Path) -> NiftiHeader | None:
         return None
     n_dims = max(0, min(int(dim[0]), 7))
     dims = tuple(int(d) for d in dim[1 : 1 + n_dims])
-    return NiftiHeader(dims, tuple(float(p) for p in pixdim[1 : 1 + n_dims]), int(datatype), int(bitpix),
-                       max(offset, 348 if size == 348 else 540), endian)
+    return NiftiHeader(
+        dims,
+        tuple(float(p) for p in pixdim[1 : 1 + n_dims]),
+        int(datatype),
+        int(bitpix),
+        max(offset, 348 if size == 348 else 540),
+        endian,
+    )
 
 
 def _stored_bytes_gz(path: Path, chunk_bytes: int = 1 << 22) -> int:
@@ -136,8 +142,11 @@ def check_nifti(path: Path) -> None:
     file_bytes = path.stat().st_size
     if gz:
         if header.voxel_bytes > MAX_PACKING_RATIO * file_bytes:
-            raise InputError(f"header declares {_mb(header.voxel_bytes)} of voxels (size {header.dims}) but the "
-                             f"compressed file is only {_mb(file_bytes)}: damaged header or truncated file", path)
+            raise InputError(
+                f"header declares {_mb(header.voxel_bytes)} of voxels (size {header.dims}) but the "
+                f"compressed file is only {_mb(file_bytes)}: damaged header or truncated file",
+                path,
+            )
         with open(path, "rb") as fh:  # fast path: the gzip trailer's stored length (mod 2^32)
             fh.seek(-4, os.SEEK_END)
             trailer = int.from_bytes(fh.read(4), "little")
@@ -145,8 +154,11 @@ def check_nifti(path: Path) -> None:
     else:
         stored = file_bytes
     if stored < expected:
-        raise InputError(f"truncated file: header declares {_mb(header.voxel_bytes)} of voxels (size {header.dims}) "
-                         f"but the file holds {_mb(max(stored - header.vox_offset, 0))}", path)
+        raise InputError(
+            f"truncated file: header declares {_mb(header.voxel_bytes)} of voxels (size {header.dims}) "
+            f"but the file holds {_mb(max(stored - header.vox_offset, 0))}",
+            path,
+        )
     dtype = header.numpy_dtype
     if dtype is not None and dtype.kind == "f":
         _check_finite_nifti(path, header, dtype)

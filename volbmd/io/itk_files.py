@@ -15,7 +15,14 @@ from volbmd.volume import Volume
 
 __all__ = ["read_itk_file", "write_itk_file", "ITK_SUFFIXES"]
 
-ITK_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage", ".mhd": "metaimage"}
+ITK_SUFFIXES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+}
 
 
 def _check_file(path: Path) -> None:
@@ -42,8 +49,11 @@ def _check_declared_size(path: Path, reader: sitk.ImageFileReader, size) -> None
     pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
     declared = voxels * pixel.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
     if declared > MAX_PACKING_RATIO * path.stat().st_size:
-        raise InputError(f"header declares an image of {tuple(size)} voxels ({declared / 1e6:.0f} MB) that a "
-                         f"{path.stat().st_size}-byte file cannot hold: damaged header or truncated file", path)
+        raise InputError(
+            f"header declares an image of {tuple(size)} voxels ({declared / 1e6:.0f} MB) that a "
+            f"{path.stat().st_size}-byte file cannot hold: damaged header or truncated file",
+            path,
+        )
 
 
 def read_itk_file(path: str | os.PathLike) -> Volume:

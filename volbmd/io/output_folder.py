@@ -46,8 +46,11 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError("the output path exists and is a file; give a folder", shown)
     if out.is_dir() and not (out / RUN_MARKER).is_file() and any(out.iterdir()):
-        raise InputError("the output folder holds files that are not a volbmd result; give a new or empty folder "
-                         "(volbmd replaces only its own result folders)", shown)
+        raise InputError(
+            "the output folder holds files that are not a volbmd result; give a new or empty folder "
+            "(volbmd replaces only its own result folders)",
+            shown,
+        )
     check_writable_ancestor(out.parent, shown)
     return out
 

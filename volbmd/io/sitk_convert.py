@@ -93,7 +93,9 @@ def from_itk(image, *, source=None, metadata=None, labels: dict[str, int] | None
     return Volume(**kwargs)
 
 
-def from_numpy(array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm=(0.0, 0.0, 0.0), direction_lps=None, **kwargs) -> Volume:
+def from_numpy(
+    array: np.ndarray, spacing_mm: SpacingLike, origin_lps_mm=(0.0, 0.0, 0.0), direction_lps=None, **kwargs
+) -> Volume:
     """A (z, y, x) numpy array with its spacing (z, y, x) in mm → :class:`Volume`."""
     return Volume(
         array=np.asarray(array),

@@ -132,8 +132,14 @@ def read_zarr(path: str | os.PathLike) -> Volume:
         origin = tuple(attrs.get("origin_lps_mm", (0.0, 0.0, 0.0)))
         if "direction_lps" in attrs:
             direction = np.asarray(attrs["direction_lps"])
-    kwargs = dict(array=data, spacing_mm=spacing, origin_lps_mm=origin or (0.0, 0.0, 0.0),
-                  direction_lps=direction, metadata=metadata, source=str(path))
+    kwargs = dict(
+        array=data,
+        spacing_mm=spacing,
+        origin_lps_mm=origin or (0.0, 0.0, 0.0),
+        direction_lps=direction,
+        metadata=metadata,
+        source=str(path),
+    )
     if data.ndim != 3:
         raise InputError(f"image is {data.ndim}D (shape {data.shape}); a 3D volume is needed", path)
     if labels is not None:

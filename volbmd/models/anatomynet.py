@@ -34,8 +34,9 @@ class SEResidualBlock(nn.Module):
 class AnatomyNet(nn.Module):
     """Args mirror MONAI's style: primitives only, checked up front."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (28, 30, 32, 34),
-                 se_reduction: int = 4):
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (28, 30, 32, 34), se_reduction: int = 4
+    ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:

@@ -23,8 +23,16 @@ def prepare_image(array: np.ndarray, hu_window=HU_WINDOW) -> np.ndarray:
     return ((np.clip(array.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
-def train_anatomynet(cases, out_path: str | os.PathLike, *, iterations: int = 60, roi_size=(32, 32, 32),
-                     widths=(16, 20, 24), lr: float = 3e-3, seed: int = 0) -> Path:
+def train_anatomynet(
+    cases,
+    out_path: str | os.PathLike,
+    *,
+    iterations: int = 60,
+    roi_size=(32, 32, 32),
+    widths=(16, 20, 24),
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> Path:
     """Train on (Volume, LabelMap) pairs already on a common spacing; write the checkpoint.
 
     Random crops of ``roi_size`` (padded when a case is smaller), Dice + focal loss, Adam.
@@ -71,6 +79,16 @@ def train_anatomynet(cases, out_path: str | os.PathLike, *, iterations: int = 60
     spacing = tuple(float(s) for s in canonicalize(cases[0][0])[0].spacing_mm)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": net.state_dict(), "widths": list(widths), "levels": levels, "spacing_mm": spacing,
-                "hu_window": list(HU_WINDOW), "roi_size": list(roi_size), "format": "volbmd-anatomynet-1"}, out_path)
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "widths": list(widths),
+            "levels": levels,
+            "spacing_mm": spacing,
+            "hu_window": list(HU_WINDOW),
+            "roi_size": list(roi_size),
+            "format": "volbmd-anatomynet-1",
+        },
+        out_path,
+    )
     return out_path

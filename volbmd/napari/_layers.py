@@ -21,8 +21,12 @@ def _geometry(volume: Volume) -> dict:
 def image_layer(volume: Volume, name: str = "scan") -> tuple:
     canon, _ = canonicalize(volume)
     ct = canon.metadata.get("modality") in (None, "CT")
-    kwargs = {"name": name, **_geometry(canon), "colormap": "gray",
-              "metadata": {k: v for k, v in canon.metadata.items() if k != "phi" and not k.startswith("_")}}
+    kwargs = {
+        "name": name,
+        **_geometry(canon),
+        "colormap": "gray",
+        "metadata": {k: v for k, v in canon.metadata.items() if k != "phi" and not k.startswith("_")},
+    }
     if ct:
         kwargs["contrast_limits"] = BONE_WINDOW
     return canon.array, kwargs, "image"

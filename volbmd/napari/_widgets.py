@@ -35,15 +35,26 @@ def volume_from_layer(layer):
     from volbmd.volume import Volume
 
     meta = dict(layer.metadata or {})
-    return Volume(array=np.asarray(layer.data), spacing_mm=tuple(layer.scale), origin_lps_mm=tuple(layer.translate)[::-1],
-                  metadata=meta, source=layer.name)
+    return Volume(
+        array=np.asarray(layer.data),
+        spacing_mm=tuple(layer.scale),
+        origin_lps_mm=tuple(layer.translate)[::-1],
+        metadata=meta,
+        source=layer.name,
+    )
 
 
 def _fill_table(table: QTableWidget, rows: list[dict]) -> None:
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
-        values = (row["level"], row.get("hu"), row.get("bmd"), row.get("category"), row.get("decision", ""),
-                  ", ".join(row.get("flags", [])))
+        values = (
+            row["level"],
+            row.get("hu"),
+            row.get("bmd"),
+            row.get("category"),
+            row.get("decision", ""),
+            ", ".join(row.get("flags", [])),
+        )
         for c, value in enumerate(values):
             text = "–" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
             if c == 2 and value is not None and row.get("bmd_sd") is not None:
@@ -71,8 +82,9 @@ class AnalyzeWidget(QWidget):
         self.stage_done.connect(self._advance)
         self.viewer = napari_viewer
         self.backend = QComboBox()
-        self.backend.addItems([f"{name} (selected labels layer)" if REGISTRY[name].needs == "masks" else name
-                               for name in BACKENDS])
+        self.backend.addItems(
+            [f"{name} (selected labels layer)" if REGISTRY[name].needs == "masks" else name for name in BACKENDS]
+        )
         self.model = QLineEdit()
         self.model.setPlaceholderText("model folder / checkpoint (nnunet, monai)")
         self.calibration = QLineEdit()
@@ -87,16 +99,26 @@ class AnalyzeWidget(QWidget):
         self.table = _table()
         self.report = None
         layout = QVBoxLayout(self)
-        for w in (QLabel("Segmenter"), self.backend, self.model, QLabel("Calibration"), self.calibration,
-                  self.run_button, self.progress, self.status, self.table):
+        for w in (
+            QLabel("Segmenter"),
+            self.backend,
+            self.model,
+            QLabel("Calibration"),
+            self.calibration,
+            self.run_button,
+            self.progress,
+            self.status,
+            self.table,
+        ):
             layout.addWidget(w)
         self.run_button.clicked.connect(lambda: self.start())
 
     def _inputs(self):
         from napari.layers import Image, Labels
 
-        images = [ly for ly in self.viewer.layers.selection if isinstance(ly, Image)] or \
-                 [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        images = [ly for ly in self.viewer.layers.selection if isinstance(ly, Image)] or [
+            ly for ly in self.viewer.layers if isinstance(ly, Image)
+        ]
         if not images:
             raise ValueError("open a scan first (an image layer)")
         volume = volume_from_layer(images[0])
@@ -118,9 +140,12 @@ class AnalyzeWidget(QWidget):
             from volbmd.segment.base import make_segmenter
 
             cfg = load_config(overrides={"segmentation": {"backend": backend}})
-            kwargs["segmenter"] = make_segmenter(backend, model=self.model.text() or None,
-                                                 label_scheme=cfg.segmentation.label_scheme,
-                                                 classical=cfg.segmentation.classical)
+            kwargs["segmenter"] = make_segmenter(
+                backend,
+                model=self.model.text() or None,
+                label_scheme=cfg.segmentation.label_scheme,
+                classical=cfg.segmentation.classical,
+            )
         return volume, kwargs
 
     def _analyze(self, volume, kwargs, emit=None):
@@ -171,14 +196,25 @@ class AnalyzeWidget(QWidget):
         canon, _ = canonicalize(art.volume, copy=False)
         _, rois = art.result.mask_volumes(canon.shape)
         self.viewer.add_labels(rois, name="volbmd ROIs", scale=kw["scale"], translate=kw["translate"], opacity=0.6)
-        rows = [{"level": v.level, "hu": v.trabecular_hu_mean, "bmd": v.bmd_mg_cm3,
-                 "bmd_sd": v.bmd_sd_mg_cm3, "category": None,
-                 "decision": "", "flags": v.flags} for v in report.vertebrae]
+        rows = [
+            {
+                "level": v.level,
+                "hu": v.trabecular_hu_mean,
+                "bmd": v.bmd_mg_cm3,
+                "bmd_sd": v.bmd_sd_mg_cm3,
+                "category": None,
+                "decision": "",
+                "flags": v.flags,
+            }
+            for v in report.vertebrae
+        ]
         _fill_table(self.table, rows)
         self.progress.setValue(len(self._stages))
         summ = report.summary
-        self.status.setText(f"{summ.acr_category or 'not classified'}"
-                            + (f": {summ.bmd_mg_cm3_mean:.1f} mg/cm³" if summ.bmd_mg_cm3_mean is not None else ""))
+        self.status.setText(
+            f"{summ.acr_category or 'not classified'}"
+            + (f": {summ.bmd_mg_cm3_mean:.1f} mg/cm³" if summ.bmd_mg_cm3_mean is not None else "")
+        )
 
 
 class ReviewWidget(QWidget):

@@ -10,8 +10,17 @@ __all__ = ["load_sources", "vertebra_code", "local_code", "local_scheme", "serie
 
 #: Attributes of type 2 in the modules the outputs copy from the source (patient, general study):
 #: anonymised series often drop them, and an empty value is valid where a missing one is not.
-_TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                   "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 #: Series numbers of volbmd's outputs (high, so that they sort after the scanner's own series).
 SERIES_NUMBERS = {"seg": 9901, "sr": 9902, "sc": 9903}
@@ -41,11 +50,15 @@ def load_sources(dicom_files: list[str]):
         spacing = ds.get("SpacingBetweenSlices")
         if spacing is not None and spacing != "" and float(spacing) < 0:
             ds.SpacingBetweenSlices = abs(float(spacing))
-        missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
-                   if not str(getattr(ds, k, "") or "")]
+        missing = [
+            k
+            for k in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+            if not str(getattr(ds, k, "") or "")
+        ]
         if missing:
-            raise ValueError(f"the source series has no {', '.join(missing)} (anonymised?), which a DICOM result "
-                             "must reference")
+            raise ValueError(
+                f"the source series has no {', '.join(missing)} (anonymised?), which a DICOM result must reference"
+            )
     return sources
 
 

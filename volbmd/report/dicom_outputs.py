@@ -18,8 +18,9 @@ def _save(dataset, path: Path) -> Path:
     return path
 
 
-def write_dicom_outputs(report, labels, dicom_files: list[str], png: bytes, out_dir: Path, *,
-                        version: str) -> tuple[dict[str, Path], list[str]]:
+def write_dicom_outputs(
+    report, labels, dicom_files: list[str], png: bytes, out_dir: Path, *, version: str
+) -> tuple[dict[str, Path], list[str]]:
     """Write what can be written; returns the paths written and, for each object that could not
     be, a warning saying why (the other outputs of the run stand)."""
     from volbmd.report.dicom_common import load_sources

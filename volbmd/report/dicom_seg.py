@@ -25,15 +25,18 @@ def build_dicom_seg(labels, sources, *, version: str):
     for number, (lvl, vid) in enumerate(present, start=1):
         pixel[labels.array == vid] = number
         numbers[lvl] = number
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=f"vertebra {lvl}",
-            segmented_property_category=codes.SCT.AnatomicalStructure,
-            segmented_property_type=vertebra_code(lvl),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name="volbmd", version=version, family=codes.cid7162.ArtificialIntelligence),
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=f"vertebra {lvl}",
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=vertebra_code(lvl),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=hd.AlgorithmIdentificationSequence(
+                    name="volbmd", version=version, family=codes.cid7162.ArtificialIntelligence
+                ),
+            )
+        )
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixel,

@@ -24,31 +24,56 @@ def _level_group(v, report, seg, segment_number: int, sources, algorithm):
     from volbmd.report.dicom_common import local_code, vertebra_code
 
     measurements = []
-    for derivation, value in ((codes.SCT.Mean, v.trabecular_hu_mean), (codes.SCT.Median, v.trabecular_hu_median),
-                              (codes.SCT.StandardDeviation, v.trabecular_hu_sd)):
+    for derivation, value in (
+        (codes.SCT.Mean, v.trabecular_hu_mean),
+        (codes.SCT.Median, v.trabecular_hu_median),
+        (codes.SCT.StandardDeviation, v.trabecular_hu_sd),
+    ):
         if value is not None:
-            measurements.append(hd.sr.Measurement(name=codes.DCM.AttenuationCoefficient, value=float(value),
-                                                  unit=codes.UCUM.HounsfieldUnit, derivation=derivation,
-                                                  algorithm_id=algorithm))
+            measurements.append(
+                hd.sr.Measurement(
+                    name=codes.DCM.AttenuationCoefficient,
+                    value=float(value),
+                    unit=codes.UCUM.HounsfieldUnit,
+                    derivation=derivation,
+                    algorithm_id=algorithm,
+                )
+            )
     if v.bmd_mg_cm3 is not None:
-        measurements.append(hd.sr.Measurement(name=local_code("bmd"), value=float(v.bmd_mg_cm3),
-                                              unit=codes.UCUM.MilligramsPerCubicCentimeter, derivation=codes.SCT.Mean,
-                                              algorithm_id=algorithm))
+        measurements.append(
+            hd.sr.Measurement(
+                name=local_code("bmd"),
+                value=float(v.bmd_mg_cm3),
+                unit=codes.UCUM.MilligramsPerCubicCentimeter,
+                derivation=codes.SCT.Mean,
+                algorithm_id=algorithm,
+            )
+        )
     evaluations = []
     calibration = report.calibration
     if v.bmd_mg_cm3 is not None and calibration.method:
         material = calibration.material or ""
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            local_code("calibration_method"),
-            local_code("", value=calibration.method, meaning=f"{calibration.method} calibration {material}".strip())))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                local_code("calibration_method"),
+                local_code("", value=calibration.method, meaning=f"{calibration.method} calibration {material}".strip()),
+            )
+        )
     if v.genant_grade is not None:
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            local_code("genant_grade"), local_code("", value=f"GRADE{v.genant_grade}", meaning=f"Genant grade {v.genant_grade}")))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                local_code("genant_grade"),
+                local_code("", value=f"GRADE{v.genant_grade}", meaning=f"Genant grade {v.genant_grade}"),
+            )
+        )
     for flag in v.flags:
         evaluations.append(hd.sr.QualitativeEvaluation(local_code("qa_flag"), _text_code("qa_flag", flag)))
     referenced = hd.sr.ReferencedSegment(
-        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment_number,
-        source_series=hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID))
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=segment_number,
+        source_series=hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID),
+    )
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"vertebra {v.level}"),
         referenced_segment=referenced,
@@ -69,17 +94,27 @@ def _summary_group(report, algorithm):
     s = report.summary
     measurements, evaluations = [], []
     if s.bmd_mg_cm3_mean is not None:
-        measurements.append(hd.sr.Measurement(name=local_code("bmd_mean"), value=float(s.bmd_mg_cm3_mean),
-                                              unit=codes.UCUM.MilligramsPerCubicCentimeter, derivation=codes.SCT.Mean,
-                                              algorithm_id=algorithm))
+        measurements.append(
+            hd.sr.Measurement(
+                name=local_code("bmd_mean"),
+                value=float(s.bmd_mg_cm3_mean),
+                unit=codes.UCUM.MilligramsPerCubicCentimeter,
+                derivation=codes.SCT.Mean,
+                algorithm_id=algorithm,
+            )
+        )
     if s.acr_category:
         levels = "+".join(s.levels_used)
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            local_code("acr_category"), local_code("", value=s.acr_category, meaning=f"{s.acr_category} ({levels})")))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                local_code("acr_category"), local_code("", value=s.acr_category, meaning=f"{s.acr_category} ({levels})")
+            )
+        )
     threshold_set = s.threshold_set
     if threshold_set:
-        evaluations.append(hd.sr.QualitativeEvaluation(local_code("threshold_set"),
-                                                       local_code("", value=str(threshold_set))))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(local_code("threshold_set"), local_code("", value=str(threshold_set)))
+        )
     if not measurements and not evaluations:
         return None
     return hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -106,9 +141,14 @@ def build_dicom_sr(report, sources, seg, segment_numbers: dict[str, int], *, ver
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="volbmd", manufacturer_name="volbmd", model_name="volbmd"))
-    groups = [_level_group(v, report, seg, segment_numbers[v.level], sources, algorithm)
-              for v in report.vertebrae if v.level in segment_numbers and v.trabecular_n_voxels]
+            uid=hd.UID(), name="volbmd", manufacturer_name="volbmd", model_name="volbmd"
+        ),
+    )
+    groups = [
+        _level_group(v, report, seg, segment_numbers[v.level], sources, algorithm)
+        for v in report.vertebrae
+        if v.level in segment_numbers and v.trabecular_n_voxels
+    ]
     summary = _summary_group(report, algorithm)
     if summary is not None:
         groups.append(summary)

@@ -15,8 +15,13 @@ import numpy as np
 
 __all__ = ["render_qa_png", "CATEGORY_COLOURS"]
 
-CATEGORY_COLOURS = {"normal": "#2e7d32", "low_bmd": "#f9a825", "osteoporosis": "#c62828",
-                    "severe_osteoporosis": "#6a1b9a", None: "#90a4ae"}
+CATEGORY_COLOURS = {
+    "normal": "#2e7d32",
+    "low_bmd": "#f9a825",
+    "osteoporosis": "#c62828",
+    "severe_osteoporosis": "#6a1b9a",
+    None: "#90a4ae",
+}
 _WINDOW_HU = (-250.0, 1250.0)
 _ROI_RGB = (79, 195, 247)  # light blue, drawn at 60% over the scan
 _ROI_ALPHA = 0.6
@@ -144,8 +149,11 @@ def _sagittal(volume, labels, rois, report, thresholds, masks):
     flip = slice(None, None, -1)  # row 0 of the picture is the most superior slice
     lab = labels.array[:, ys, x_mid][flip]
     roi = rois.array[:, ys, x_mid][flip] != 0 if rois is not None else None
-    outlines = [lab == labels.labels[v.level] for v in report.vertebrae
-                if v.level in labels.labels and _body_points(masks, v.level).size]
+    outlines = [
+        lab == labels.labels[v.level]
+        for v in report.vertebrae
+        if v.level in labels.labels and _body_points(masks, v.level).size
+    ]
     panel = _view(arr[:, ys, x_mid][flip], height_px, width_px, roi, outlines)
     marks = []
     for v in report.vertebrae:
@@ -179,12 +187,15 @@ def _axial(volume, bodies, rois, v, masks):
 def _title(report) -> str:
     summ = report.summary
     if summ.bmd_mg_cm3_mean is not None:
-        return (f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {summ.material or ''} "
-                f"({'+'.join(summ.levels_used)}): {summ.acr_category}")
+        return (
+            f"BMD {summ.bmd_mg_cm3_mean:.1f} mg/cm³ {summ.material or ''} "
+            f"({'+'.join(summ.levels_used)}): {summ.acr_category}"
+        )
     calibrated = report.calibration.method not in (None, "none")
     if calibrated:  # levels have a BMD, but too few valid lumbar levels for a category
         return "no ACR category (two valid lumbar levels needed)" + (
-            f"; L1 {summ.l1_hu:.0f} HU" if summ.l1_hu is not None else "")
+            f"; L1 {summ.l1_hu:.0f} HU" if summ.l1_hu is not None else ""
+        )
     if summ.l1_hu is not None:
         return f"L1 {summ.l1_hu:.0f} HU (no calibration)"
     return "mid-sagittal"
@@ -253,13 +264,19 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None, masks=N
         line = f"{v.level}: {v.trabecular_hu_mean:.0f} HU" if v.trabecular_hu_mean is not None else v.level
         if v.bmd_mg_cm3 is not None:
             line += f", {v.bmd_mg_cm3:.0f} mg/cm³"
-        draw.text((x + _AXIAL_WIDTH_PX / 2, y - 6), line, fill=_rgb(CATEGORY_COLOURS[cat] if cat else "#000000"),
-                  font=fonts[12], anchor="mb")
+        draw.text(
+            (x + _AXIAL_WIDTH_PX / 2, y - 6),
+            line,
+            fill=_rgb(CATEGORY_COLOURS[cat] if cat else "#000000"),
+            font=fonts[12],
+            anchor="mb",
+        )
         canvas.paste(Image.fromarray(panel), (x, y))
         box = (x, y, x + panel.shape[1], y + panel.shape[0])
         _orientation_letters(draw, box, ("A", "P", "R", "L"), fonts[11])
-        extra = ([f"Genant {v.genant_grade}"] if v.genant_grade else []) + \
-            [f for f in v.flags if not f.startswith("genant_not_graded")]
+        extra = ([f"Genant {v.genant_grade}"] if v.genant_grade else []) + [
+            f for f in v.flags if not f.startswith("genant_not_graded")
+        ]
         if extra:
             draw.text((x, box[3] + 4), ", ".join(extra)[:48], fill=_FLAG_RGB, font=fonts[11], anchor="lt")
     buf = io.BytesIO()

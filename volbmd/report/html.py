@@ -42,44 +42,67 @@ def render_html(report, qa_png: bytes | None) -> str:
     material = summ.material or ""
     if summ.bmd_mg_cm3_mean is not None:
         sd = summ.bmd_sd_mg_cm3
-        headline = (f"BMD {summ.bmd_mg_cm3_mean:.1f}{f' ± {sd:.1f}' if sd is not None else ''} mg/cm³ {escape(material)} "
-                    f"over {escape('+'.join(summ.levels_used))}: <b>{escape(in_words(cat))}</b>"
-                    + (" (borderline)" if summ.borderline else ""))
+        headline = (
+            f"BMD {summ.bmd_mg_cm3_mean:.1f}{f' ± {sd:.1f}' if sd is not None else ''} mg/cm³ {escape(material)} "
+            f"over {escape('+'.join(summ.levels_used))}: <b>{escape(in_words(cat))}</b>"
+            + (" (borderline)" if summ.borderline else "")
+        )
     else:
         headline = "No ACR category (no calibration or fewer than two valid lumbar levels)"
     rows = []
     for v in r.vertebrae:
         h = v.heights_mm
         rows.append(
-            "<tr>" + "".join(f"<td>{c}</td>" for c in (
-                escape(v.level), _fmt(v.body_volume_ml), _fmt(v.trabecular_n_voxels), _fmt(v.trabecular_hu_mean),
-                _fmt(v.trabecular_hu_median), _fmt(v.trabecular_hu_sd), _bmd(v),
-                "/".join(_fmt(x) for x in (h.anterior, h.middle, h.posterior)), _fmt(v.genant_grade),
-                escape(", ".join(v.flags)))) + "</tr>")
+            "<tr>"
+            + "".join(
+                f"<td>{c}</td>"
+                for c in (
+                    escape(v.level),
+                    _fmt(v.body_volume_ml),
+                    _fmt(v.trabecular_n_voxels),
+                    _fmt(v.trabecular_hu_mean),
+                    _fmt(v.trabecular_hu_median),
+                    _fmt(v.trabecular_hu_sd),
+                    _bmd(v),
+                    "/".join(_fmt(x) for x in (h.anterior, h.middle, h.posterior)),
+                    _fmt(v.genant_grade),
+                    escape(", ".join(v.flags)),
+                )
+            )
+            + "</tr>"
+        )
     cal = r.calibration
     if cal.method == "none":
         cal_text = "none: Hounsfield units only"
     else:
-        cal_text = (f"{escape(cal.method)} ({escape(in_words(cal.material))}): density = {cal.slope:.5f} · HU + "
-                    f"{cal.intercept:.3f} mg/cm³" + (f", R² = {cal.r2:.4f}" if cal.r2 is not None else ""))
+        cal_text = (
+            f"{escape(cal.method)} ({escape(in_words(cal.material))}): density = {cal.slope:.5f} · HU + "
+            f"{cal.intercept:.3f} mg/cm³" + (f", R² = {cal.r2:.4f}" if cal.r2 is not None else "")
+        )
     tissues = cal.reference_tissues
     tissue_rows = "".join(
         f"<tr><td>{escape(t)}</td><td>{_fmt(d.get('hu'))}</td><td>{_fmt(d.get('nominal_hu'))}</td><td>{_fmt(d.get('n_voxels'))}</td></tr>"
-        for t, d in tissues.items())
+        for t, d in tissues.items()
+    )
     rods = cal.rods
     rod_rows = "".join(
         f"<tr><td>{escape(in_words(d.get('name')))}</td><td>{_fmt(d.get('density_mg_cm3'))}</td><td>{_fmt(d.get('hu'), 2)}</td>"
-        f"<td>{_fmt(d.get('residual_mg_cm3'), 2)}</td></tr>" for d in rods)
+        f"<td>{_fmt(d.get('residual_mg_cm3'), 2)}</td></tr>"
+        for d in rods
+    )
     m = r.measurement.model_dump() if r.measurement is not None else {}
     seg_flags = r.segmentation.flags
     naming = r.segmentation.naming or {}
-    naming_text = (f" Level names: {escape(in_words(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
-                   f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
-                   f"{'; disagree: ' + escape(', '.join(naming.get('disagrees') or [])) if naming.get('disagrees') else ''}."
-                   if naming else "")
+    naming_text = (
+        f" Level names: {escape(in_words(naming.get('method')))}, confidence {_fmt(naming.get('confidence'), 2)}"
+        f"{' (agree: ' + escape(', '.join(naming.get('agrees') or [])) + ')' if naming.get('agrees') else ''}"
+        f"{'; disagree: ' + escape(', '.join(naming.get('disagrees') or [])) if naming.get('disagrees') else ''}."
+        if naming
+        else ""
+    )
     notes = summ.classification_notes
     warnings = "".join(f"<li class='warn'>{escape(w)}</li>" for w in r.qa.warnings) or "<li>none</li>"
-    img = (f"<img alt='QA overlays' src='data:image/png;base64,{base64.b64encode(qa_png).decode()}'>" if qa_png else "")
+    img = f"<img alt='QA overlays' src='data:image/png;base64,{base64.b64encode(qa_png).decode()}'>" if qa_png else ""
     timings = r.timings_s
     inp = r.input
     return f"""<!DOCTYPE html>
@@ -92,13 +115,13 @@ def render_html(report, qa_png: bytes | None) -> str:
 <h2>Vertebrae</h2>
 <table><tr><th>level</th><th>body ml</th><th>ROI voxels</th><th>HU mean</th><th>HU median</th><th>HU SD</th>
 <th>BMD mg/cm³</th><th>heights A/M/P mm</th><th>Genant</th><th>flags</th></tr>
-{''.join(rows)}</table>
+{"".join(rows)}</table>
 <h2>Pictures</h2>{img}
 <h2>Method</h2>
 <ul><li>Scan: {escape(in_words(inp.modality))}, {"×".join(str(s) for s in inp.shape[::-1])} voxels, spacing {"/".join(f"{s:g}" for s in inp.spacing_mm)} mm (z/y/x),
 kVp {_fmt(inp.kvp, 0)}, contrast {escape(in_words(inp.contrast_phase, "none recorded"))}.</li>
 <li>Segmentation: {escape(r.segmentation.backend)}; levels {escape(", ".join(r.segmentation.levels_found))}{("; " + escape("; ".join(seg_flags))) if seg_flags else ""}.{naming_text}</li>
-<li>Trabecular ROI: {escape(in_words(m.get('roi')))}, cortical stripping {_fmt(m.get('cortical_depth_mm'))} mm ({escape(in_words(m.get('cortical_depth_rule')))}).</li>
+<li>Trabecular ROI: {escape(in_words(m.get("roi")))}, cortical stripping {_fmt(m.get("cortical_depth_mm"))} mm ({escape(in_words(m.get("cortical_depth_rule")))}).</li>
 <li>Classification: ACR QCT thresholds ({escape(in_words(summ.threshold_set))}) on the mean of two valid lumbar levels.</li></ul>
 <h2>Calibration</h2><p>{cal_text}</p>
 {"<table><tr><th>tissue</th><th>measured HU</th><th>nominal HU</th><th>voxels</th></tr>" + tissue_rows + "</table>" if tissue_rows else ""}

@@ -50,7 +50,9 @@ class InputInfo(_Open):
     shape: list[int] = Field(description="voxels (z, y, x) as read")
     spacing_mm: list[float] = Field(description="voxel size (z, y, x) in mm")
     kvp: float | None = Field(None, description="tube voltage, from the file or given (--kvp)")
-    contrast_phase: str | None = Field(None, description="native, portal_venous, arterial or 'contrast (…)'; None: not known")
+    contrast_phase: str | None = Field(
+        None, description="native, portal_venous, arterial or 'contrast (…)'; None: not known"
+    )
     slice_thickness_mm: float | None = None
     convolution_kernel: str | None = None
     manufacturer: str | None = None
@@ -61,8 +63,11 @@ class SegmentationInfo(_Open):
     backend: str
     levels_found: list[str]
     flags: list[str] = Field([], description="codes declared in volbmd/flags.py, each with its detail")
-    naming: dict[str, Any] | None = Field(None, description="how the levels were named (classical backend): method, "
-                                          "anatomy, confidence, landmarks, agrees, disagrees, runner_up")
+    naming: dict[str, Any] | None = Field(
+        None,
+        description="how the levels were named (classical backend): method, "
+        "anatomy, confidence, landmarks, agrees, disagrees, runner_up",
+    )
 
 
 class CalibrationInfo(_Open):
@@ -155,8 +160,11 @@ class Report(_Open):
     _absent_when_none = ("measurement", "outputs")
     schema_version: str = SCHEMA_VERSION
     volbmd_version: str
-    config_sha256: str | None = Field(None, description="SHA-256 of the run's resolved configuration (the "
-                                      "config.yaml written beside report.json); equal settings, equal hash")
+    config_sha256: str | None = Field(
+        None,
+        description="SHA-256 of the run's resolved configuration (the "
+        "config.yaml written beside report.json); equal settings, equal hash",
+    )
     input: InputInfo
     segmentation: SegmentationInfo
     calibration: CalibrationInfo = CalibrationInfo()
@@ -180,14 +188,23 @@ class Report(_Open):
 
 
 CSV_COLUMNS = [
-    "level", "body_volume_ml", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd",
-    "trabecular_n_voxels", "bmd_mg_cm3", "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
-    "genant_grade", "flags",
+    "level",
+    "body_volume_ml",
+    "trabecular_hu_mean",
+    "trabecular_hu_median",
+    "trabecular_hu_sd",
+    "trabecular_n_voxels",
+    "bmd_mg_cm3",
+    "height_anterior_mm",
+    "height_middle_mm",
+    "height_posterior_mm",
+    "genant_grade",
+    "flags",
 ]
 
 
 def _natural_key(name: str) -> list:
-    """"trabecular_hu_p5" before "trabecular_hu_p25": numbers compare as numbers."""
+    """ "trabecular_hu_p5" before "trabecular_hu_p25": numbers compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -195,17 +212,33 @@ def _is_scalar(annotation) -> bool:
     import types
     import typing
 
-    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else (annotation,)
+    args = (
+        typing.get_args(annotation)
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+        else (annotation,)
+    )
     return all(a in (int, float, str, bool, type(None)) for a in args)
 
 
 def csv_extra_columns() -> list[str]:
     """The per-vertebra keys of the contract beyond CSV_COLUMNS that are single values (so one CSV
     cell each), in natural order: derived from ``VertebraRecord``, never listed by hand."""
-    covered = {"level", "body_volume_ml", "trabecular_hu_mean", "trabecular_hu_median", "trabecular_hu_sd",
-               "trabecular_n_voxels", "bmd_mg_cm3", "heights_mm", "genant_grade", "flags"}
-    return sorted((name for name, f in VertebraRecord.model_fields.items() if name not in covered and _is_scalar(f.annotation)),
-                  key=_natural_key)
+    covered = {
+        "level",
+        "body_volume_ml",
+        "trabecular_hu_mean",
+        "trabecular_hu_median",
+        "trabecular_hu_sd",
+        "trabecular_n_voxels",
+        "bmd_mg_cm3",
+        "heights_mm",
+        "genant_grade",
+        "flags",
+    }
+    return sorted(
+        (name for name, f in VertebraRecord.model_fields.items() if name not in covered and _is_scalar(f.annotation)),
+        key=_natural_key,
+    )
 
 
 def _csv_text(report: Report) -> str:
@@ -215,9 +248,18 @@ def _csv_text(report: Report) -> str:
     writer.writerow(CSV_COLUMNS + extra)
     for v in report.vertebrae:
         row: list[Any] = [
-            v.level, v.body_volume_ml, v.trabecular_hu_mean, v.trabecular_hu_median, v.trabecular_hu_sd,
-            v.trabecular_n_voxels, v.bmd_mg_cm3, v.heights_mm.anterior, v.heights_mm.middle, v.heights_mm.posterior,
-            v.genant_grade, ";".join(v.flags),
+            v.level,
+            v.body_volume_ml,
+            v.trabecular_hu_mean,
+            v.trabecular_hu_median,
+            v.trabecular_hu_sd,
+            v.trabecular_n_voxels,
+            v.bmd_mg_cm3,
+            v.heights_mm.anterior,
+            v.heights_mm.middle,
+            v.heights_mm.posterior,
+            v.genant_grade,
+            ";".join(v.flags),
         ]
         row += [getattr(v, k) for k in extra]
         writer.writerow(["" if x is None else (f"{x:.6g}" if isinstance(x, float) else x) for x in row])

@@ -66,14 +66,17 @@ def _masks(*, masks, label_scheme: str = "verse", **_) -> Segmenter:
 
 #: Every backend, in the order the command line and napari list them. A new backend is one entry
 #: here (and its module); the config's choices, the CLI help and the napari list follow.
-REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
-    BackendInfo("classical", _classical),
-    BackendInfo("nnunet", _nnunet, needs="model", needs_hint="--model DIR (an nnU-Net v2 model folder)",
-                on_device=True),
-    BackendInfo("monai", _monai, needs="model", needs_hint="--model CHECKPOINT (a volbmd AnatomyNet checkpoint)",
-                on_device=True),
-    BackendInfo("masks", _masks, needs="masks", needs_hint="--masks LABELS"),
-)}
+REGISTRY: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo("classical", _classical),
+        BackendInfo("nnunet", _nnunet, needs="model", needs_hint="--model DIR (an nnU-Net v2 model folder)", on_device=True),
+        BackendInfo(
+            "monai", _monai, needs="model", needs_hint="--model CHECKPOINT (a volbmd AnatomyNet checkpoint)", on_device=True
+        ),
+        BackendInfo("masks", _masks, needs="masks", needs_hint="--masks LABELS"),
+    )
+}
 BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 DEVICE_BACKENDS: tuple[str, ...] = tuple(name for name, info in REGISTRY.items() if info.on_device)
 
@@ -83,8 +86,9 @@ def backends_help(default: str) -> str:
     return f"{' | '.join(BACKENDS)} (default: {default})"
 
 
-def make_segmenter(backend: str, *, masks=None, label_scheme: str = "verse", model=None, classical=None,
-                   **options) -> Segmenter:
+def make_segmenter(
+    backend: str, *, masks=None, label_scheme: str = "verse", model=None, classical=None, **options
+) -> Segmenter:
     """Build a backend by name (heavy libraries are imported only by the backend that needs them).
     ``classical``: the classical backend's options (a ClassicalOptions or a nested dict)."""
     from volbmd.errors import ConfigError

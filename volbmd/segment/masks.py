@@ -76,8 +76,9 @@ def _level_heights_mm(boxes: dict[int, tuple], geometry_of: Volume, ids: dict[st
     return out
 
 
-def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int],
-                   others: frozenset[int] | set[int] = frozenset()) -> str | None:
+def _scheme_misfit(
+    boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[str, int], others: frozenset[int] | set[int] = frozenset()
+) -> str | None:
     """Why the ids cannot be vertebrae of ``scheme`` (None when they can): ids the scheme does not
     know, or levels whose centres lie out of cranio-caudal order (a mask of another scheme read with
     this one names its organs or vertebrae as levels in a jumbled order). ``others``: the ids the
@@ -94,15 +95,17 @@ def _scheme_misfit(boxes: dict[int, tuple], geometry_of: Volume, scheme: dict[st
 
 
 def _scheme_hint(boxes: dict[int, tuple], geometry_of: Volume, tried: str) -> str:
-    """"; they fit the 'totalseg' scheme: pass --label-scheme totalseg" when another scheme fits."""
+    """ "; they fit the 'totalseg' scheme: pass --label-scheme totalseg" when another scheme fits."""
     from volbmd.labels import LABEL_SCHEMES
 
     for other in LABEL_SCHEMES:
         if other == tried:
             continue
         scheme = load_label_scheme(other)
-        if set(boxes) & set(scheme.values()) and _scheme_misfit(boxes, geometry_of, scheme,
-                                                                 other_structure_ids(other)) is None:
+        if (
+            set(boxes) & set(scheme.values())
+            and _scheme_misfit(boxes, geometry_of, scheme, other_structure_ids(other)) is None
+        ):
             return f"; they fit the '{other}' scheme: pass --label-scheme {other}"
     return ""
 
@@ -143,12 +146,16 @@ def load_masks(path: str | os.PathLike, scan: Volume, *, label_scheme: str = "ve
     if not named:
         raise InputError(
             f"no vertebra labels of the '{label_scheme}' scheme in the mask (ids found: {sorted(boxes)[:12]})"
-            + _scheme_hint(boxes, mask, label_scheme), path
+            + _scheme_hint(boxes, mask, label_scheme),
+            path,
         )
     problem = _scheme_misfit(boxes, mask, scheme, other_structure_ids(label_scheme))
     if problem:
-        raise InputError(f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
-                         + _scheme_hint(boxes, mask, label_scheme), path)
+        raise InputError(
+            f"the mask's ids do not fit the '{label_scheme}' label scheme: {problem}"
+            + _scheme_hint(boxes, mask, label_scheme),
+            path,
+        )
     if label_scheme == "verse":  # every id is a known level (checked above): the ids stay as they are
         relabelled = arr.astype(np.int16, copy=False)
     else:

@@ -114,8 +114,7 @@ def _initialize_predictor(predictor, model_dir: Path, folds, checkpoint_name: st
     plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text()))
     parameters, trainer_name, configuration, mirroring_axes = [], None, None, None
     for fold in folds:
-        ckpt = torch.load(model_dir / f"fold_{fold}" / checkpoint_name, map_location=torch.device("cpu"),
-                          weights_only=False)
+        ckpt = torch.load(model_dir / f"fold_{fold}" / checkpoint_name, map_location=torch.device("cpu"), weights_only=False)
         if trainer_name is None:
             trainer_name = ckpt["trainer_name"]
             configuration = ckpt["init_args"]["configuration"]
@@ -127,10 +126,12 @@ def _initialize_predictor(predictor, model_dir: Path, folds, checkpoint_name: st
     n_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     n_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
     network = _trainer_class(trainer_name).build_network_architecture(
-        plans_manager, configuration_manager, n_inputs, n_outputs, enable_deep_supervision=False)
+        plans_manager, configuration_manager, n_inputs, n_outputs, enable_deep_supervision=False
+    )
     network.load_state_dict(parameters[0])
-    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
-                                    trainer_name, mirroring_axes)
+    predictor.manual_initialization(
+        network, plans_manager, configuration_manager, parameters, dataset_json, trainer_name, mirroring_axes
+    )
 
 
 class NnUNetSegmenter:
@@ -138,9 +139,17 @@ class NnUNetSegmenter:
 
     name = "nnunet"
 
-    def __init__(self, model_dir: str | os.PathLike, *, folds=None, checkpoint: str = "checkpoint_final.pth",
-                 mirroring: bool = False, device: str = "cpu", tile_step_size: float = 0.5,
-                 orientation: str = "LPS"):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        folds=None,
+        checkpoint: str = "checkpoint_final.pth",
+        mirroring: bool = False,
+        device: str = "cpu",
+        tile_step_size: float = 0.5,
+        orientation: str = "LPS",
+    ):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -161,9 +170,16 @@ class NnUNetSegmenter:
             raise InputError(f"orientation must be LPS or RAS, got {orientation}")
         self.orientation = orientation
         self.model_dir = model_dir
-        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
-                                         perform_everything_on_device=device == "cuda", device=torch.device(device),
-                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        self.predictor = nnUNetPredictor(
+            tile_step_size=tile_step_size,
+            use_gaussian=True,
+            use_mirroring=mirroring,
+            perform_everything_on_device=device == "cuda",
+            device=torch.device(device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
         _initialize_predictor(self.predictor, model_dir, folds, checkpoint)
 
     def segment(self, volume: Volume) -> LabelMap:

@@ -27,8 +27,13 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{dataset_id:03d}_{name}"
 
 
-def write_nnunet_dataset(cases: list[tuple[str, Volume, LabelMap]], raw_dir: str | os.PathLike, dataset_id: int,
-                         name: str = "Vertebrae", levels: list[str] | None = None) -> Path:
+def write_nnunet_dataset(
+    cases: list[tuple[str, Volume, LabelMap]],
+    raw_dir: str | os.PathLike,
+    dataset_id: int,
+    name: str = "Vertebrae",
+    levels: list[str] | None = None,
+) -> Path:
     """Write imagesTr/, labelsTr/ and dataset.json under ``raw_dir/DatasetXXX_name``.
 
     Args:

@@ -24,17 +24,26 @@ def synthetic_cases(n_cases: int = 6, seed: int = 0):
     cases = []
     for i in range(n_cases):
         p = make_spine_phantom(
-            ("L1", "L2"), spacing_mm=(3.0, 3.0, 3.0),
+            ("L1", "L2"),
+            spacing_mm=(3.0, 3.0, 3.0),
             trabecular_hu={"L1": float(rng.uniform(60, 220)), "L2": float(rng.uniform(60, 220))},
-            body_height_mm=float(rng.uniform(22, 30)), noise_hu=float(rng.uniform(5, 20)), seed=int(rng.integers(1 << 30)),
+            body_height_mm=float(rng.uniform(22, 30)),
+            noise_hu=float(rng.uniform(5, 20)),
+            seed=int(rng.integers(1 << 30)),
             field_of_view_mm=(96.0, 96.0),  # around the spine: a small patch and a fast network
         )
         cases.append((f"case{i:03d}", p.volume, p.labels))
     return cases
 
 
-def train_tiny_model(out_dir: str | os.PathLike, *, work_dir: str | os.PathLike | None = None, n_cases: int = 6,
-                     dataset_id: int = 987, seed: int = 0) -> Path:
+def train_tiny_model(
+    out_dir: str | os.PathLike,
+    *,
+    work_dir: str | os.PathLike | None = None,
+    n_cases: int = 6,
+    dataset_id: int = 987,
+    seed: int = 0,
+) -> Path:
     """Build a synthetic raw dataset, plan, preprocess and train ``volbmdTinyTrainer`` (fold 0).
 
     Returns ``out_dir``, a model folder that ``--segmenter nnunet --model`` takes.
@@ -64,8 +73,7 @@ def train_tiny_model(out_dir: str | os.PathLike, *, work_dir: str | os.PathLike 
     from nnunetv2.run.run_training import run_training
 
     folder = write_nnunet_dataset(synthetic_cases(n_cases, seed), env["nnUNet_raw"], dataset_id, name="VolbmdTiny")
-    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False,
-                         show_progress_bar=False)
+    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False, show_progress_bar=False)
     plan_experiments([dataset_id])
     preprocess([dataset_id], configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
     run_training(str(dataset_id), "3d_fullres", 0, trainer_class_name="volbmdTinyTrainer", device=torch.device("cpu"))

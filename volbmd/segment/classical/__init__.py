@@ -35,8 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ClassicalSegmenter", "ClassicalOptions", "SpineSegments", "Segment", "segment_spine", "locate_spine"]
 
-_LAZY = {"ClassicalSegmenter": "spine", "segment_spine": "spine", "locate_spine": "spine", "Segment": "types",
-         "SpineSegments": "types"}
+_LAZY = {
+    "ClassicalSegmenter": "spine",
+    "segment_spine": "spine",
+    "locate_spine": "spine",
+    "Segment": "types",
+    "SpineSegments": "types",
+}
 
 
 def __getattr__(name: str):

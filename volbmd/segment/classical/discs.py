@@ -21,12 +21,26 @@ from scipy.signal import find_peaks
 from volbmd.segment.classical.options import DiscOptions
 from volbmd.segment.classical.types import CentreLine, Disc, SpacingZYX, SpineTrack
 
-__all__ = ["centre_line", "plane_basis", "Profiles", "spine_profiles", "local_period", "disc_scores", "choose_discs",
-           "refine_plane", "find_discs"]
+__all__ = [
+    "centre_line",
+    "plane_basis",
+    "Profiles",
+    "spine_profiles",
+    "local_period",
+    "disc_scores",
+    "choose_discs",
+    "refine_plane",
+    "find_discs",
+]
 
 
-def centre_line(track: SpineTrack, step_mm: float, smooth_mm: float, extend_mm: tuple[float, float] = (0.0, 0.0),
-                z_range_mm: tuple[float, float] | None = None) -> CentreLine:
+def centre_line(
+    track: SpineTrack,
+    step_mm: float,
+    smooth_mm: float,
+    extend_mm: tuple[float, float] = (0.0, 0.0),
+    z_range_mm: tuple[float, float] | None = None,
+) -> CentreLine:
     """The body centre line (z, y, x) smoothed and resampled every ``step_mm`` of arc length, with
     the body half depth and the canal's centre carried along. The ends are extended straight by up
     to ``extend_mm`` (bottom, top; within ``z_range_mm``, the scan's extent): a disc just past the
@@ -95,8 +109,9 @@ class Profiles:
     bone_fraction: np.ndarray
 
 
-def spine_profiles(array: np.ndarray, spacing: SpacingZYX, bone: np.ndarray, bone_spacing: SpacingZYX,
-                   line: CentreLine, opts: DiscOptions) -> Profiles:
+def spine_profiles(
+    array: np.ndarray, spacing: SpacingZYX, bone: np.ndarray, bone_spacing: SpacingZYX, line: CentreLine, opts: DiscOptions
+) -> Profiles:
     """The profiles along ``line``, each sampled on the plane normal to it."""
     e1, e2 = plane_basis(line.tangents)
     radius = np.maximum(opts.core_min_radius_mm, opts.core_fraction * line.half_depth_mm)
@@ -198,8 +213,9 @@ def _trusted_period(period: np.ndarray, strength: np.ndarray, fallback: np.ndarr
     return np.clip(out, *opts.period_range_mm)
 
 
-def disc_scores(profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions,
-                smooth_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def disc_scores(
+    profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
     largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
     of the local period either side):
@@ -269,8 +285,15 @@ def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts:
     return chain[::-1]
 
 
-def refine_plane(bone: np.ndarray, spacing: SpacingZYX, point: np.ndarray, normal: np.ndarray, radius_mm: float,
-                 max_tilt_deg: float, max_shift_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def refine_plane(
+    bone: np.ndarray,
+    spacing: SpacingZYX,
+    point: np.ndarray,
+    normal: np.ndarray,
+    radius_mm: float,
+    max_tilt_deg: float,
+    max_shift_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """The plane near (point, normal) with the least bone on its disk: sagittal tilt up to
     ``max_tilt_deg``, coronal tilt up to a third of that, shift along the normal up to
     ``max_shift_mm``. The disc is a slab, so each plane is scored by the bone on it and on planes
@@ -282,8 +305,11 @@ def refine_plane(bone: np.ndarray, spacing: SpacingZYX, point: np.ndarray, norma
     e1, e2 = plane_basis(normal)
     a = np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0))[:, None]
     b = np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0))[None, :]
-    n = (normal * (np.cos(a) * np.cos(b))[..., None] + e2 * (np.sin(a) * np.cos(b))[..., None]
-         + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]).reshape(-1, 3)
+    n = (
+        normal * (np.cos(a) * np.cos(b))[..., None]
+        + e2 * (np.sin(a) * np.cos(b))[..., None]
+        + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]
+    ).reshape(-1, 3)
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     tilt = (np.abs(a) + np.abs(b)).reshape(-1)
     f1, f2 = plane_basis(n)
@@ -305,8 +331,14 @@ def refine_plane(bone: np.ndarray, spacing: SpacingZYX, point: np.ndarray, norma
     return point + shifts[j] * normal, n[i]
 
 
-def find_discs(array: np.ndarray, spacing: SpacingZYX, work_bone: np.ndarray, work_spacing: SpacingZYX,
-               line: CentreLine, opts: DiscOptions) -> tuple[list[Disc], dict]:
+def find_discs(
+    array: np.ndarray,
+    spacing: SpacingZYX,
+    work_bone: np.ndarray,
+    work_spacing: SpacingZYX,
+    line: CentreLine,
+    opts: DiscOptions,
+) -> tuple[list[Disc], dict]:
     """The discs along ``line`` (bottom to top) and what chose them (period, strength, candidates)."""
     profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
     period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
@@ -319,9 +351,17 @@ def find_discs(array: np.ndarray, spacing: SpacingZYX, work_bone: np.ndarray, wo
         if dark[m]:
             # a dark disc: the plane with the least bone around it (bright thin discs stay normal to the line)
             radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
-            point, normal = refine_plane(work_bone, work_spacing, point, normal, radius, opts.max_tilt_deg,
-                                         opts.max_shift_mm)
+            point, normal = refine_plane(
+                work_bone, work_spacing, point, normal, radius, opts.max_tilt_deg, opts.max_shift_mm
+            )
         discs.append(Disc(point, normal, float(m * line.step_mm), float(score[m])))
-    info = {"period_mm": period, "period_strength": strength, "score": score, "dark": dark,
-            "core_hu": profiles.core_hu, "beside_hu": profiles.beside_hu, "bone_fraction": profiles.bone_fraction}
+    info = {
+        "period_mm": period,
+        "period_strength": strength,
+        "score": score,
+        "dark": dark,
+        "core_hu": profiles.core_hu,
+        "beside_hu": profiles.beside_hu,
+        "bone_fraction": profiles.bone_fraction,
+    }
     return discs, info

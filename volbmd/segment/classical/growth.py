@@ -63,10 +63,13 @@ def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions,
     track_y = np.interp(zz, spine.track_z_mm, ty)
     track_x = np.interp(zz, spine.track_z_mm, tx)
     hd = spine.body_half_depth_mm
-    hd_z = (np.interp(zz, spine.track_z_mm, spine.track_half_depth_mm) if spine.track_half_depth_mm is not None
-            else np.full(zz.shape, hd))
+    hd_z = (
+        np.interp(zz, spine.track_z_mm, spine.track_half_depth_mm)
+        if spine.track_half_depth_mm is not None
+        else np.full(zz.shape, hd)
+    )
     # in front of the bodies lie the heart and the vessels (bright with contrast), never a vertebra
-    front = (yy_mm[None, :, None] < (track_y - growth.front_factor * hd_z - growth.front_margin_mm)[:, None, None])
+    front = yy_mm[None, :, None] < (track_y - growth.front_factor * hd_z - growth.front_margin_mm)[:, None, None]
 
     def body_holes(holes, n):
         # fill the body's trabecular interior (however dark: fatty osteoporotic marrow); leave the
@@ -144,8 +147,9 @@ def grow_vertebrae(canon: Volume, spine: SpineSegments, outline: OutlineOptions,
     # spaces, gaps between neighbouring arches) cost more to cross than dense cortex
     dim = np.clip((growth.arch_hu - crop.astype(np.float32)) / max(growth.arch_hu - outline.label_low_hu, 1.0), 0.0, 1.0)
     weight = np.where(bone | far[flab], 1.0 + growth.dim_cost * dim, np.inf)
-    grown, cost = geodesic_grow(markers, weight, canon.spacing_mm, up_factor=growth.up_factor,
-                                free_label=1 if spine.sacrum_at_bottom else 0)
+    grown, cost = geodesic_grow(
+        markers, weight, canon.spacing_mm, up_factor=growth.up_factor, free_label=1 if spine.sacrum_at_bottom else 0
+    )
     grown[cost > growth.max_path_cost] = 0
     box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
     behind = (yy - track_y[:, None, None]) >= -0.5 * hd_z[:, None, None]  # rib heads and necks lie here
@@ -203,8 +207,14 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
         seg.rib_sides = [side for side in ("right", "left") if side in found]
 
 
-def final_labels(g: Grown, ids: dict[str, int], spacing: SpacingZYX, outline: OutlineOptions,
-                 growth: GrowthOptions, spine: SpineSegments | None = None) -> np.ndarray:
+def final_labels(
+    g: Grown,
+    ids: dict[str, int],
+    spacing: SpacingZYX,
+    outline: OutlineOptions,
+    growth: GrowthOptions,
+    spine: SpineSegments | None = None,
+) -> np.ndarray:
     """VerSe ids in the box: ribs and pelvis, bone beyond the lateral limits, the canal and the
     partial-volume rim removed; marrow each vertebra encloses given back to it. The core of the
     spinal canal (``outline.canal_core_mm`` around its followed centre) is never vertebra, even
@@ -232,8 +242,10 @@ def final_labels(g: Grown, ids: dict[str, int], spacing: SpacingZYX, outline: Ou
             cx = np.interp(zz, spine.track_z_mm[ok], spine.canal_yx_mm[ok, 1])
             yy = (np.arange(g.box[1].start, g.box[1].stop) + 0.5) * sy
             xx = (np.arange(g.box[2].start, g.box[2].stop) + 0.5) * sx
-            core = ((yy[None, :, None] - cy[:, None, None]) ** 2 + (xx[None, None, :] - cx[:, None, None]) ** 2
-                    <= outline.canal_core_mm**2) & seen[:, None, None]
+            core = (
+                (yy[None, :, None] - cy[:, None, None]) ** 2 + (xx[None, None, :] - cx[:, None, None]) ** 2
+                <= outline.canal_core_mm**2
+            ) & seen[:, None, None]
             out[core] = 0
     # the partial-volume rim: a surface voxel dimmer than ``rim_hu`` is mostly soft tissue
     fg = out > 0

@@ -24,21 +24,33 @@ __all__ = ["assign_levels", "ANATOMIES"]
 
 def _up(cervical: int = 7, thoracic: int = 12, lumbar: int = 5) -> list[str]:
     """Level names from the sacrum upwards."""
-    return (["S1"] + [f"L{n}" for n in range(lumbar, 0, -1)] + [f"T{n}" for n in range(thoracic, 0, -1)]
-            + [f"C{n}" for n in range(cervical, 0, -1)])
+    return (
+        ["S1"]
+        + [f"L{n}" for n in range(lumbar, 0, -1)]
+        + [f"T{n}" for n in range(thoracic, 0, -1)]
+        + [f"C{n}" for n in range(cervical, 0, -1)]
+    )
 
 
 #: name → (levels from the sacrum up, transitional flag or None, needs)
 ANATOMIES: dict[str, tuple[list[str], str | None, str]] = {
     "normal": (_up(), None, ""),
     "L6": (_up(lumbar=6), "transitional:L6 ({n} rib-free vertebrae above the sacrum)", "sacrum+last_rib"),
-    "4_lumbar": (_up(lumbar=4),
-                 "transitional:4_lumbar ({n} rib-free vertebrae above the sacrum: sacralised L5 or T13)",
-                 "sacrum+last_rib"),
-    "13_ribs": (_up(thoracic=13), "transitional:13_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
-                "first_rib+last_rib"),
-    "11_ribs": (_up(thoracic=11), "transitional:11_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
-                "first_rib+last_rib"),
+    "4_lumbar": (
+        _up(lumbar=4),
+        "transitional:4_lumbar ({n} rib-free vertebrae above the sacrum: sacralised L5 or T13)",
+        "sacrum+last_rib",
+    ),
+    "13_ribs": (
+        _up(thoracic=13),
+        "transitional:13_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
+        "first_rib+last_rib",
+    ),
+    "11_ribs": (
+        _up(thoracic=11),
+        "transitional:11_rib_pairs ({r} rib-bearing vertebrae from the first rib to the last)",
+        "first_rib+last_rib",
+    ),
 }
 
 
@@ -74,8 +86,9 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     return _Landmarks(spine.sacrum_at_bottom, last, last_strong, first, first_strong)
 
 
-def _score(names: list[str], segs: list[Segment], marks: _Landmarks, anatomy_up: list[str],
-           opts: LevelOptions) -> tuple[float, list[str], list[str]]:
+def _score(
+    names: list[str], segs: list[Segment], marks: _Landmarks, anatomy_up: list[str], opts: LevelOptions
+) -> tuple[float, list[str], list[str]]:
     """Score of one naming, the landmarks it satisfies and the ones it contradicts."""
     agree: list[str] = []
     disagree: list[str] = []
@@ -87,8 +100,10 @@ def _score(names: list[str], segs: list[Segment], marks: _Landmarks, anatomy_up:
     elif names[0] == "S1":
         score -= opts.sacrum_weight / 2  # S1 without the pelvis beside it
     last_thoracic = next(v for v in anatomy_up if v.startswith("T"))
-    for key, index, strong, expected in (("last_rib", marks.last_rib, marks.last_strong, last_thoracic),
-                                         ("first_rib", marks.first_rib, marks.first_strong, "T1")):
+    for key, index, strong, expected in (
+        ("last_rib", marks.last_rib, marks.last_strong, last_thoracic),
+        ("first_rib", marks.first_rib, marks.first_strong, "T1"),
+    ):
         if index is None:
             continue
         weight = opts.end_rib_weight * (1.0 if strong else 0.4)
@@ -117,8 +132,13 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
         for i, seg in enumerate(segs):
             seg.level = up[start + i] if start + i < len(up) else None
         spine.flags.append("levels:provisional (no sacrum, first or last rib in view)")
-        spine.naming = {"method": "provisional", "confidence": 0.1, "landmarks": _describe(marks),
-                        "agrees": [], "disagrees": []}
+        spine.naming = {
+            "method": "provisional",
+            "confidence": 0.1,
+            "landmarks": _describe(marks),
+            "agrees": [],
+            "disagrees": [],
+        }
         return
     hypotheses = []
     for key, (up, _, needs) in ANATOMIES.items():
@@ -141,7 +161,9 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     template = ANATOMIES[key][1]
     if template:
         rib_free = (marks.last_rib - 1) if marks.last_rib is not None else 0
-        rib_bearing = (marks.first_rib - marks.last_rib + 1) if marks.first_rib is not None and marks.last_rib is not None else 0
+        rib_bearing = (
+            (marks.first_rib - marks.last_rib + 1) if marks.first_rib is not None and marks.last_rib is not None else 0
+        )
         spine.flags.append(template.format(n=rib_free, r=rib_bearing))
     if agree:
         spine.flags.append("levels:from_" + "_and_".join(agree))
@@ -156,11 +178,17 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     if len(agree) == 1 and not disagree and len(segs) > 1:
         spine.flags.append(f"levels:single_landmark ({agree[0].replace('_', ' ')} only)")
     spine.naming = {
-        "method": "joint landmarks", "anatomy": key, "confidence": round(1.0 - math.exp(-max(margin, 0.0) / 4.0), 3),
-        "score": round(score, 2), "margin": round(margin, 2), "landmarks": _describe(marks, names),
-        "agrees": agree, "disagrees": disagree,
-        "runner_up": None if runner_up is None else {"anatomy": runner_up[1], "lowest": runner_up[2][0],
-                                                     "score": round(runner_up[0], 2)},
+        "method": "joint landmarks",
+        "anatomy": key,
+        "confidence": round(1.0 - math.exp(-max(margin, 0.0) / 4.0), 3),
+        "score": round(score, 2),
+        "margin": round(margin, 2),
+        "landmarks": _describe(marks, names),
+        "agrees": agree,
+        "disagrees": disagree,
+        "runner_up": None
+        if runner_up is None
+        else {"anatomy": runner_up[1], "lowest": runner_up[2][0], "score": round(runner_up[0], 2)},
     }
 
 
@@ -168,6 +196,8 @@ def _describe(marks: _Landmarks, names: list[str] | None = None) -> dict:
     def at(i):
         return None if i is None else (names[i] if names else i)
 
-    return {"sacrum": marks.sacrum,
-            "last_rib": None if marks.last_rib is None else {"at": at(marks.last_rib), "strong": marks.last_strong},
-            "first_rib": None if marks.first_rib is None else {"at": at(marks.first_rib), "strong": marks.first_strong}}
+    return {
+        "sacrum": marks.sacrum,
+        "last_rib": None if marks.last_rib is None else {"at": at(marks.last_rib), "strong": marks.last_strong},
+        "first_rib": None if marks.first_rib is None else {"at": at(marks.first_rib), "strong": marks.first_strong},
+    }

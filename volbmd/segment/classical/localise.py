@@ -28,8 +28,11 @@ __all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "sacrum_at
 def working_grid(canon: Volume, opts: LocaliseOptions) -> WorkGrid:
     """Block-average the canonical scan to the localisation grid and find the patient in it."""
     sz, sy, sx = canon.spacing_mm
-    factors = (max(1, int(round(opts.work_slice_mm / sz))), max(1, int(round(opts.work_in_plane_mm / sy))),
-               max(1, int(round(opts.work_in_plane_mm / sx))))
+    factors = (
+        max(1, int(round(opts.work_slice_mm / sz))),
+        max(1, int(round(opts.work_in_plane_mm / sy))),
+        max(1, int(round(opts.work_in_plane_mm / sx))),
+    )
     hu = block_mean(canon.array, factors)
     spacing = (sz * factors[0], sy * factors[1], sx * factors[2])
     patient = patient_mask(hu, opts.patient_hu)  # the patient, not the table
@@ -105,7 +108,9 @@ def _canal_candidates(work: WorkGrid, opts: CanalOptions) -> list[list[tuple[flo
     return out
 
 
-def _longest_path(cands: list[list[tuple[float, float]]], dz_mm: float, opts: CanalOptions) -> list[tuple[int, float, float]]:
+def _longest_path(
+    cands: list[list[tuple[float, float]]], dz_mm: float, opts: CanalOptions
+) -> list[tuple[int, float, float]]:
     """The best path (slice, y, x) through the candidates, bottom to top: each step earns the length
     it covers (up to ``reward_cap_mm``, less beyond it) and pays for in-plane movement; steps that
     move faster than the spine can curve are not allowed."""
@@ -126,8 +131,12 @@ def _longest_path(cands: list[list[tuple[float, float]]], dz_mm: float, opts: Ca
             move = float(np.hypot(y - yj, x - xj))
             if move > 4.0 + opts.max_slope * gap:
                 continue
-            s = (score[j] + min(gap, opts.reward_cap_mm) - opts.gap_penalty * max(0.0, gap - opts.reward_cap_mm)
-                 - opts.move_penalty * move)
+            s = (
+                score[j]
+                + min(gap, opts.reward_cap_mm)
+                - opts.gap_penalty * max(0.0, gap - opts.reward_cap_mm)
+                - opts.move_penalty * move
+            )
             if s > best:
                 best, arg = s, j
         score[i], prev[i] = best, arg
@@ -158,8 +167,9 @@ def _running_median(values: np.ndarray, window: int, lo: float, hi: float, fallb
     return np.clip(ndi.median_filter(filled, size=max(1, window) | 1, mode="nearest"), lo, hi)
 
 
-def _body_runs(bone: np.ndarray, canal_yx: np.ndarray, ks: np.ndarray, spacing: SpacingZYX,
-               opts: LocaliseOptions) -> tuple[np.ndarray, np.ndarray]:
+def _body_runs(
+    bone: np.ndarray, canal_yx: np.ndarray, ks: np.ndarray, spacing: SpacingZYX, opts: LocaliseOptions
+) -> tuple[np.ndarray, np.ndarray]:
     """Per slice: distance (mm) from the canal centre to the body's posterior wall and to its
     anterior edge, along a narrow column in front of the canal (NaN where no body is seen)."""
     _, sy, sx = spacing
@@ -212,8 +222,9 @@ def _thickest_near(sl: np.ndarray, last_yx: np.ndarray, spacing_yx: SpacingYX, r
     return (j0 + j + 0.5) * sy, (i0 + i + 0.5) * sx, float(d[j, i])
 
 
-def track_bodies(work: WorkGrid, bone: np.ndarray, canal: CanalPath, opts: LocaliseOptions,
-                 min_length_mm: float, source=None) -> SpineTrack:
+def track_bodies(
+    work: WorkGrid, bone: np.ndarray, canal: CanalPath, opts: LocaliseOptions, min_length_mm: float, source=None
+) -> SpineTrack:
     """Body centres in front of the canal, extended past the canal's ends along the thickest bone."""
     sz, sy, sx = work.spacing_mm
     seen = np.flatnonzero(np.isfinite(canal.yx_mm[:, 0]))
@@ -253,14 +264,14 @@ def track_bodies(work: WorkGrid, bone: np.ndarray, canal: CanalPath, opts: Local
     k0, k1 = min(n_below, c0), max(n_above, c1)
     all_k = np.arange(k0, k1 + 1)
     known_k = np.concatenate([[k for k, _ in below][::-1], ks, [k for k, _ in above]]).astype(int)
-    known_body = np.concatenate([np.array([p for _, p in below][::-1]).reshape(-1, 2), body,
-                                 np.array([p for _, p in above]).reshape(-1, 2)])
+    known_body = np.concatenate(
+        [np.array([p for _, p in below][::-1]).reshape(-1, 2), body, np.array([p for _, p in above]).reshape(-1, 2)]
+    )
     body_all = np.column_stack([np.interp(all_k, known_k, known_body[:, c]) for c in range(2)])
     offset = canal_yx - body
     canal_all = body_all + np.column_stack([np.interp(all_k, ks, offset[:, c]) for c in range(2)])
     half_all = np.interp(all_k, ks, half)
-    return SpineTrack(int(k0), int(k1), (all_k + 0.5) * sz, body_all, canal_all, half_all,
-                      (int(c0 - k0), int(c1 - k0)))
+    return SpineTrack(int(k0), int(k1), (all_k + 0.5) * sz, body_all, canal_all, half_all, (int(c0 - k0), int(c1 - k0)))
 
 
 def sacrum_at_bottom(bone: np.ndarray, track: SpineTrack, spacing: SpacingZYX, opts: LocaliseOptions) -> bool:

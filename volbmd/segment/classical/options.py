@@ -11,8 +11,14 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "ClassicalOptions", "LocaliseOptions", "CanalOptions", "DiscOptions", "OutlineOptions", "GrowthOptions",
-    "LevelOptions", "QualityOptions",
+    "ClassicalOptions",
+    "LocaliseOptions",
+    "CanalOptions",
+    "DiscOptions",
+    "OutlineOptions",
+    "GrowthOptions",
+    "LevelOptions",
+    "QualityOptions",
 ]
 
 
@@ -28,25 +34,34 @@ class LocaliseOptions(_Options):
     patient_hu: float = Field(-500.0, description="the patient (and not air) is above this")
     bone_low_hu: float = Field(100.0, description="bone outline of the localisation grid ...")
     bone_high_hu: float = Field(200.0, description="... connected to voxels above this (cortex)")
-    posterior_wall_max_mm: float = Field(20.0, gt=0, description="the body's posterior wall lies within this of the canal centre")
+    posterior_wall_max_mm: float = Field(
+        20.0, gt=0, description="the body's posterior wall lies within this of the canal centre"
+    )
     body_gap_mm: float = Field(1.5, ge=0, description="a gap in the bone this long ends the body anteriorly")
     body_depth_max_mm: float = Field(60.0, gt=0, description="longer bone runs in front of the canal are not one body")
     half_depth_range_mm: tuple[float, float] = (7.0, 22.0)
     running_window_mm: float = Field(60.0, gt=0, description="window of the running medians along the spine")
     smooth_mm: float = Field(8.0, gt=0, description="Gaussian smoothing of the centre line along the spine")
-    line_extend_mm: float = Field(12.0, ge=0, description="the centre line runs on this far past the track (within the scan)")
-    extend_radius_mm: float = Field(15.0, gt=0, description="past the canal's ends the track follows the thickest bone this near")
+    line_extend_mm: float = Field(
+        12.0, ge=0, description="the centre line runs on this far past the track (within the scan)"
+    )
+    extend_radius_mm: float = Field(
+        15.0, gt=0, description="past the canal's ends the track follows the thickest bone this near"
+    )
     extend_min_thickness_mm: float = Field(3.0, gt=0)
     extend_max_gap_mm: float = Field(25.0, gt=0, description="the extended track stops after this long without bone")
-    pelvis_width_mm: float = Field(140.0, gt=0, description="bone this wide under the last body is the pelvis: that body is S1")
+    pelvis_width_mm: float = Field(
+        140.0, gt=0, description="bone this wide under the last body is the pelvis: that body is S1"
+    )
 
 
 class CanalOptions(_Options):
     """The spinal canal: a dark hole in a bony ring, followed from slice to slice."""
 
     smooth_mm: float = Field(1.5, gt=0, description="in-plane Gaussian smoothing before thresholding")
-    ring_thresholds_hu: tuple[float, ...] = Field((110.0, 160.0, 220.0), min_length=1,
-                                                  description="bone thresholds tried for the ring (low for osteoporotic bone)")
+    ring_thresholds_hu: tuple[float, ...] = Field(
+        (110.0, 160.0, 220.0), min_length=1, description="bone thresholds tried for the ring (low for osteoporotic bone)"
+    )
     closing_mm: float = Field(3.0, ge=0, description="gaps in the ring up to about twice this are closed")
     area_mm2: tuple[float, float] = (40.0, 600.0)
     max_content_hu: float = Field(130.0, description="the canal's mean is below this (and 40 HU under the ring threshold)")
@@ -67,7 +82,9 @@ class DiscOptions(_Options):
     step_mm: float = Field(1.0, gt=0, description="sampling step along the centre line")
     core_fraction: float = Field(0.6, gt=0, le=1, description="profile disk radius as a fraction of the body's half depth")
     core_min_radius_mm: float = Field(5.0, gt=0)
-    endplate_fraction: float = Field(0.3, gt=0, lt=0.5, description="a disc's endplates lie within this share of the local period")
+    endplate_fraction: float = Field(
+        0.3, gt=0, lt=0.5, description="a disc's endplates lie within this share of the local period"
+    )
     endplate_reach_range_mm: tuple[float, float] = (4.0, 12.0)
     band_half_mm: float = Field(3.0, gt=0, description="half width of a thin disc's bright endplate band")
     min_score: float = Field(0.04, ge=0, description="weaker troughs (as a share of the profile's spread) are no candidates")
@@ -79,7 +96,9 @@ class DiscOptions(_Options):
     period_tolerance: float = Field(0.25, ge=0, description="a weak period this close to the nearest clear one is kept")
     depth_to_period: float = Field(1.0, gt=0, description="fallback period: this times the body's depth")
     period_penalty: float = Field(3.0, ge=0, description="cost of (log(spacing / period))²")
-    disc_cost: float = Field(0.15, ge=0, description="cost of each disc (score units): more discs are not better in themselves")
+    disc_cost: float = Field(
+        0.15, ge=0, description="cost of each disc (score units): more discs are not better in themselves"
+    )
     spacing_range: tuple[float, float] = Field((0.5, 2.2), description="allowed spacing as multiples of the local period")
     max_tilt_deg: float = Field(30.0, ge=0, description="disc planes tilt up to this (sagittal), a third of it coronally")
     max_shift_mm: float = Field(4.0, ge=0)
@@ -103,11 +122,17 @@ class OutlineOptions(_Options):
     carve_reach_mm: float = Field(12.0, gt=0, description="disc carving looks this far along the disc's normal")
     carve_min_contrast_hu: float = Field(50.0, ge=0, description="endplates must be this much brighter than the disc")
     carve_min_endplate_hu: float = Field(
-        50.0, description="the endplate peaks of the profile must reach this (else the profile is not across a "
-                          "body: fat or lung around a misplaced point, where a noise trough once carved 18 mm of bone)")
-    carve_max_thickness: float = Field(0.6, gt=0, description="a disc is at most this share of the body's half depth "
-                                       "thick (lumbar about 0.45, thoracic less); a wider dark stretch is a body's marrow "
-                                       "(on 3 mm slices of a CTA it once took T8's whole body)")
+        50.0,
+        description="the endplate peaks of the profile must reach this (else the profile is not across a "
+        "body: fat or lung around a misplaced point, where a noise trough once carved 18 mm of bone)",
+    )
+    carve_max_thickness: float = Field(
+        0.6,
+        gt=0,
+        description="a disc is at most this share of the body's half depth "
+        "thick (lumbar about 0.45, thoracic less); a wider dark stretch is a body's marrow "
+        "(on 3 mm slices of a CTA it once took T8's whole body)",
+    )
     carve_tile_mm: float = Field(8.0, gt=0)
     carve_max_shift_mm: float = Field(4.0, ge=0)
     carve_marrow_margin_hu: float = Field(40.0, ge=0, description="marrow this much darker than the disc is kept")
@@ -119,7 +144,11 @@ class GrowthOptions(_Options):
     lateral_mm: float = Field(55.0, gt=0, description="vertebrae end this far from the centre line")
     rib_lateral_mm: float = Field(38.0, gt=0, description="... rib-bearing ones this far")
     foreign_margin_mm: float = Field(15.0, ge=0, description="bone running this far past the lateral limit is rib or pelvis")
-    front_factor: float = Field(1.2, gt=0, description="nothing this many half depths (plus front_margin_mm) in front of the body's centre is vertebra or rib")
+    front_factor: float = Field(
+        1.2,
+        gt=0,
+        description="nothing this many half depths (plus front_margin_mm) in front of the body's centre is vertebra or rib",
+    )
     front_margin_mm: float = Field(6.0, ge=0, description="room for anterior osteophytes")
     arch_hu: float = Field(600.0, description="bone dimmer than this costs more to cross")
     dim_cost: float = Field(4.0, ge=0)
@@ -135,7 +164,9 @@ class GrowthOptions(_Options):
 class LevelOptions(_Options):
     """Naming the vertebrae from the landmarks in view."""
 
-    rib_beside_thoracic_mm3: float = Field(500.0, ge=0, description="this much rib beside the lowest vertebra makes a field of view thoracic")
+    rib_beside_thoracic_mm3: float = Field(
+        500.0, ge=0, description="this much rib beside the lowest vertebra makes a field of view thoracic"
+    )
     first_rib_min_above: int = Field(1, ge=1, description="rib-free vertebrae needed above the first rib to call it T1")
     sacrum_weight: float = Field(6.0, ge=0)
     rib_weight: float = Field(1.0, ge=0, description="per vertebra whose rib state fits its name")
@@ -145,10 +176,14 @@ class LevelOptions(_Options):
 class QualityOptions(_Options):
     """Plausibility of each vertebra found."""
 
-    spacing_ratio_max: float = Field(1.6, gt=1, description="a vertebra this much taller or shorter than its neighbours is suspect")
+    spacing_ratio_max: float = Field(
+        1.6, gt=1, description="a vertebra this much taller or shorter than its neighbours is suspect"
+    )
     min_height_mm: float = Field(8.0, gt=0)
     max_height_mm: float = Field(60.0, gt=0)
-    volume_factor: float = Field(2.5, gt=1, description="a vertebra this far outside the typical volume of its level is suspect")
+    volume_factor: float = Field(
+        2.5, gt=1, description="a vertebra this far outside the typical volume of its level is suspect"
+    )
 
 
 class ClassicalOptions(_Options):

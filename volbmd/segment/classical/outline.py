@@ -44,8 +44,16 @@ def bone_with_holes(arr: np.ndarray, low: float, high: float, keep_holes) -> tup
     return bone | (holes > 0), rejected
 
 
-def close_body_rings(bone: np.ndarray, track_y: np.ndarray, track_x: np.ndarray, yy_mm: np.ndarray, xx_mm: np.ndarray,
-                     spacing_yx: SpacingYX, half_depth_mm: float, gap_mm: float) -> None:
+def close_body_rings(
+    bone: np.ndarray,
+    track_y: np.ndarray,
+    track_x: np.ndarray,
+    yy_mm: np.ndarray,
+    xx_mm: np.ndarray,
+    spacing_yx: SpacingYX,
+    half_depth_mm: float,
+    gap_mm: float,
+) -> None:
     """Fill the body's interior, in place, where its cortical ring has gaps up to ``gap_mm`` wide
     (thin or osteoporotic cortex at partial volume): holes that appear after a closing, centred in
     the body. ``yy_mm``/``xx_mm`` are the crop's voxel centres."""
@@ -75,8 +83,9 @@ def close_body_rings(bone: np.ndarray, track_y: np.ndarray, track_x: np.ndarray,
                 win[box] |= region
 
 
-def enhanced_vessels(crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float,
-                     opts: OutlineOptions) -> np.ndarray:
+def enhanced_vessels(
+    crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_y, track_x, half_depth_mm: float, opts: OutlineOptions
+) -> np.ndarray:
     """Contrast-filled vessels beside the spine (aorta, vena cava, iliac vessels): bright like bone
     but homogeneous. Components of voxels whose neighbourhood (``vessel_window_mm``) averages above
     ``vessel_min_hu`` with an SD under ``vessel_max_sd_hu`` (or ``vessel_noise_factor`` times the
@@ -93,8 +102,13 @@ def enhanced_vessels(crop: np.ndarray, spacing: SpacingZYX, yy_mm, xx_mm, track_
     if muscle.sum() >= 1000:
         max_sd = max(max_sd, opts.vessel_noise_factor * float(np.sqrt(max(np.median(var[muscle]), 0.0))))
     # the body's own marrow (bright and smooth in a noisy contrast scan) is never a vessel
-    core = np.hypot(np.asarray(yy_mm)[None, :, None] - track_y[:, None, None],
-                    np.asarray(xx_mm)[None, None, :] - track_x[:, None, None]) <= half_depth_mm
+    core = (
+        np.hypot(
+            np.asarray(yy_mm)[None, :, None] - track_y[:, None, None],
+            np.asarray(xx_mm)[None, None, :] - track_x[:, None, None],
+        )
+        <= half_depth_mm
+    )
     cand = (mean > opts.vessel_min_hu) & (var < max_sd**2) & (a > opts.vessel_min_hu - 20.0) & ~core
     out = np.zeros(crop.shape, bool)
     lab, n = ndi.label(cand)

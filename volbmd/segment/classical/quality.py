@@ -19,15 +19,33 @@ __all__ = ["TYPICAL_VOLUME_ML", "check_segments"]
 #: Typical whole-vertebra volume (body and posterior elements) by level, adults, ml. Rough values
 #: (they grow steadily from T1 to L5); only gross departures (``volume_factor``) are flagged.
 TYPICAL_VOLUME_ML = {
-    **{f"C{n}": 12.0 for n in range(3, 7)}, "C7": 15.0,
-    "T1": 15.0, "T2": 16.0, "T3": 17.0, "T4": 18.0, "T5": 20.0, "T6": 22.0, "T7": 24.0, "T8": 27.0,
-    "T9": 30.0, "T10": 34.0, "T11": 39.0, "T12": 45.0, "T13": 48.0,
-    "L1": 55.0, "L2": 60.0, "L3": 65.0, "L4": 68.0, "L5": 70.0, "L6": 70.0,
+    **{f"C{n}": 12.0 for n in range(3, 7)},
+    "C7": 15.0,
+    "T1": 15.0,
+    "T2": 16.0,
+    "T3": 17.0,
+    "T4": 18.0,
+    "T5": 20.0,
+    "T6": 22.0,
+    "T7": 24.0,
+    "T8": 27.0,
+    "T9": 30.0,
+    "T10": 34.0,
+    "T11": 39.0,
+    "T12": 45.0,
+    "T13": 48.0,
+    "L1": 55.0,
+    "L2": 60.0,
+    "L3": 65.0,
+    "L4": 68.0,
+    "L5": 70.0,
+    "L6": 70.0,
 }
 
 
-def check_segments(segments: list[Segment], disc_scores: dict[int, float], canal_seen: list[bool],
-                   opts: QualityOptions) -> None:
+def check_segments(
+    segments: list[Segment], disc_scores: dict[int, float], canal_seen: list[bool], opts: QualityOptions
+) -> None:
     """Set ``quality_flags`` and ``confidence`` on each segment (bottom to top), in place.
 
     ``disc_scores[ordinal]`` is the score of the disc below the segment of that ordinal (the one
@@ -43,8 +61,11 @@ def check_segments(segments: list[Segment], disc_scores: dict[int, float], canal
                 flags.append(f"implausible:height ({h:.0f} mm along the spine)")
             elif h > opts.max_height_mm:
                 flags.append(f"implausible:height ({h:.0f} mm along the spine)")
-            neighbours = [heights[j] for j in (i - 1, i + 1) if 0 <= j < len(segments) and segments[j].complete
-                          and segments[j].level != "S1"]
+            neighbours = [
+                heights[j]
+                for j in (i - 1, i + 1)
+                if 0 <= j < len(segments) and segments[j].complete and segments[j].level != "S1"
+            ]
             if neighbours and seg.level != "S1":
                 ref = sum(neighbours) / len(neighbours)
                 ratio = h / ref if ref > 0 else 1.0

@@ -49,8 +49,9 @@ def _body_width_mm(bone: np.ndarray, work: WorkGrid, z_mm: float, yx_mm: np.ndar
     return (hi - lo + 1) * sx
 
 
-def _segments(discs: list[Disc], line: CentreLine, track: SpineTrack, bone: np.ndarray, work: WorkGrid,
-              min_mm: float) -> list[Segment]:
+def _segments(
+    discs: list[Disc], line: CentreLine, track: SpineTrack, bone: np.ndarray, work: WorkGrid, min_mm: float
+) -> list[Segment]:
     """One segment per gap between discs (and the ends of the line), bottom to top."""
     end = (len(line.points_mm) - 1) * line.step_mm
     arcs = [0.0] + [d.arc_mm for d in discs] + [end]
@@ -62,8 +63,14 @@ def _segments(discs: list[Disc], line: CentreLine, track: SpineTrack, bone: np.n
             continue  # an end piece with (almost) no tracked body in it
         i_lo, i_hi = int(round(lo / line.step_mm)), int(round(hi / line.step_mm))
         mid = line.points_mm[(i_lo + i_hi) // 2]
-        seg = Segment(float(line.points_mm[i_lo, 0]), float(line.points_mm[i_hi, 0]), ordinal=o,
-                      arc_lo_mm=float(lo), arc_hi_mm=float(hi), complete=complete)
+        seg = Segment(
+            float(line.points_mm[i_lo, 0]),
+            float(line.points_mm[i_hi, 0]),
+            ordinal=o,
+            arc_lo_mm=float(lo),
+            arc_hi_mm=float(hi),
+            complete=complete,
+        )
         seg.blob_width_mm = _body_width_mm(bone, work, float(mid[0]), mid[1:])
         segments.append(seg)
     return segments
@@ -78,8 +85,13 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     sacrum = sacrum_at_bottom(bone, track, work.spacing_mm, opts.localise)
     extend = opts.localise.line_extend_mm
     # below S1 lie the sacral segments and their rudimentary discs: the line stops at the track
-    line = centre_line(track, opts.discs.step_mm, opts.localise.smooth_mm, (0.0 if sacrum else extend, extend),
-                       (0.0, canon.shape[0] * canon.spacing_mm[0]))
+    line = centre_line(
+        track,
+        opts.discs.step_mm,
+        opts.localise.smooth_mm,
+        (0.0 if sacrum else extend, extend),
+        (0.0, canon.shape[0] * canon.spacing_mm[0]),
+    )
     discs, info = find_discs(canon.array, canon.spacing_mm, bone, work.spacing_mm, line, opts.discs)
     segments = _segments(discs, line, track, bone, work, opts.discs.min_segment_mm)
     if not segments:
@@ -103,8 +115,12 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     followed[outside] = np.nan
     spine.canal_yx_mm = followed
     spine.sacrum_at_bottom = sacrum
-    info = dict(info, canal_length_mm=canal.length_mm, disc_scores={o + 1: d.score for o, d in enumerate(discs)},
-                canal_z_mm=(float(track.z_mm[track.canal_range[0]]), float(track.z_mm[track.canal_range[1]])))
+    info = dict(
+        info,
+        canal_length_mm=canal.length_mm,
+        disc_scores={o + 1: d.score for o, d in enumerate(discs)},
+        canal_z_mm=(float(track.z_mm[track.canal_range[0]]), float(track.z_mm[track.canal_range[1]])),
+    )
     return spine, track, line, info
 
 
@@ -132,19 +148,30 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
     for seg in spine.segments:
         seg.volume_ml = float(counts[verse[seg.level]]) * voxel_ml if seg.level in verse else 0.0
     z_canal = info["canal_z_mm"]
-    seen = [min(s.z_hi_mm, z_canal[1]) - max(s.z_lo_mm, z_canal[0]) >= 0.3 * max(s.z_hi_mm - s.z_lo_mm, 1e-6)
-            for s in spine.segments]
+    seen = [
+        min(s.z_hi_mm, z_canal[1]) - max(s.z_lo_mm, z_canal[0]) >= 0.3 * max(s.z_hi_mm - s.z_lo_mm, 1e-6)
+        for s in spine.segments
+    ]
     check_segments(spine.segments, info["disc_scores"], seen, opts.quality)
     full = np.zeros(canon.shape, np.int16)
     full[grown.box] = out_box
     present = {s.level: verse[s.level] for s in spine.segments if s.level in verse and s.volume_ml > 0}
-    quality = {s.level: {"confidence": s.confidence, "flags": list(s.quality_flags)}
-               for s in spine.segments if s.level in present}
+    quality = {
+        s.level: {"confidence": s.confidence, "flags": list(s.quality_flags)} for s in spine.segments if s.level in present
+    }
     labels_canon = LabelMap(
-        array=full, spacing_mm=canon.spacing_mm, origin_lps_mm=canon.origin_lps_mm, direction_lps=canon.direction_lps,
+        array=full,
+        spacing_mm=canon.spacing_mm,
+        origin_lps_mm=canon.origin_lps_mm,
+        direction_lps=canon.direction_lps,
         labels=dict(sorted(present.items(), key=lambda kv: level_rank(kv[0]))),
-        metadata={"flags": list(spine.flags), "segments": [dataclasses.asdict(s) for s in spine.segments],
-                  "naming": spine.naming, "level_quality": quality, "whole_vertebrae": True},
+        metadata={
+            "flags": list(spine.flags),
+            "segments": [dataclasses.asdict(s) for s in spine.segments],
+            "naming": spine.naming,
+            "level_quality": quality,
+            "whole_vertebrae": True,
+        },
         source="classical segmentation",
     )
     return uncanonicalize(labels_canon, reo)

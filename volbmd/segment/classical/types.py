@@ -11,7 +11,6 @@ from volbmd.types import SpacingZYX
 __all__ = ["SpacingZYX", "WorkGrid", "CanalPath", "SpineTrack", "CentreLine", "Disc", "Segment", "SpineSegments"]
 
 
-
 @dataclass
 class WorkGrid:
     """The scan averaged in blocks (about 1.5 mm in plane) for localisation.

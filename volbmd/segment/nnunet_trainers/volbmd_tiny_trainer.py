@@ -9,8 +9,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
 class volbmdTinyTrainer(nnUNetTrainer):  # noqa: N801 (nnU-Net finds trainers by class name)
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cpu")
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 5
         self.num_iterations_per_epoch = 30
