@@ -25,7 +25,7 @@ CATEGORIES = ("normal", "low_bmd", "osteoporosis", "severe_osteoporosis")
 _WORDS = {
     "low_bmd": "low BMD",
     "severe_osteoporosis": "severe osteoporosis",
-    "not_applicable_kvp": "not applicable (kVp other than 120)",
+    "not_applicable_kvp": "not applicable (kVp not recorded or not 120; --kvp gives it)",
     "osteoporosis_likely": "osteoporosis likely",
     "osteoporosis_possible": "osteoporosis possible",
     "osteoporosis_unlikely": "osteoporosis unlikely",
