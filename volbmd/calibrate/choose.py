@@ -4,10 +4,14 @@ level's BMD with its uncertainty."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from volbmd.calibrate.base import Calibration
 from volbmd.config import PipelineConfig
 from volbmd.volume import LabelMap, Volume
+
+if TYPE_CHECKING:
+    from volbmd.measure import MeasurementResult
 
 __all__ = ["LevelDensities", "calibrate_levels", "scanner_mismatches"]
 
@@ -56,7 +60,7 @@ def scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
 def calibrate_levels(
     volume: Volume,
     labels: LabelMap,
-    result,
+    result: MeasurementResult,
     config: PipelineConfig,
     calibration: Calibration | None = None,
     *,

@@ -223,18 +223,7 @@ def _is_scalar(annotation) -> bool:
 def csv_extra_columns() -> list[str]:
     """The per-vertebra keys of the contract beyond CSV_COLUMNS that are single values (so one CSV
     cell each), in natural order: derived from ``VertebraRecord``, never listed by hand."""
-    covered = {
-        "level",
-        "body_volume_ml",
-        "trabecular_hu_mean",
-        "trabecular_hu_median",
-        "trabecular_hu_sd",
-        "trabecular_n_voxels",
-        "bmd_mg_cm3",
-        "heights_mm",
-        "genant_grade",
-        "flags",
-    }
+    covered = set(CSV_COLUMNS) | {"heights_mm"}  # the three height_*_mm columns come from heights_mm
     return sorted(
         (name for name, f in VertebraRecord.model_fields.items() if name not in covered and _is_scalar(f.annotation)),
         key=_natural_key,
