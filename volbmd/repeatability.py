@@ -15,7 +15,6 @@ more analysis per draw.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ def noisy_copy(volume: Volume, noise_hu: float, rng: np.random.Generator) -> Vol
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
         noisy = np.clip(np.rint(noisy), info.min, info.max).astype(arr.dtype)
-    return dataclasses.replace(volume, array=noisy)
+    return volume.with_array(noisy)
 
 
 def repeat_draws(volume: Volume, analyse_once: AnalyseOnce, calibration, *, n_draws: int, seed: int = 0) -> RepeatDraws:
