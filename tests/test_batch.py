@@ -259,3 +259,37 @@ def test_manifest_and_folder_sources(tmp_path):
         run_cohort(root, root / "results")
     with pytest.raises(InputError, match="holds the input of case 'case0'"):
         run_cohort(_write_cohort(tmp_path / "flat", 1), tmp_path)
+
+
+def test_manifest_study_columns_put_dicom_results_into_that_study(tmp_path, local_client):
+    import pydicom
+    from dicom_factory import write_ct_series
+
+    root = tmp_path / "in"
+    p = make_spine_phantom(("L1", "L2"), field_of_view_mm=(120.0, 110.0), seed=3)
+    volbmd.write_volume(p.volume, root / "ct.nii.gz")
+    volbmd.write_volume(p.labels, root / "m.nii.gz")
+    write_ct_series(root / "dicom", np.full((3, 8, 8), 40.0))
+    study = "1.2.826.0.1.3680043.8.498.99"
+    (root / "manifest.csv").write_text(
+        "id,path,masks,study_uid,patient_id,accession_number\n"
+        f"nifti,ct.nii.gz,m.nii.gz,{study},PID-1,ACC-1\n"
+        "plain,ct.nii.gz,m.nii.gz,,,\n"
+        f"dicom,dicom,,{study},,\n"
+    )
+    table = run_cohort(root / "manifest.csv", tmp_path / "out", client=local_client).set_index("id")
+    assert table["status"].to_dict() == {"nifti": "done", "plain": "done", "dicom": "failed"}
+    assert "a DICOM series names its own study" in table.loc["dicom", "error"]
+    cases = tmp_path / "out" / "cases"
+    seg = pydicom.dcmread(cases / "nifti" / "dicom_seg.dcm")
+    assert (seg.StudyInstanceUID, seg.PatientID, seg.AccessionNumber) == (study, "PID-1", "ACC-1")
+    assert len(list((cases / "nifti" / "dicom_ct").iterdir())) == p.volume.shape[0]
+    assert not (cases / "plain" / "dicom_seg.dcm").exists() and not (cases / "plain" / "dicom_ct").exists()
+    bad = tmp_path / "bad.csv"
+    for text, message in (
+        ("id,path,study_uid\na,x.nii.gz,1.2.x\n", "line 2: study_uid: not a DICOM UID"),
+        ("id,path,patient_id\na,x.nii.gz,P\n", "line 2: patient_id need a study_uid"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_cases(bad)

@@ -18,7 +18,7 @@ from dicom_factory import write_ct_series
 from test_cli import run
 
 import volbmd
-from volbmd.io import load_volume
+from volbmd.io import load_label_map, load_volume
 
 OUTPUTS = ("dicom_seg.dcm", "dicom_sr.dcm", "dicom_sc.dcm")
 
@@ -208,3 +208,100 @@ def test_send_refused_or_unreachable_is_one_line_and_nothing_is_marked_sent(dico
         assert r.returncode == 2 and message in r.stderr
     r = run("send", tmp_path, "--to", "h:1")
     assert r.returncode == 2 and "no DICOM results to send" in r.stderr
+
+
+STUDY_UID = "1.2.826.0.1.3680043.8.498.4711"
+
+
+@pytest.fixture(scope="module")
+def nifti_run(tmp_path_factory):
+    """A run on a NIfTI scan (an oblique grid, so that the derived series' geometry is tested) with
+    study identifiers given on the command line."""
+    from volbmd.phantoms import make_spine_phantom
+    from volbmd.volume import LabelMap, Volume
+
+    tmp = tmp_path_factory.mktemp("nifti_run")
+    p = make_spine_phantom(levels=("L1", "L2"), spacing_mm=(2.0, 1.0, 1.0))
+    a = np.deg2rad(10.0)
+    direction = ((np.cos(a), 0.0, np.sin(a)), (0.0, 1.0, 0.0), (-np.sin(a), 0.0, np.cos(a)))
+    scan = Volume(p.volume.array, p.volume.spacing_mm, (-40.0, 12.5, 300.0), direction)
+    volbmd.write_volume(scan, tmp / "scan.nii.gz")
+    volbmd.write_volume(LabelMap.on_grid_of(scan, p.labels.array, p.labels.labels), tmp / "labels.nii.gz")
+    r = run(
+        "run", tmp / "scan.nii.gz", "--masks", tmp / "labels.nii.gz", "--out", tmp / "out",
+        "--study-uid", STUDY_UID, "--patient-id", "PID-7", "--patient-name", "Roe^Richard",
+        "--accession-number", "ACC-9", "--study-date", "20250317", "--kvp", "120",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return scan, tmp / "out"
+
+
+def test_nifti_scan_with_study_identifiers_gets_valid_dicom_results_in_that_study(nifti_run):
+    import highdicom as hd
+
+    scan, out = nifti_run
+    ct_files = sorted((out / "dicom_ct").iterdir())
+    assert len(ct_files) == scan.shape[0]
+    for name in OUTPUTS:
+        assert _dciodvfy_errors(out / name) == [], name
+    for f in (ct_files[0], ct_files[-1]):
+        assert _dciodvfy_errors(f) == [], f.name
+    # the derived series holds the scan, voxel for voxel, where the scan lies
+    reread = load_volume(out / "dicom_ct")
+    assert np.array_equal(reread.array, np.rint(scan.array))
+    assert reread.geometry.matches(scan.geometry)
+    assert reread.metadata["kvp"] == 120
+    for name in (*OUTPUTS, "dicom_ct/" + ct_files[0].name):
+        ds = pydicom.dcmread(out / name)
+        assert ds.StudyInstanceUID == STUDY_UID
+        assert (ds.PatientID, str(ds.PatientName), ds.AccessionNumber, ds.StudyDate) == (
+            "PID-7",
+            "Roe^Richard",
+            "ACC-9",
+            "20250317",
+        )
+    # the SEG references the derived images and holds the masks on them
+    ct_uids = {pydicom.dcmread(f).SOPInstanceUID for f in ct_files}
+    seg = hd.seg.segread(out / "dicom_seg.dcm")
+    assert {uid for _, _, uid in seg.get_source_image_uids()} <= ct_uids
+    labels = load_label_map(out / "labels.nii.gz", {"L1": 20, "L2": 21})
+    seg_volume = seg.get_volume(combine_segments=True, relabel=True)
+    assert int(np.count_nonzero(seg_volume.array)) == int(np.count_nonzero(labels.array))
+    # identifiers go into the DICOM objects only, never into the reports
+    for name in ("report.json", "vertebrae.csv", "config.yaml"):
+        text = (out / name).read_text()
+        assert "Roe" not in text and "PID-7" not in text and STUDY_UID not in text, name
+    assert "dicom_ct" in json.loads((out / "report.json").read_text())["outputs"]
+
+
+def test_nifti_dicom_results_sent_with_their_images(nifti_run, tmp_path):
+    _, out = nifti_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(out, run_dir)
+    port = _free_port()
+    received = tmp_path / "received"
+    proc = _start_storescp(port, received)
+    try:
+        r = run("send", run_dir, "--to", f"127.0.0.1:{port}", "--called-aet", "PACS")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0, r.stderr
+    sent = [e["file"] for e in json.loads((run_dir / "sent.json").read_text())]
+    ct_names = sorted("dicom_ct/" + f.name for f in (run_dir / "dicom_ct").iterdir())
+    assert sent == ct_names + list(OUTPUTS)  # images first: the node holds what the SEG references
+    assert len(list(received.iterdir())) == len(sent)
+
+
+def test_study_identifiers_checked_before_the_run(nifti_run, dicom_run, tmp_path):
+    series, _ = dicom_run
+    for args, message in (
+        (["--study-uid", "1.2.abc"], "not a DICOM UID"),
+        (["--study-uid", STUDY_UID, "--study-date", "2025-03-17"], "YYYYMMDD"),
+        (["--patient-id", "PID-7"], "--patient-id need --study-uid"),
+    ):
+        r = run("run", tmp_path / "missing.nii.gz", "--out", tmp_path / "o", *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    r = run("run", series, "--out", tmp_path / "o", "--study-uid", STUDY_UID)
+    assert r.returncode == 2 and "a DICOM series names its own study" in r.stderr
+    assert not (tmp_path / "o").exists()

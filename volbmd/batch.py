@@ -41,6 +41,8 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from volbmd.errors import ConfigError, InputError, VolbmdError
+from volbmd.io import is_dicom_series_path
+from volbmd.report.dicom_study import DicomStudy
 
 __all__ = ["Case", "read_cases", "run_cohort", "cohort_table", "SegmenterCache", "case_key"]
 
@@ -48,28 +50,38 @@ CASES_DIR = "cases"
 STATUS_DIR = "status"
 LABELS_ZARR = "labels.zarr"
 PLUGIN_NAME = "volbmd-segmenters"
-MANIFEST_COLUMNS = ("id", "path", "masks", "calibration", "series")
+#: For scans that are not DICOM: the study their DICOM results go into (see volbmd.report.dicom_study).
+STUDY_COLUMNS = {
+    "study_uid": "study_instance_uid",
+    "patient_id": "patient_id",
+    "patient_name": "patient_name",
+    "accession_number": "accession_number",
+    "study_date": "study_date",
+}
+MANIFEST_COLUMNS = ("id", "path", "masks", "calibration", "series", *STUDY_COLUMNS)
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One scan of a cohort. Paths are absolute; ``series_uid`` picks one series of a DICOM folder."""
+    """One scan of a cohort. Paths are absolute; ``series_uid`` picks one series of a DICOM folder;
+    ``dicom_study`` (non-DICOM scans only) puts DICOM results into that study."""
 
     id: str
     path: str
     masks: str | None = None
     calibration: str | None = None
     series_uid: str | None = None
+    dicom_study: DicomStudy | None = None
 
 
 # ------------------------------------------------------------------------------------------ cases
 
 
 def read_cases(source: str | os.PathLike) -> list[Case]:
-    """The cases of a CSV manifest (columns id, path and optionally masks, calibration, series;
-    relative paths are relative to the manifest) or of a folder tree (each NIfTI/NRRD/MHA file one
+    """The cases of a CSV manifest (columns id, path and optionally masks, calibration, series, and
+    for non-DICOM scans study_uid, patient_id, patient_name, accession_number, study_date; relative paths are relative to the manifest) or of a folder tree (each NIfTI/NRRD/MHA file one
     case, each DICOM series one case)."""
     source = Path(source)
     if source.is_file():
@@ -119,9 +131,24 @@ def _cases_from_manifest(path: Path) -> list[Case]:
                 resolve(row.get("masks", "")),
                 resolve(row.get("calibration", "")),
                 row.get("series") or None,
+                _study_of(row, f"{path}, line {n}"),
             )
         )
     return cases
+
+
+def _study_of(row: dict, where: str) -> DicomStudy | None:
+    given = {field: row.get(column, "") for column, field in STUDY_COLUMNS.items()}
+    if not given["study_instance_uid"]:
+        named = [column for column, field in STUDY_COLUMNS.items() if given[field]]
+        if named:
+            raise InputError(f"{', '.join(named)} need a study_uid (the study the DICOM results go into)", where)
+        return None
+    try:
+        return DicomStudy(**given)
+    except InputError as exc:  # named by its column ('--study-uid' is the study_uid column)
+        column = (exc.source or "").removeprefix("--").replace("-", "_")
+        raise InputError(f"{column}: {exc.problem}", where) from None
 
 
 def _safe_id(text: str) -> str:
@@ -210,6 +237,8 @@ def input_hash(case: Case) -> str:
         digest.update(role.encode())
         _hash_path(digest, path)
     digest.update(f"series={case.series_uid}".encode())
+    if case.dicom_study is not None:  # the DICOM results carry the study
+        digest.update(repr(case.dicom_study).encode())
     return digest.hexdigest()
 
 
@@ -299,9 +328,13 @@ def run_case(case: Case, out_dir: str, config, spec: dict, key: str, labels_zarr
     row: dict[str, Any] = {"id": case.id, "key": key, "status": "failed", "error": None}
     case_dir = Path(out_dir) / CASES_DIR / case.id
     try:
+        if case.dicom_study is not None and is_dicom_series_path(case.path):
+            raise InputError(
+                "study_uid is for NIfTI, NRRD, MHA or Zarr scans: a DICOM series names its own study", case.path
+            )
         segmenter = _segmenter_for(case, spec)
         report = analyze(case.path, config, segmenter=segmenter, calibration=case.calibration, series_uid=case.series_uid)
-        write_outputs(report, case_dir)
+        write_outputs(report, case_dir, dicom_study=case.dicom_study)
         if labels_zarr:
             from volbmd.io.zarr_store import write_ome_zarr
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from volbmd.errors import VolbmdError
+from volbmd.errors import InputError, VolbmdError
 from volbmd.segment.base import DEVICE_BACKENDS, backends_help
 
 app = typer.Typer(
@@ -189,6 +189,15 @@ def run(
     contrast_phase: ContrastPhase | None = typer.Option(
         None, "--contrast-phase", help="Contrast phase when the file does not record it."
     ),
+    study_uid: str | None = typer.Option(
+        None,
+        "--study-uid",
+        help="StudyInstanceUID of a NIfTI/NRRD/MHA scan: DICOM results (with a derived CT series) are written into that study.",
+    ),
+    patient_id: str = typer.Option("", "--patient-id", help="PatientID for the DICOM results of a non-DICOM scan."),
+    patient_name: str = typer.Option("", "--patient-name", help="PatientName (Family^Given) for those results."),
+    accession_number: str = typer.Option("", "--accession-number", help="AccessionNumber for those results."),
+    study_date: str = typer.Option("", "--study-date", help="StudyDate (YYYYMMDD) for those results."),
 ):
     """Measure trabecular bone per vertebra, calibrate to mg/cm³, classify; write report.json and vertebrae.csv."""
     from volbmd.config import load_config
@@ -196,6 +205,7 @@ def run(
     from volbmd.pipeline import run_pipeline
 
     check_output_folder(out)  # before hours of work, not after
+    dicom_study = _dicom_study(scan, study_uid, patient_id, patient_name, accession_number, study_date)
     overrides: dict = {"segmentation": {}, "measurement": {}}
     if segmenter or masks is not None:
         overrides["segmentation"]["backend"] = segmenter or "masks"
@@ -224,9 +234,33 @@ def run(
             calibration=calibration,
             progress=progress,
             acquisition={k: v for k, v in acquisition.items() if v is not None},
+            dicom_study=dicom_study,
         )
     _print_levels(report)
     typer.echo(f"wrote {', '.join(report.outputs or [])} to {out}")
+
+
+def _dicom_study(scan: Path, study_uid, patient_id, patient_name, accession_number, study_date):
+    """The study identifiers given for a non-DICOM scan (None when none were), checked up front."""
+    from volbmd.io import is_dicom_series_path
+    from volbmd.report.dicom_study import DicomStudy
+
+    given = {"--patient-id": patient_id, "--patient-name": patient_name, "--accession-number": accession_number}
+    given["--study-date"] = study_date
+    if study_uid is None:
+        named = [option for option, value in given.items() if value]
+        if named:
+            raise InputError(f"{', '.join(named)} need --study-uid (the study the DICOM results go into)", scan)
+        return None
+    if is_dicom_series_path(scan):
+        raise InputError("--study-uid is for NIfTI, NRRD, MHA or Zarr scans: a DICOM series names its own study", scan)
+    return DicomStudy(
+        study_instance_uid=study_uid,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        accession_number=accession_number,
+        study_date=study_date,
+    )
 
 
 class _stage_progress:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from volbmd.config import PipelineConfig, config_sha256, load_config, merge_settings
-from volbmd.errors import ConfigError
+from volbmd.errors import ConfigError, InputError
 from volbmd.flags import is_warning
 from volbmd.io import load_volume, write_labels
 from volbmd.measure import MeasurementResult, measure_vertebrae
@@ -23,6 +23,7 @@ from volbmd_kernels import load_jit
 
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
+    from volbmd.report.dicom_study import DicomStudy
 
 __all__ = [
     "analyze",
@@ -330,23 +331,32 @@ def analyze(
     return report.with_artifacts(Artifacts(volume, labels, result, cfg))
 
 
-def write_outputs(report: Report, out_dir: str | os.PathLike, *, progress=None, also=None) -> dict[str, Path]:
+def write_outputs(
+    report: Report, out_dir: str | os.PathLike, *, progress=None, also=None, dicom_study: DicomStudy | None = None
+) -> dict[str, Path]:
     """Write every output of an analysed report into ``out_dir`` (each file atomically); returns
     the files written by name. ``report`` itself is not changed (report.json holds the report stage's
     time, the list of outputs and any DICOM warnings besides).
 
     report.json, vertebrae.csv, labels.nii.gz, bodies.nii.gz, rois.nii.gz (VerSe ids, the scan's own
-    grid), qa.png, report.html, and for DICOM inputs dicom_seg.dcm, dicom_sr.dcm and dicom_sc.dcm.
+    grid), qa.png, report.html, and for DICOM inputs (or with ``dicom_study``) dicom_seg.dcm, dicom_sr.dcm
+    and dicom_sc.dcm.
 
     Everything is written into a fresh folder beside ``out_dir`` that replaces it whole at the end
     (see :mod:`volbmd.io.output_folder`): a failed run leaves ``out_dir`` as it was, and a rerun
     leaves no file of an earlier scan. ``also(folder)``, when given, writes further files into the
     new folder before it is swapped in.
+
+    ``dicom_study``: for a scan read from a non-DICOM file, the study it belongs to; the DICOM
+    results are then written too, referencing a derived CT series of the scan (dicom_ct/) in that
+    study. Refused for a DICOM series (it names its own study).
     """
-    return _write_outputs(report, out_dir, progress=progress, also=also)[0]
+    return _write_outputs(report, out_dir, progress=progress, also=also, dicom_study=dicom_study)[0]
 
 
-def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tuple[dict[str, Path], Report]:
+def _write_outputs(
+    report: Report, out_dir, *, progress=None, also=None, dicom_study: DicomStudy | None = None
+) -> tuple[dict[str, Path], Report]:
     """:func:`write_outputs`, also returning the report as written: a copy of ``report`` (which is
     left as it was) with the report stage's time, the list of outputs and any DICOM warnings."""
     from volbmd.io.output_folder import fresh_output_folder
@@ -354,11 +364,16 @@ def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tupl
     art = report.artifacts
     if art is None:
         raise ValueError("write_outputs needs a report from analyze() (it holds the masks)")
+    if dicom_study is not None and art.volume.source_files:
+        raise InputError(
+            "study identifiers are for scans read from NIfTI, NRRD, MHA or Zarr files: a DICOM series names its own study",
+            art.volume.source,
+        )
     t = time.perf_counter()
     written = Report.model_validate(report.model_dump()).with_artifacts(art)
     out_dir = Path(out_dir)
     with fresh_output_folder(out_dir) as folder:
-        names = _write_outputs_into(written, art, folder, out_dir.absolute(), t)
+        names = _write_outputs_into(written, art, folder, out_dir.absolute(), t, dicom_study)
         if also is not None:
             also(folder)
     if progress is not None:
@@ -366,7 +381,9 @@ def _write_outputs(report: Report, out_dir, *, progress=None, also=None) -> tupl
     return {name: out_dir / name for name in names}, written
 
 
-def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir: Path, t: float) -> list[str]:
+def _write_outputs_into(
+    report: Report, art: Artifacts, out_dir: Path, final_dir: Path, t: float, dicom_study: DicomStudy | None
+) -> list[str]:
     import yaml
 
     from volbmd import __version__
@@ -402,6 +419,16 @@ def _write_outputs_into(report: Report, art: Artifacts, out_dir: Path, final_dir
         tmp.write_bytes(png)
     paths["qa.png"] = out_dir / "qa.png"
     files = list(volume.source_files)
+    if dicom_study is not None:  # a non-DICOM scan in a study the user named: a derived series to reference
+        from volbmd.report.dicom_ct import DERIVED_CT_FOLDER, write_derived_ct_series
+
+        files = [
+            str(f)
+            for f in write_derived_ct_series(
+                volume, dicom_study, out_dir / DERIVED_CT_FOLDER, version=__version__, kvp=report.input.kvp
+            )
+        ]
+        paths[DERIVED_CT_FOLDER] = out_dir / DERIVED_CT_FOLDER
     if files:  # SEG, SR and secondary capture in the source study; the other outputs stand without them
         from volbmd.report.dicom_outputs import write_dicom_outputs
 
@@ -441,7 +468,16 @@ def _write_run_pointer(report: Report, out_dir: Path, final_dir: Path) -> None:
         tmp.write_text(json.dumps({"scan": scan, "series_uid": report.artifacts.volume.metadata.get("series_uid")}))
 
 
-def run_pipeline(scan, out_dir, *, segmenter=None, config: PipelineConfig | None = None, progress=None, **kwargs) -> Report:
+def run_pipeline(
+    scan,
+    out_dir,
+    *,
+    segmenter=None,
+    config: PipelineConfig | None = None,
+    progress=None,
+    dicom_study: DicomStudy | None = None,
+    **kwargs,
+) -> Report:
     """:func:`analyze` then :func:`write_outputs`; returns the report as written (with its outputs)."""
     report = analyze(scan, config, segmenter=segmenter, progress=progress, **kwargs)
-    return _write_outputs(report, out_dir, progress=progress)[1]
+    return _write_outputs(report, out_dir, progress=progress, dicom_study=dicom_study)[1]

@@ -49,6 +49,14 @@ def load_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     raise InputError(f"unknown format '{suffix}'; volbmd reads {', '.join(READ_FORMATS)}", path)
 
 
+def is_dicom_series_path(path: str | os.PathLike) -> bool:
+    """Whether :func:`load_volume` reads ``path`` as a DICOM series (a folder that is not Zarr)."""
+    from volbmd.io.zarr_store import is_zarr_path
+
+    path = Path(path)
+    return path.is_dir() and not is_zarr_path(path)
+
+
 def _is_dicom_file(path: Path) -> bool:
     """A DICOM Part 10 file (the "DICM" mark after the 128-byte preamble), whatever its name: files
     are often named by their UID (``1.2.840....123``), whose last part looks like a suffix."""

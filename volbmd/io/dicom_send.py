@@ -63,16 +63,21 @@ def send_results(
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
+    from volbmd.report.dicom_ct import DERIVED_CT_FOLDER
     from volbmd.report.dicom_outputs import DICOM_OUTPUTS
 
     run_dir = Path(run_dir)
     host, port = parse_node(node)
     _check_aet(calling_aet, "--aet")
     _check_aet(called_aet, "--called-aet")
-    files = [run_dir / name for name in DICOM_OUTPUTS if (run_dir / name).is_file()]
+    # the derived CT series of a non-DICOM scan first, so that the node holds the images the SEG references
+    files = sorted((run_dir / DERIVED_CT_FOLDER).glob("*.dcm"))
+    files += [run_dir / name for name in DICOM_OUTPUTS if (run_dir / name).is_file()]
     if not files:
         raise InputError(
-            "no DICOM results to send (dicom_seg.dcm, dicom_sr.dcm, dicom_sc.dcm are written for DICOM inputs)", run_dir
+            "no DICOM results to send (dicom_seg.dcm, dicom_sr.dcm, dicom_sc.dcm are written for DICOM inputs, "
+            "and for other scans run with --study-uid)",
+            run_dir,
         )
     datasets = []
     for f in files:
@@ -116,7 +121,7 @@ def send_results(
             if code in _OK_STATUSES:
                 sent.append(
                     {
-                        "file": f.name,
+                        "file": f.relative_to(run_dir).as_posix(),
                         "sop_instance_uid": str(ds.SOPInstanceUID),
                         "node": where,
                         "called_aet": called_aet,
@@ -125,7 +130,7 @@ def send_results(
                     }
                 )
             else:
-                refused.append(f"{f.name} (status {'none' if code is None else hex(code)})")
+                refused.append(f"{f.relative_to(run_dir).as_posix()} (status {'none' if code is None else hex(code)})")
                 if not assoc.is_established:
                     break
     finally:

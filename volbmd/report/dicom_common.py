@@ -23,7 +23,7 @@ _TYPE2_KEYWORDS = (
 )
 
 #: Series numbers of volbmd's outputs (high, so that they sort after the scanner's own series).
-SERIES_NUMBERS = {"seg": 9901, "sr": 9902, "sc": 9903}
+SERIES_NUMBERS = {"ct": 9900, "seg": 9901, "sr": 9902, "sc": 9903}
 
 
 def series_number(kind: str) -> int:
