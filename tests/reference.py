@@ -67,3 +67,82 @@ def geodesic_grow(seeds, weight, spacing_mm):
     with np.errstate(invalid="ignore"):
         unique = ~np.isfinite(ordered[1]) | (ordered[1] - ordered[0] > 1e-9)
     return labels, best, unique
+
+
+def varpro_residual_curve(signal_n, te_s, fat_phasor, psi_grid_hz, r2star_grid):
+    """One voxel's residual at each field map, least over R2*, by plain least squares."""
+    te = np.asarray(te_s, np.float64)
+    out = []
+    for psi in psi_grid_hz:
+        best = np.inf
+        for r2 in r2star_grid:
+            decay = np.exp(-r2 * te)
+            a = np.stack([decay, fat_phasor * decay], axis=1) * np.exp(2j * np.pi * psi * te)[:, None]
+            coef, *_ = np.linalg.lstsq(a, signal_n, rcond=None)
+            best = min(best, float(np.sum(np.abs(signal_n - a @ coef) ** 2)))
+        out.append(best)
+    return np.asarray(out)
+
+
+def fit_at_fieldmap(signal, te_s, fat_phasor, psi_hz, r2star_grid):
+    te = np.asarray(te_s, np.float64)
+    water, fat, r2s = [], [], []
+    for s, psi in zip(signal, psi_hz):
+        best = (np.inf, 0j, 0j, 0.0)
+        for r2 in r2star_grid:
+            decay = np.exp(-r2 * te)
+            a = np.stack([decay, fat_phasor * decay], axis=1) * np.exp(2j * np.pi * psi * te)[:, None]
+            coef, *_ = np.linalg.lstsq(a, s, rcond=None)
+            res = float(np.sum(np.abs(s - a @ coef) ** 2))
+            if res < best[0]:
+                best = (res, coef[0], coef[1], r2)
+        water.append(best[1])
+        fat.append(best[2])
+        r2s.append(best[3])
+    return np.asarray(water), np.asarray(fat), np.asarray(r2s)
+
+
+def grow_fieldmap(cand_psi, n_cand, weight, foreground, shape, period):
+    """Region growing in plain Python (heapq), the same rule as the kernel."""
+    import heapq
+
+    nz, ny, nx = shape
+    n = nz * ny * nx
+    psi = cand_psi[:, 0].astype(np.float64).copy()
+    placed = np.zeros(n, bool)
+    queued = np.zeros(n, bool)
+
+    def neighbours(v):
+        z, y, x = np.unravel_index(v, shape)
+        for dz, dy, dx in ((-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)):
+            zz, yy, xx = z + dz, y + dy, x + dx
+            if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx:
+                yield int(np.ravel_multi_index((zz, yy, xx), shape))
+
+    for s in np.argsort(-weight, kind="quicksort"):
+        if placed[s] or not foreground[s]:
+            continue
+        heap = [(-weight[s], int(s))]
+        queued[s] = True
+        first = True
+        while heap:
+            _, v = heapq.heappop(heap)
+            if not first:
+                placed_nb = [u for u in neighbours(v) if placed[u]]
+                wsum = sum(weight[u] for u in placed_nb)
+                if wsum > 0:
+                    pred = sum(weight[u] * psi[u] for u in placed_nb) / wsum
+                    options = []
+                    for k in range(n_cand[v]):
+                        c = cand_psi[v, k]
+                        if period > 0:
+                            c += period * np.floor((pred - c) / period + 0.5)
+                        options.append((abs(c - pred), k, c))
+                    psi[v] = min(options)[2]
+            first = False
+            placed[v] = True
+            for u in neighbours(v):
+                if foreground[u] and not queued[u]:
+                    queued[u] = True
+                    heapq.heappush(heap, (-weight[u], u))
+    return psi

@@ -7,14 +7,14 @@ stderr and exit with code 2; heavy libraries are imported inside the commands th
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import sys
 from pathlib import Path
 
 import typer
 
-from volbmd.errors import InputError, VolbmdError
+from volbmd.cli_common import EXIT_BAD_INPUT, _fail, handles_input_errors
+from volbmd.errors import InputError
 from volbmd.segment.base import DEVICE_BACKENDS, backends_help
 
 app = typer.Typer(
@@ -24,8 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-EXIT_BAD_INPUT = 2
 
 
 class ContrastPhase(str, enum.Enum):
@@ -57,26 +55,6 @@ def _main_options(
     ),
 ) -> None:
     """Vertebral bone mineral density from routine CT and MRI scans."""
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"volbmd: error: {message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def handles_input_errors(func):
-    """Turn expected errors into one line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except VolbmdError as exc:
-            _fail(str(exc))
-        except MemoryError:
-            _fail("out of memory")
-
-    return wrapper
 
 
 @app.command()
@@ -497,6 +475,10 @@ def _print_levels(report) -> None:
 
 calibrate_app = typer.Typer(help="Make a calibration.json from a phantom scan or rod HU values.", no_args_is_help=True)
 app.add_typer(calibrate_app, name="calibrate")
+
+from volbmd.cli_mri import mri_app  # noqa: E402  (kept here: its commands share nothing else with this module)
+
+app.add_typer(mri_app, name="mri")
 
 
 def _save_and_print_calibration(cal, out: Path) -> None:
