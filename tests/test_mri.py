@@ -317,3 +317,119 @@ def test_mri_pdff_command_per_level(tmp_path):
         tmp_path / "o2",
     )
     assert r.returncode == 2 and "CT only" in r.stderr
+
+
+def test_level_pdff_measures_the_body_not_the_posterior_elements():
+    from volbmd.mri.levels import level_pdff
+    from volbmd.phantoms import make_spine_phantom
+
+    p = make_spine_phantom(("L1", "L2"), spacing_mm=(2.0, 1.0, 1.0))
+    pdff = np.full(p.labels.shape, 5.0)
+    body = p.bodies.array > 0
+    arch = (p.labels.array > 0) & ~body
+    pdff[body] = np.where(p.bodies.array[body] == p.bodies.labels["L1"], 40.0, 55.0)
+    pdff[arch] = 95.0  # fat-rich arch, which a whole-vertebra ROI would mix in
+    levels = {lv.level: lv for lv in level_pdff(pdff, p.labels)}
+    assert levels["L1"].body_split == "split"
+    assert levels["L1"].pdff_p95_percent == pytest.approx(40.0) and levels["L2"].pdff_p95_percent == pytest.approx(55.0)
+    assert levels["L1"].flags == [] and levels["L2"].flags == []
+
+
+def test_pdff_to_bmd_model_fit_and_prediction_interval():
+    from volbmd.mri.bmd_model import fit_pdff_bmd
+
+    rng = np.random.default_rng(6)
+    x = rng.uniform(25, 75, 200)
+    y = 260.0 - 2.5 * x + rng.normal(0, 15.0, x.size)
+    model = fit_pdff_bmd(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert model.slope_mg_cm3_per_percent == pytest.approx(slope) and model.intercept_mg_cm3 == pytest.approx(intercept)
+    assert model.residual_sd_mg_cm3 == pytest.approx(15.0, rel=0.15)
+    assert model.pearson_r == pytest.approx(np.corrcoef(x, y)[0, 1])
+    est, sd, outside = model.predict(50.0)
+    assert est == pytest.approx(intercept + slope * 50.0) and not outside
+    # new levels fall within ±1.96 SD of the estimate about 95% of the time
+    x_new = rng.uniform(25, 75, 2000)
+    y_new = 260.0 - 2.5 * x_new + rng.normal(0, 15.0, x_new.size)
+    preds = np.array([model.predict(v)[:2] for v in x_new])
+    inside = np.abs(y_new - preds[:, 0]) < 1.96 * preds[:, 1]
+    assert 0.93 < inside.mean() < 0.97
+    assert model.predict(95.0)[2] and model.predict(95.0)[1] > sd  # extrapolation: flagged and wider
+    for bad_x, message in (([1, 2, 3], "at least 5"), ([5.0] * 6, "same PDFF")):
+        with pytest.raises(InputError, match=message):
+            fit_pdff_bmd(np.asarray(bad_x, float), np.ones(len(bad_x)))
+
+
+def test_mri_fit_bmd_and_estimates_per_level(tmp_path):
+    rng = np.random.default_rng(7)
+    rows = ["subject,level,pdff_percent,bmd_mg_cm3"]
+    for i in range(40):
+        x = rng.uniform(25, 75)
+        rows.append(f"s{i},L{1 + i % 3},{x:.2f},{260 - 2.5 * x + rng.normal(0, 10):.2f}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    r = run("mri", "fit-bmd", tmp_path / "pairs.csv", "--out", tmp_path / "model.json")
+    assert r.returncode == 0, r.stderr
+    assert "BMD = " in r.stdout and "residual SD" in r.stdout
+    model = json.loads((tmp_path / "model.json").read_text())
+    assert model["slope_mg_cm3_per_percent"] == pytest.approx(-2.5, abs=0.4)
+
+    shape = (30, 24, 24)
+    grid = dict(spacing_mm=(2.0, 1.0, 1.0))
+    labels = np.zeros(shape, np.uint8)
+    water = np.full(shape, 1.0, np.float32)
+    fat = np.full(shape, 1.0, np.float32)
+    for i, (lvl_id, ff) in enumerate(((21, 0.5), (20, 0.3))):
+        z0 = 4 + i * 12
+        labels[z0 : z0 + 10, 4:20, 4:20] = lvl_id
+        water[z0 : z0 + 10, 4:20, 4:20] = 200 * (1 - ff)
+        fat[z0 : z0 + 10, 4:20, 4:20] = 200 * ff
+    volbmd.write_volume(Volume(water, **grid), tmp_path / "w.nii.gz")
+    volbmd.write_volume(Volume(fat, **grid), tmp_path / "f.nii.gz")
+    volbmd.write_volume(LabelMap(labels, labels={"L1": 20, "L2": 21}, **grid), tmp_path / "m.nii.gz")
+    images = ["--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f.nii.gz"]
+    r = run(
+        "mri",
+        "pdff",
+        *images,
+        "--masks",
+        tmp_path / "m.nii.gz",
+        "--bmd-model",
+        tmp_path / "model.json",
+        "--out",
+        tmp_path / "out",
+    )
+    assert r.returncode == 0, r.stderr
+    levels = {lv["level"]: lv for lv in json.loads((tmp_path / "out" / "report.json").read_text())["levels"]}
+    for level, pdff in (("L1", 30.0), ("L2", 50.0)):
+        expected = model["intercept_mg_cm3"] + model["slope_mg_cm3_per_percent"] * pdff
+        assert levels[level]["bmd_estimate_mg_cm3"] == pytest.approx(expected, abs=1.5)
+        assert model["residual_sd_mg_cm3"] < levels[level]["bmd_estimate_sd_mg_cm3"] < 1.2 * model["residual_sd_mg_cm3"]
+        assert levels[level]["bmd_estimate_label"].startswith("model estimate")
+    assert "model estimate" in r.stdout
+    (tmp_path / "bad.json").write_text('{"kind": "something else"}')
+    for args, message in (
+        (["--bmd-model", tmp_path / "model.json"], "give the vertebrae as --masks"),
+        (["--masks", tmp_path / "m.nii.gz", "--bmd-model", tmp_path / "bad.json"], "not a PDFF→BMD model"),
+    ):
+        r = run("mri", "pdff", *images, *args, "--out", tmp_path / "bad_out")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    (tmp_path / "short.csv").write_text("pdff_percent,bmd_mg_cm3\n30,100\n40,x\n")
+    r = run("mri", "fit-bmd", tmp_path / "short.csv", "--out", tmp_path / "m2.json")
+    assert r.returncode == 2 and "line 3" in r.stderr and not (tmp_path / "m2.json").exists()
+
+
+def test_mri_separate_with_masks_reports_levels(tmp_path):
+    data, truth = _phantom(sigma=2.0)
+    np.save(tmp_path / "echoes.npy", data.signal)
+    labels = np.zeros(data.shape, np.uint8)
+    labels[:, 8:18, 8:24] = 20  # the 35% 'vertebra' (only four slices: a body as given)
+    grid = Volume(np.zeros(data.shape, np.float32), (1.0, 1.0, 1.0))
+    volbmd.write_volume(LabelMap.on_grid_of(grid, labels, {"L1": 20}), tmp_path / "m.nii.gz")
+    te = ",".join(f"{t * 1e3:g}" for t in TE_S)
+    r = run(
+        "mri", "separate", "--echoes", tmp_path / "echoes.npy", "--te", te, "--field-t", "3", "--spectrum", "marrow9",
+        "--masks", tmp_path / "m.nii.gz", "--cortical-depth-mm", "1", "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (level,) = json.loads((tmp_path / "out" / "report.json").read_text())["levels"]
+    assert level["level"] == "L1" and level["pdff_median_percent"] == pytest.approx(35.0, abs=1.0)

@@ -27,6 +27,42 @@ def _version() -> str:
     return __version__
 
 
+def _levels(pdff_percent, grid, masks: Path | None, label_scheme: str, cortical_depth_mm: float, bmd_model: Path | None):
+    """PDFF per level of ``masks`` (on the grid of the ``grid`` volume), with BMD estimates when a
+    model is given; [] without masks."""
+    from volbmd.mri.levels import apply_bmd_model, level_pdff
+
+    if masks is None:
+        if bmd_model is not None:
+            raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
+        return []
+    from volbmd.segment.masks import load_masks
+
+    model = None
+    if bmd_model is not None:
+        from volbmd.mri.bmd_model import load_bmd_model
+
+        model = load_bmd_model(bmd_model)  # a bad model fails before the work
+    labels = load_masks(masks, grid, label_scheme=label_scheme)
+    levels = level_pdff(pdff_percent, labels, cortical_depth_mm=cortical_depth_mm)
+    return apply_bmd_model(levels, model) if model is not None else levels
+
+
+def _print_levels(levels) -> None:
+    for lv in levels:
+        shown = "—" if lv.pdff_median_percent is None else f"{lv.pdff_median_percent:.1f}%"
+        line = f"{lv.level}: PDFF median {shown} ({lv.n_voxels} voxels)"
+        if lv.bmd_estimate_mg_cm3 is not None:
+            line += f"; BMD {lv.bmd_estimate_mg_cm3:.0f} ± {lv.bmd_estimate_sd_mg_cm3:.0f} mg/cm³ ({lv.bmd_estimate_label})"
+        if lv.flags:
+            line += "  " + ", ".join(lv.flags)
+        typer.echo(line)
+
+
+MASKS_HELP = "Vertebra masks on the same grid (multilabel file or folder), for PDFF per level."
+MODEL_HELP = "PDFF→BMD model from 'volbmd mri fit-bmd': adds a BMD estimate per level (needs --masks)."
+
+
 @mri_app.command()
 @handles_input_errors
 def separate(
@@ -38,6 +74,10 @@ def separate(
         "liver6", "--spectrum", help="Fat spectrum: liver6 (Hernando) | marrow9 (Ren; for marrow)."
     ),
     voxelwise: bool = typer.Option(False, "--voxelwise", help="No field-map regularisation (each voxel's lowest residual)."),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
+    label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
+    cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
+    bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
 ):
     """Separate fat and water (VARPRO, multi-peak fat, R2*, region-grown field map); write the maps."""
     from volbmd.io.output_folder import check_output_folder
@@ -48,9 +88,13 @@ def separate(
 
     check_output_folder(out)
     load_spectrum(spectrum)  # an unknown name fails before the work
+    if masks is None and bmd_model is not None:
+        raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
     data = read_echoes(echoes, te_s=_numbers(te_ms, "--te", 1e-3), field_t=field_t)
     options = SeparationOptions(spectrum=spectrum, regularise=not voxelwise)
     maps = separate_fat_water(data, options)
+    volumes = {name: Volume(getattr(maps, attr), data.spacing_mm, source=str(echoes)) for name, attr in MAP_FILES.items()}
+    levels = _levels(maps.pdff_percent, volumes["pdff.nii.gz"], masks, label_scheme, cortical_depth_mm, bmd_model)
     score = None
     if data.reference_ff is not None and data.eval_mask is not None and data.eval_mask.any():
         score = challenge_score(maps.pdff_percent, data.reference_ff, data.eval_mask)
@@ -69,11 +113,13 @@ def separate(
             "r2star_max_per_s": options.r2star_max_per_s,
             "fieldmap": "region grown over the VARPRO residual minima" if options.regularise else "voxel-wise minimum",
         },
+        levels=levels,
         challenge_score=score,
+        warnings=[f"{lv.level}: {flag}" for lv in levels for flag in lv.flags],
         timings_s={k: round(v, 3) for k, v in maps.timings_s.items()},
     )
-    volumes = {name: Volume(getattr(maps, attr), data.spacing_mm, source=str(echoes)) for name, attr in MAP_FILES.items()}
     write_mri_outputs(out, volumes, report)
+    _print_levels(levels)
     typer.echo(
         f"{echoes.name}: {len(data.te_s)} echoes at {data.field_t:g} T, spectrum {maps.spectrum.name}, "
         f"{sum(maps.timings_s.values()):.1f} s" + (f"; challenge score {score:.4f}" if score is not None else "")
@@ -87,11 +133,10 @@ def pdff(
     water: Path = typer.Option(..., "--water", help="Water magnitude image (mDixon W), NIfTI/NRRD/MHA."),
     fat: Path = typer.Option(..., "--fat", help="Fat magnitude image (mDixon F), same grid."),
     out: Path = typer.Option(..., "--out", help="Output folder (pdff.nii.gz, report.json)."),
-    masks: Path | None = typer.Option(
-        None, "--masks", help="Vertebra masks (multilabel file or folder), for PDFF per level."
-    ),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
     label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
-    cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each level."),
+    cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
+    bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
     segmenter: str | None = typer.Option(
         None, "--segmenter", help="Only 'masks' runs on MRI (the classical one is CT only)."
     ),
@@ -102,12 +147,13 @@ def pdff(
     from volbmd.io import load_volume
     from volbmd.io.output_folder import check_output_folder
     from volbmd.mri.dixon import pdff_from_magnitudes
-    from volbmd.mri.levels import level_pdff
     from volbmd.mri.outputs import MriReport, write_mri_outputs
 
     if segmenter not in (None, "masks"):
         raise InputError(f"the {segmenter} segmenter is CT only; give the vertebrae as --masks", "--segmenter")
     check_output_folder(out)
+    if masks is None and bmd_model is not None:
+        raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
     w = load_volume(water)
     f = load_volume(fat)
     if not w.geometry.matches(f.geometry):
@@ -117,12 +163,7 @@ def pdff(
             raise InputError("has negative values: a magnitude image is needed (not phase or real part)", path)
     values, sigma = pdff_from_magnitudes(w.array, f.array)
     pdff_volume = w.with_array(np.nan_to_num(values, nan=0.0))  # the map shows 0 where the signal is too low
-    levels = []
-    if masks is not None:
-        from volbmd.segment.masks import load_masks
-
-        labels = load_masks(masks, w, label_scheme=label_scheme)
-        levels = level_pdff(values, labels, cortical_depth_mm=cortical_depth_mm)
+    levels = _levels(values, w, masks, label_scheme, cortical_depth_mm, bmd_model)
     warnings = [f"{lv.level}: {flag}" for lv in levels for flag in lv.flags]
     report = MriReport(
         volbmd_version=_version(),
@@ -137,7 +178,27 @@ def pdff(
         warnings=warnings,
     )
     write_mri_outputs(out, {"pdff.nii.gz": pdff_volume}, report)
-    for lv in levels:
-        shown = "—" if lv.pdff_median_percent is None else f"{lv.pdff_median_percent:.1f}%"
-        typer.echo(f"{lv.level}: PDFF median {shown} ({lv.n_voxels} voxels){'  ' + ', '.join(lv.flags) if lv.flags else ''}")
+    _print_levels(levels)
     typer.echo(f"wrote pdff.nii.gz, report.json to {out}")
+
+
+@mri_app.command("fit-bmd")
+@handles_input_errors
+def fit_bmd(
+    manifest: Path = typer.Argument(..., help="CSV, one row per level: pdff_percent, bmd_mg_cm3 (QCT of the same level)."),
+    out: Path = typer.Option(..., "--out", help="The model to write (JSON), for --bmd-model."),
+):
+    """Fit BMD = a + b·PDFF to paired levels; write the model with its residual SD."""
+    from volbmd.io import atomic_output
+    from volbmd.io.output_folder import check_output_file
+    from volbmd.mri.bmd_model import fit_pdff_bmd, read_pairs
+
+    check_output_file(out)
+    pdff_values, bmd_values = read_pairs(manifest)
+    model = fit_pdff_bmd(pdff_values, bmd_values, source=str(manifest))
+    with atomic_output(out) as tmp:
+        tmp.write_text(model.model_dump_json(indent=2))
+    typer.echo(
+        f"BMD = {model.intercept_mg_cm3:.1f} {model.slope_mg_cm3_per_percent:+.2f}·PDFF mg/cm³ over {model.n_levels} "
+        f"levels (r {model.pearson_r:.2f}, residual SD {model.residual_sd_mg_cm3:.1f} mg/cm³); wrote {out}"
+    )

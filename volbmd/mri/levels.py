@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from volbmd.volume import LabelMap
 
-__all__ = ["LevelPdff", "level_pdff", "swap_flags"]
+__all__ = ["LevelPdff", "level_pdff", "swap_flags", "apply_bmd_model"]
 
 #: Adjacent levels' median PDFF differing by more than this (percentage points) suggests a swap.
 JUMP_POINTS = 25.0
@@ -24,6 +24,7 @@ class LevelPdff(BaseModel):
     level: str
     n_voxels: int = Field(description="voxels of the marrow ROI with a PDFF")
     roi_volume_ml: float
+    body_split: str = Field("", description="how the body was taken from the mask: split | body_only | too_thin")
     pdff_mean_percent: float | None = None
     pdff_median_percent: float | None = None
     pdff_sd_percent: float | None = None
@@ -31,31 +32,41 @@ class LevelPdff(BaseModel):
     pdff_p95_percent: float | None = None
     pdff_iqr_percent: float | None = Field(None, description="interquartile range, percentage points")
     split_share: float | None = Field(None, description=f"share of voxels > {SPLIT_POINTS:g} points from the median")
+    bmd_estimate_mg_cm3: float | None = Field(None, description="BMD estimated from the median PDFF (--bmd-model)")
+    bmd_estimate_sd_mg_cm3: float | None = Field(None, description="SD of that estimate, as a prediction")
+    bmd_estimate_label: str | None = None
     flags: list[str] = []
 
 
-def level_pdff(pdff_percent: np.ndarray, labels: LabelMap, *, cortical_depth_mm: float = 2.0) -> list[LevelPdff]:
-    """PDFF statistics per labelled level, in the order the labels name them. ``pdff_percent``: an
-    array on the labels' grid, NaN where not measured."""
+def level_pdff(
+    pdff_percent: np.ndarray, labels: LabelMap, *, cortical_depth_mm: float = 2.0, body_only: bool | None = None
+) -> list[LevelPdff]:
+    """PDFF statistics of each labelled level's marrow, cranial to caudal: the vertebral body split
+    off a whole-vertebra mask (as for CT: :func:`volbmd.vertebrae.vertebra_masks`) with its cortex
+    stripped. ``pdff_percent``: an array on the labels' grid, NaN where not measured."""
+    from volbmd.geometry import canonicalize
+    from volbmd.vertebrae import vertebra_masks
     from volbmd_kernels.morphology import strip_cortex
     from volbmd_kernels.stats import value_statistics
 
     values = np.asarray(pdff_percent, np.float64)
     if values.shape != labels.shape:
         raise ValueError(f"PDFF of shape {values.shape} is not on the masks' grid {labels.shape}")
+    canon_labels, reo = canonicalize(labels)
+    canon_values = np.ascontiguousarray(reo.apply(values))
     out = []
-    for level, label_id in labels.labels.items():
-        mask = labels.array == label_id
-        if not mask.any():
+    for vm in vertebra_masks(canon_labels, body_only=body_only):
+        if vm.box is None or vm.body is None:
             continue
-        core = strip_cortex(mask, labels.spacing_mm, cortical_depth_mm)
-        inside = values[core]
+        core = strip_cortex(vm.body, canon_labels.spacing_mm, cortical_depth_mm)
+        inside = canon_values[vm.box][core]
         inside = inside[np.isfinite(inside)]
         stats = value_statistics(inside)
         record = LevelPdff(
-            level=level,
+            level=vm.level,
             n_voxels=int(inside.size),
             roi_volume_ml=float(np.count_nonzero(core) * labels.voxel_volume_mm3 / 1000.0),
+            body_split=vm.split_method,
         )
         if stats is None:
             record.flags.append("no_pdff")
@@ -89,4 +100,17 @@ def swap_flags(levels: list[LevelPdff]) -> list[LevelPdff]:
         ]
         if neighbours and all(abs(own - m) > JUMP_POINTS for m in neighbours):
             lv.flags.append("possible_swap_jump")
+    return levels
+
+
+def apply_bmd_model(levels: list[LevelPdff], model) -> list[LevelPdff]:
+    """Add each level's BMD estimate from its median PDFF (a :class:`~volbmd.mri.bmd_model.PdffBmdModel`);
+    ``bmd_estimate_extrapolated`` flags a PDFF outside the range the model was fitted on."""
+    for lv in levels:
+        if lv.pdff_median_percent is None:
+            continue
+        estimate, sd, outside = model.predict(lv.pdff_median_percent)
+        lv.bmd_estimate_mg_cm3, lv.bmd_estimate_sd_mg_cm3, lv.bmd_estimate_label = estimate, sd, model.label
+        if outside:
+            lv.flags.append("bmd_estimate_extrapolated")
     return levels
