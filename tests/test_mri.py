@@ -226,6 +226,12 @@ def test_level_pdff_strips_the_cortex_and_flags_swaps():
     assert by["L2"].n_voxels == 4 * 8 * 8 and by["L2"].flags == []
     assert "possible_swap_split" in by["L1"].flags
     assert "possible_swap_jump" in by["L3"].flags and "possible_swap_jump" not in by["L2"].flags
+    assert "possible_swap_slices" not in by["L1"].flags  # swapped within each slice, not between slices
+    pdff[2 + 2 : 2 + 6, 6:14, 6:14] = 40.0
+    pdff[2 + 4 : 2 + 6, 6:14, 6:14] = 92.0  # L1's upper slices swapped
+    levels = level_pdff(pdff, LabelMap(labels, labels={"L1": 20, "L2": 21, "L3": 22}, **grid), cortical_depth_mm=2.0)
+    by = {lv.level: lv for lv in levels}
+    assert "possible_swap_slices" in by["L1"].flags and "possible_swap_slices" not in by["L2"].flags
 
 
 # ------------------------------------------------------------------------------- command line
@@ -433,3 +439,33 @@ def test_mri_separate_with_masks_reports_levels(tmp_path):
     assert r.returncode == 0, r.stderr
     (level,) = json.loads((tmp_path / "out" / "report.json").read_text())["levels"]
     assert level["level"] == "L1" and level["pdff_median_percent"] == pytest.approx(35.0, abs=1.0)
+
+
+@pytest.mark.parametrize("siemens_phase", [False, True])
+def test_mri_separate_from_magnitude_and_phase_files_with_sidecars(tmp_path, siemens_phase):
+    data, truth = _phantom(sigma=2.0)
+    a = np.deg2rad(8.0)
+    direction = ((np.cos(a), -np.sin(a), 0.0), (np.sin(a), np.cos(a), 0.0), (0.0, 0.0, 1.0))
+    grid = dict(spacing_mm=(5.0, 1.5, 1.5), origin_lps_mm=(10.0, -20.0, 30.0), direction_lps=direction)
+    mags, phases = [], []
+    for n, te in enumerate(TE_S):
+        echo = data.signal[..., n]
+        phase = np.angle(echo)
+        if siemens_phase:
+            phase = np.round(phase * 4096 / np.pi).clip(-4096, 4095).astype(np.int16)
+        volbmd.write_volume(Volume(np.abs(echo).astype(np.float32), **grid), tmp_path / f"mr_e{n + 1}.nii.gz")
+        volbmd.write_volume(Volume(phase, **grid), tmp_path / f"mr_e{n + 1}_ph.nii.gz")
+        (tmp_path / f"mr_e{n + 1}.json").write_text(json.dumps({"EchoTime": te, "MagneticFieldStrength": FIELD_T}))
+        mags.append(str(tmp_path / f"mr_e{n + 1}.nii.gz"))
+        phases.append(str(tmp_path / f"mr_e{n + 1}_ph.nii.gz"))
+    r = run("mri", "separate", "--magnitude", ",".join(mags), "--phase", ",".join(phases), "--spectrum", "marrow9", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    pdff = volbmd.load_volume(tmp_path / "out" / "pdff.nii.gz")
+    assert pdff.geometry.matches(Volume(np.zeros(data.shape), **grid).geometry)  # the input grid, kept
+    assert np.median(np.abs(pdff.array / 100 - truth)) < 0.01
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["input"]["echo_times_ms"] == pytest.approx(list(TE_S * 1e3))
+    r = run("mri", "separate", "--magnitude", ",".join(mags), "--phase", ",".join(phases[:-1]), "--out", tmp_path / "o2")
+    assert r.returncode == 2 and "6 magnitude but 5 phase images" in r.stderr
+    r = run("mri", "separate", "--magnitude", ",".join(mags), "--phase", ",".join(mags), "--out", tmp_path / "o2")
+    assert r.returncode == 2 and "neither radians" in r.stderr

@@ -21,6 +21,10 @@ def _numbers(text: str | None, option: str, scale: float = 1.0) -> tuple[float, 
         raise InputError(f"must be comma-separated numbers, got {text!r}", option) from None
 
 
+def _paths(text: str) -> list[Path]:
+    return [Path(p.strip()) for p in text.split(",") if p.strip()]
+
+
 def _version() -> str:
     from volbmd import __version__
 
@@ -66,7 +70,13 @@ MODEL_HELP = "PDFF→BMD model from 'volbmd mri fit-bmd': adds a BMD estimate pe
 @mri_app.command()
 @handles_input_errors
 def separate(
-    echoes: Path = typer.Option(..., "--echoes", help="Multi-echo complex data: challenge .mat, or .npy (z, y, x, echo)."),
+    echoes: Path | None = typer.Option(
+        None, "--echoes", help="Multi-echo complex data: challenge .mat, or .npy (z, y, x, echo)."
+    ),
+    magnitude: str | None = typer.Option(
+        None, "--magnitude", help="Or: magnitude images, one per echo, comma-separated (NIfTI/NRRD/MHA)."
+    ),
+    phase: str | None = typer.Option(None, "--phase", help="... with their phase images (radians or Siemens' ±4096)."),
     out: Path = typer.Option(..., "--out", help="Output folder (pdff, water, fat, r2star, fieldmap .nii.gz; report.json)."),
     te_ms: str | None = typer.Option(None, "--te", help="Echo times in ms, e.g. 1.2,2.4,3.6 (when the file lacks them)."),
     field_t: float | None = typer.Option(None, "--field-t", help="Field strength in tesla (when the file lacks it)."),
@@ -82,18 +92,27 @@ def separate(
     """Separate fat and water (VARPRO, multi-peak fat, R2*, region-grown field map); write the maps."""
     from volbmd.io.output_folder import check_output_folder
     from volbmd.mri import SeparationOptions, challenge_score, read_echoes, separate_fat_water
+    from volbmd.mri.echoes import read_magnitude_phase
     from volbmd.mri.outputs import MAP_FILES, MriReport, write_mri_outputs
     from volbmd.mri.spectra import load_spectrum
-    from volbmd.volume import Volume
 
     check_output_folder(out)
     load_spectrum(spectrum)  # an unknown name fails before the work
     if masks is None and bmd_model is not None:
         raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
-    data = read_echoes(echoes, te_s=_numbers(te_ms, "--te", 1e-3), field_t=field_t)
+    te_s = _numbers(te_ms, "--te", 1e-3)
+    if (echoes is None) == (magnitude is None):
+        raise InputError("give the echoes either as --echoes FILE or as --magnitude and --phase", "volbmd mri separate")
+    if echoes is not None:
+        data = read_echoes(echoes, te_s=te_s, field_t=field_t)
+    elif magnitude is not None:
+        if not phase:
+            raise InputError("--magnitude needs --phase (the same number of files, in echo order)", "--phase")
+        data = read_magnitude_phase(_paths(magnitude), _paths(phase), te_s=te_s, field_t=field_t)
+    name = Path(data.source or "echoes").name
     options = SeparationOptions(spectrum=spectrum, regularise=not voxelwise)
     maps = separate_fat_water(data, options)
-    volumes = {name: Volume(getattr(maps, attr), data.spacing_mm, source=str(echoes)) for name, attr in MAP_FILES.items()}
+    volumes = {name: data.volume(getattr(maps, attr)) for name, attr in MAP_FILES.items()}
     levels = _levels(maps.pdff_percent, volumes["pdff.nii.gz"], masks, label_scheme, cortical_depth_mm, bmd_model)
     score = None
     if data.reference_ff is not None and data.eval_mask is not None and data.eval_mask.any():
@@ -102,7 +121,7 @@ def separate(
         volbmd_version=_version(),
         kind="fat_water_separation",
         input={
-            "path": echoes.name,
+            "path": name,
             "shape": list(data.shape),
             "echo_times_ms": [round(t * 1e3, 4) for t in data.te_s],
             "field_strength_t": data.field_t,
@@ -121,7 +140,7 @@ def separate(
     write_mri_outputs(out, volumes, report)
     _print_levels(levels)
     typer.echo(
-        f"{echoes.name}: {len(data.te_s)} echoes at {data.field_t:g} T, spectrum {maps.spectrum.name}, "
+        f"{name}: {len(data.te_s)} echoes at {data.field_t:g} T, spectrum {maps.spectrum.name}, "
         f"{sum(maps.timings_s.values()):.1f} s" + (f"; challenge score {score:.4f}" if score is not None else "")
     )
     typer.echo(f"wrote {', '.join(sorted([*volumes, 'report.json']))} to {out}")

@@ -8,11 +8,16 @@ Formats:
   recorded, so 1 mm is assumed (it only labels the output grid).
 * a complex NumPy stack ``.npy`` of shape (z, y, x, echo), with the echo times and field strength
   given (``--te``, ``--field-t``).
+* magnitude and phase images per echo (NIfTI, NRRD, MHA: one 3D file per echo, as dcm2niix writes
+  them), on one grid, which the outputs keep. Phase in radians, or Siemens' integers −4096..4095.
+  Echo times and field strength come from dcm2niix's JSON sidecars (``EchoTime`` in s,
+  ``MagneticFieldStrength`` in T) when they are not given.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +25,7 @@ import numpy as np
 
 from volbmd.errors import InputError
 
-__all__ = ["MultiEchoData", "read_echoes", "ECHO_FORMATS"]
+__all__ = ["MultiEchoData", "read_echoes", "read_magnitude_phase", "ECHO_FORMATS"]
 
 ECHO_FORMATS = (".mat (ISMRM 2012 challenge)", ".npy (complex, z·y·x·echo)")
 
@@ -34,6 +39,8 @@ class MultiEchoData:
     te_s: tuple[float, ...]
     field_t: float
     spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin_lps_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction_lps: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     reference_ff: np.ndarray | None = None  # fat fraction 0–1 (challenge data)
     eval_mask: np.ndarray | None = None
     source: str | None = None
@@ -65,6 +72,12 @@ class MultiEchoData:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.signal.shape[:3])  # type: ignore[return-value]
+
+    def volume(self, array: np.ndarray):
+        """A :class:`~volbmd.volume.Volume` of ``array`` (z, y, x) on the echoes' grid."""
+        from volbmd.volume import Volume
+
+        return Volume(array, self.spacing_mm, self.origin_lps_mm, self.direction_lps, source=self.source)
 
     @property
     def echo_spacing_s(self) -> float | None:
@@ -126,6 +139,81 @@ def _read_npy(path: Path, te_s, field_t) -> MultiEchoData:
     if te_s is None or field_t is None:
         raise InputError("a .npy stack records no echo times or field strength: give --te and --field-t", path)
     return MultiEchoData(signal, tuple(te_s), float(field_t), source=str(path))
+
+
+def _phase_radians(phase: np.ndarray, path) -> np.ndarray:
+    values = np.asarray(phase, np.float64)
+    low, high = float(values.min()), float(values.max())
+    if low >= -np.pi - 0.01 and high <= np.pi + 0.01:
+        return values
+    if low >= -4096 and high <= 4096 and np.allclose(values, np.round(values)):
+        return values * (np.pi / 4096.0)  # Siemens' phase images
+    raise InputError(f"phase from {low:g} to {high:g}: neither radians (±π) nor Siemens' −4096..4095", path)
+
+
+def _sidecar(path: Path) -> dict:
+    import json
+
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    sidecar = path.with_name(name + ".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        content = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the JSON sidecar ({exc})", sidecar) from None
+    return content if isinstance(content, dict) else {}
+
+
+def read_magnitude_phase(
+    magnitude: Sequence[str | os.PathLike],
+    phase: Sequence[str | os.PathLike],
+    *,
+    te_s: tuple[float, ...] | None = None,
+    field_t: float | None = None,
+) -> MultiEchoData:
+    """Multi-echo data from magnitude and phase images, one 3D file each per echo, in echo order."""
+    from volbmd.io import load_volume
+
+    if len(magnitude) != len(phase):
+        raise InputError(f"{len(magnitude)} magnitude but {len(phase)} phase images", "--phase")
+    mags = [load_volume(p) for p in magnitude]
+    first = mags[0]
+    echoes = []
+    for m_path, p_path, mag in zip(magnitude, phase, mags, strict=True):
+        ph = load_volume(p_path)
+        for image, path in ((mag, m_path), (ph, p_path)):
+            if not image.geometry.matches(first.geometry):
+                raise InputError(f"not on the first echo's grid: {image.geometry.difference(first.geometry)}", path)
+        if float(mag.array.min()) < 0:
+            raise InputError("has negative values: not a magnitude image", m_path)
+        echoes.append(np.asarray(mag.array, np.float64) * np.exp(1j * _phase_radians(ph.array, p_path)))
+    sidecars = [_sidecar(Path(p)) for p in magnitude]
+    if te_s is None:
+        found = [c.get("EchoTime") for c in sidecars]
+        if any(t is None for t in found):
+            raise InputError(
+                "echo times unknown: give --te (or keep dcm2niix's JSON sidecars beside the files)", magnitude[0]
+            )
+        te_s = tuple(float(t) for t in found)  # type: ignore[arg-type]
+    if field_t is None:
+        strengths = {c.get("MagneticFieldStrength") for c in sidecars} - {None}
+        if len(strengths) != 1:
+            raise InputError("field strength unknown: give --field-t (or keep dcm2niix's JSON sidecars)", magnitude[0])
+        field_t = float(strengths.pop())  # type: ignore[arg-type]
+    return MultiEchoData(
+        np.stack(echoes, axis=-1),
+        tuple(te_s),
+        float(field_t),
+        spacing_mm=first.spacing_mm,
+        origin_lps_mm=first.origin_lps_mm,
+        direction_lps=first.direction_lps,
+        source=str(magnitude[0]),
+    )
 
 
 def read_echoes(

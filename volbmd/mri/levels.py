@@ -18,6 +18,9 @@ SPLIT_POINTS = 40.0
 SPLIT_SHARE = 0.2
 #: An interquartile range wider than this (points) also means two populations (about half swapped).
 SPLIT_IQR_POINTS = 30.0
+#: Slices of one body whose medians differ by more than :data:`JUMP_POINTS` flip (a slice-wise
+#: swap), counted only for slices holding at least this many ROI voxels.
+MIN_SLICE_VOXELS = 20
 
 
 class LevelPdff(BaseModel):
@@ -59,8 +62,15 @@ def level_pdff(
         if vm.box is None or vm.body is None:
             continue
         core = strip_cortex(vm.body, canon_labels.spacing_mm, cortical_depth_mm)
-        inside = canon_values[vm.box][core]
+        crop = canon_values[vm.box]
+        inside = crop[core]
         inside = inside[np.isfinite(inside)]
+        slice_medians = []
+        for z in range(core.shape[0]):
+            in_slice = crop[z][core[z]]
+            in_slice = in_slice[np.isfinite(in_slice)]
+            if in_slice.size >= MIN_SLICE_VOXELS:
+                slice_medians.append(float(np.median(in_slice)))
         stats = value_statistics(inside)
         record = LevelPdff(
             level=vm.level,
@@ -78,6 +88,8 @@ def level_pdff(
             record.pdff_p95_percent = stats["p95"]
             record.pdff_iqr_percent = stats["p75"] - stats["p25"]
             record.split_share = float(np.mean(np.abs(inside - stats["median"]) > SPLIT_POINTS))
+            if len(slice_medians) > 1 and np.max(np.abs(np.diff(slice_medians))) > JUMP_POINTS:
+                record.flags.append("possible_swap_slices")
         out.append(record)
     return swap_flags(out)
 
