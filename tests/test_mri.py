@@ -458,7 +458,18 @@ def test_mri_separate_from_magnitude_and_phase_files_with_sidecars(tmp_path, sie
         (tmp_path / f"mr_e{n + 1}.json").write_text(json.dumps({"EchoTime": te, "MagneticFieldStrength": FIELD_T}))
         mags.append(str(tmp_path / f"mr_e{n + 1}.nii.gz"))
         phases.append(str(tmp_path / f"mr_e{n + 1}_ph.nii.gz"))
-    r = run("mri", "separate", "--magnitude", ",".join(mags), "--phase", ",".join(phases), "--spectrum", "marrow9", "--out", tmp_path / "out")
+    r = run(
+        "mri",
+        "separate",
+        "--magnitude",
+        ",".join(mags),
+        "--phase",
+        ",".join(phases),
+        "--spectrum",
+        "marrow9",
+        "--out",
+        tmp_path / "out",
+    )
     assert r.returncode == 0, r.stderr
     pdff = volbmd.load_volume(tmp_path / "out" / "pdff.nii.gz")
     assert pdff.geometry.matches(Volume(np.zeros(data.shape), **grid).geometry)  # the input grid, kept
@@ -469,3 +480,24 @@ def test_mri_separate_from_magnitude_and_phase_files_with_sidecars(tmp_path, sie
     assert r.returncode == 2 and "6 magnitude but 5 phase images" in r.stderr
     r = run("mri", "separate", "--magnitude", ",".join(mags), "--phase", ",".join(mags), "--out", tmp_path / "o2")
     assert r.returncode == 2 and "neither radians" in r.stderr
+
+
+def test_napari_reader_opens_mri_results_and_view_refuses_other_folders(tmp_path):
+    from volbmd.napari._reader import get_reader
+
+    data, _ = _phantom(sigma=2.0)
+    np.save(tmp_path / "echoes.npy", data.signal)
+    te = ",".join(f"{t * 1e3:g}" for t in TE_S)
+    assert (
+        run(
+            "mri", "separate", "--echoes", tmp_path / "echoes.npy", "--te", te, "--field-t", "3", "--out", tmp_path / "out"
+        ).returncode
+        == 0
+    )
+    layers = get_reader(str(tmp_path / "out"))(str(tmp_path / "out"))
+    by_name = {kwargs["name"]: (data_, kwargs) for data_, kwargs, _ in layers}
+    assert list(by_name) == ["water", "fat", "r2star", "fieldmap", "pdff"]
+    assert by_name["pdff"][1]["colormap"] == "magma" and by_name["pdff"][1]["metadata"]["colorbar"]
+    assert by_name["pdff"][0].shape == data.shape
+    r = run("mri", "view", tmp_path)
+    assert r.returncode == 2 and "not an MRI result folder" in r.stderr

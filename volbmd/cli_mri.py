@@ -221,3 +221,22 @@ def fit_bmd(
         f"BMD = {model.intercept_mg_cm3:.1f} {model.slope_mg_cm3_per_percent:+.2f}·PDFF mg/cm³ over {model.n_levels} "
         f"levels (r {model.pearson_r:.2f}, residual SD {model.residual_sd_mg_cm3:.1f} mg/cm³); wrote {out}"
     )
+
+
+@mri_app.command()
+@handles_input_errors
+def view(run_dir: Path = typer.Argument(..., help="A folder written by 'volbmd mri separate' or 'volbmd mri pdff'.")):
+    """Open napari on an MRI result: PDFF with a colour bar over water, fat, R2* and field map."""
+    from volbmd.cli import _check_display
+    from volbmd.napari._reader import _is_mri_run
+
+    if not _is_mri_run(run_dir):
+        raise InputError("not an MRI result folder (report.json with modality MR and pdff.nii.gz)", run_dir)
+    _check_display()
+    import napari
+
+    from volbmd.napari._mri import add_mri_layers
+
+    viewer = napari.Viewer(title=f"volbmd MRI: {run_dir.name}")
+    add_mri_layers(viewer, run_dir)
+    napari.run()

@@ -79,3 +79,25 @@ def test_review_widget_on_demo_run(make_napari_viewer, demo_run_dir, tmp_path):
     assert shot.stat().st_size > 5_000
     canvas = viewer.screenshot(canvas_only=True)
     assert canvas.ndim == 3 and np.asarray(canvas)[..., :3].std() > 1.0  # not a blank canvas
+
+
+def test_mri_result_opens_with_a_pdff_colour_bar(make_napari_viewer, tmp_path):
+    from volbmd.mri import MultiEchoData, separate_fat_water
+    from volbmd.mri.outputs import MAP_FILES, MriReport, write_mri_outputs
+    from volbmd.napari._mri import add_mri_layers
+
+    rng = np.random.default_rng(0)
+    te = (1.2e-3, 2.4e-3, 3.6e-3, 4.8e-3)
+    signal = rng.standard_normal((2, 8, 8, 4)) + 1j * rng.standard_normal((2, 8, 8, 4))
+    data = MultiEchoData(signal, te, 3.0)
+    maps = separate_fat_water(data)
+    volumes = {name: data.volume(getattr(maps, attr)) for name, attr in MAP_FILES.items()}
+    write_mri_outputs(
+        tmp_path / "mri", volumes, MriReport(volbmd_version="0", kind="fat_water_separation", input={}, method={})
+    )
+    viewer = make_napari_viewer()
+    layers = add_mri_layers(viewer, tmp_path / "mri")
+    assert [layer.name for layer in layers] == ["water", "fat", "r2star", "fieldmap", "pdff"]
+    pdff = viewer.layers["pdff"]
+    assert pdff.colorbar.visible and pdff.colormap.name == "magma" and tuple(pdff.contrast_limits) == (0.0, 100.0)
+    assert not viewer.layers["water"].colorbar.visible
