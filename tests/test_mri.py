@@ -414,7 +414,7 @@ def test_mri_fit_bmd_and_estimates_per_level(tmp_path):
     assert "model estimate" in r.stdout
     (tmp_path / "bad.json").write_text('{"kind": "something else"}')
     for args, message in (
-        (["--bmd-model", tmp_path / "model.json"], "give the vertebrae as --masks"),
+        (["--bmd-model", tmp_path / "model.json"], "give the vertebrae (--masks or --segmenter)"),
         (["--masks", tmp_path / "m.nii.gz", "--bmd-model", tmp_path / "bad.json"], "not a PDFF→BMD model"),
     ):
         r = run("mri", "pdff", *images, *args, "--out", tmp_path / "bad_out")

@@ -634,3 +634,35 @@ def test_totalseg_masks_may_hold_organs(spine_phantom, tmp_path):
     write_volume(LabelMap.on_grid_of(labels, arr, {}), tmp_path / "ts_bad.nii.gz")
     with pytest.raises(InputError, match=r"ids \[200\] are not vertebrae"):
         load_masks(tmp_path / "ts_bad.nii.gz", spine_phantom.volume, label_scheme="totalseg")
+
+
+def test_mri_pdff_finds_the_vertebrae_with_an_nnunet_model(tiny_nnunet_model, tmp_path):
+    """The MRI path runs the same nnU-Net predictor on the water image (here an image the tiny model
+    knows: the phantom's positive intensities; a real run uses a model trained on MR)."""
+    p = make_spine_phantom(("L1", "L2"), spacing_mm=(3.0, 3.0, 3.0), field_of_view_mm=(96.0, 96.0), seed=5)
+    water = np.clip(p.volume.array.astype(np.float32), 0, None)
+    fat = np.where(p.bodies.array > 0, water * 0.4 / 0.6, 0.02 * water).astype(np.float32)
+    write_volume(p.volume.with_array(water), tmp_path / "w.nii.gz")
+    write_volume(p.volume.with_array(fat), tmp_path / "f.nii.gz")
+    r = run(
+        "mri", "pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f.nii.gz",
+        "--segmenter", "nnunet", "--model", tiny_nnunet_model, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    levels = json.loads((tmp_path / "out" / "report.json").read_text())["levels"]
+    assert [lv["level"] for lv in levels] and {lv["level"] for lv in levels} <= {"L1", "L2"}
+    for lv in levels:
+        assert lv["pdff_median_percent"] == pytest.approx(40.0, abs=2.0)
+    r = run(
+        "mri",
+        "pdff",
+        "--water",
+        tmp_path / "w.nii.gz",
+        "--fat",
+        tmp_path / "f.nii.gz",
+        "--segmenter",
+        "nnunet",
+        "--out",
+        tmp_path / "o2",
+    )
+    assert_clean_error(r, "needs --model")

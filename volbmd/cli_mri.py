@@ -31,25 +31,47 @@ def _version() -> str:
     return __version__
 
 
-def _levels(pdff_percent, grid, masks: Path | None, label_scheme: str, cortical_depth_mm: float, bmd_model: Path | None):
-    """PDFF per level of ``masks`` (on the grid of the ``grid`` volume), with BMD estimates when a
-    model is given; [] without masks."""
-    from volbmd.mri.levels import apply_bmd_model, level_pdff
-
-    if masks is None:
-        if bmd_model is not None:
-            raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
-        return []
-    from volbmd.segment.masks import load_masks
-
-    model = None
+def _check_vertebrae(masks: Path | None, segmenter: str | None, model: Path | None, bmd_model: Path | None) -> str | None:
+    """The backend that finds the vertebrae (None: no levels), checked before any work."""
+    backend = segmenter or ("masks" if masks is not None else None)
+    if backend == "classical":
+        raise InputError("the classical segmenter is CT only; give the vertebrae as --masks or an MR --model", "--segmenter")
+    if backend not in (None, "masks", "nnunet", "monai"):
+        raise InputError(f"unknown segmenter {backend!r} (masks, nnunet or monai on MRI)", "--segmenter")
+    if backend == "masks" and masks is None:
+        raise InputError("--segmenter masks needs --masks", "--segmenter")
+    if backend in ("nnunet", "monai") and model is None:
+        raise InputError(f"--segmenter {backend} needs --model (a model trained on MR images)", "--segmenter")
+    if backend is None and bmd_model is not None:
+        raise InputError("--bmd-model estimates BMD per level: give the vertebrae (--masks or --segmenter)", bmd_model)
     if bmd_model is not None:
         from volbmd.mri.bmd_model import load_bmd_model
 
-        model = load_bmd_model(bmd_model)  # a bad model fails before the work
-    labels = load_masks(masks, grid, label_scheme=label_scheme)
+        load_bmd_model(bmd_model)  # a bad model fails before the work
+    return backend
+
+
+def _levels(pdff_percent, image, backend, masks, label_scheme, model, device, cortical_depth_mm, bmd_model):
+    """PDFF per level, the vertebrae from ``masks`` or found by a network on ``image`` (the water
+    image: its grid is the PDFF's), with BMD estimates when a model is given; [] without vertebrae."""
+    from volbmd.mri.levels import apply_bmd_model, level_pdff
+
+    if backend is None:
+        return []
+    if backend == "masks":
+        from volbmd.segment.masks import load_masks
+
+        labels = load_masks(masks, image, label_scheme=label_scheme)
+    else:
+        from volbmd.segment.base import make_segmenter
+
+        labels = make_segmenter(backend, model=model, device=device).segment(image)
     levels = level_pdff(pdff_percent, labels, cortical_depth_mm=cortical_depth_mm)
-    return apply_bmd_model(levels, model) if model is not None else levels
+    if bmd_model is not None:
+        from volbmd.mri.bmd_model import load_bmd_model
+
+        levels = apply_bmd_model(levels, load_bmd_model(bmd_model))
+    return levels
 
 
 def _print_levels(levels) -> None:
@@ -64,6 +86,7 @@ def _print_levels(levels) -> None:
 
 
 MASKS_HELP = "Vertebra masks on the same grid (multilabel file or folder), for PDFF per level."
+SEGMENTER_HELP = "How the vertebrae are found: masks (given) | nnunet | monai (with an MR --model, on the water image)."
 MODEL_HELP = "PDFF→BMD model from 'volbmd mri fit-bmd': adds a BMD estimate per level (needs --masks)."
 
 
@@ -88,6 +111,9 @@ def separate(
     label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
     cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
     bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
+    segmenter: str | None = typer.Option(None, "--segmenter", help=SEGMENTER_HELP),
+    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder or AnatomyNet checkpoint (MR)."),
+    device: str = typer.Option("cpu", "--device", help="Where the network runs: cpu | cuda."),
 ):
     """Separate fat and water (VARPRO, multi-peak fat, R2*, region-grown field map); write the maps."""
     from volbmd.io.output_folder import check_output_folder
@@ -98,8 +124,7 @@ def separate(
 
     check_output_folder(out)
     load_spectrum(spectrum)  # an unknown name fails before the work
-    if masks is None and bmd_model is not None:
-        raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
+    backend = _check_vertebrae(masks, segmenter, model, bmd_model)
     te_s = _numbers(te_ms, "--te", 1e-3)
     if (echoes is None) == (magnitude is None):
         raise InputError("give the echoes either as --echoes FILE or as --magnitude and --phase", "volbmd mri separate")
@@ -113,7 +138,9 @@ def separate(
     options = SeparationOptions(spectrum=spectrum, regularise=not voxelwise)
     maps = separate_fat_water(data, options)
     volumes = {name: data.volume(getattr(maps, attr)) for name, attr in MAP_FILES.items()}
-    levels = _levels(maps.pdff_percent, volumes["pdff.nii.gz"], masks, label_scheme, cortical_depth_mm, bmd_model)
+    levels = _levels(
+        maps.pdff_percent, volumes["water.nii.gz"], backend, masks, label_scheme, model, device, cortical_depth_mm, bmd_model
+    )
     score = None
     if data.reference_ff is not None and data.eval_mask is not None and data.eval_mask.any():
         score = challenge_score(maps.pdff_percent, data.reference_ff, data.eval_mask)
@@ -156,9 +183,9 @@ def pdff(
     label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
     cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
     bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
-    segmenter: str | None = typer.Option(
-        None, "--segmenter", help="Only 'masks' runs on MRI (the classical one is CT only)."
-    ),
+    segmenter: str | None = typer.Option(None, "--segmenter", help=SEGMENTER_HELP),
+    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder or AnatomyNet checkpoint (MR)."),
+    device: str = typer.Option("cpu", "--device", help="Where the network runs: cpu | cuda."),
 ):
     """PDFF from scanner-separated Dixon water and fat images (noise-floor corrected), per level with masks."""
     import numpy as np
@@ -168,11 +195,8 @@ def pdff(
     from volbmd.mri.dixon import pdff_from_magnitudes
     from volbmd.mri.outputs import MriReport, write_mri_outputs
 
-    if segmenter not in (None, "masks"):
-        raise InputError(f"the {segmenter} segmenter is CT only; give the vertebrae as --masks", "--segmenter")
     check_output_folder(out)
-    if masks is None and bmd_model is not None:
-        raise InputError("--bmd-model estimates BMD per level: give the vertebrae as --masks", bmd_model)
+    backend = _check_vertebrae(masks, segmenter, model, bmd_model)
     w = load_volume(water)
     f = load_volume(fat)
     if not w.geometry.matches(f.geometry):
@@ -182,7 +206,7 @@ def pdff(
             raise InputError("has negative values: a magnitude image is needed (not phase or real part)", path)
     values, sigma = pdff_from_magnitudes(w.array, f.array)
     pdff_volume = w.with_array(np.nan_to_num(values, nan=0.0))  # the map shows 0 where the signal is too low
-    levels = _levels(values, w, masks, label_scheme, cortical_depth_mm, bmd_model)
+    levels = _levels(values, w, backend, masks, label_scheme, model, device, cortical_depth_mm, bmd_model)
     warnings = [f"{lv.level}: {flag}" for lv in levels for flag in lv.flags]
     report = MriReport(
         volbmd_version=_version(),
