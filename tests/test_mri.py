@@ -141,6 +141,7 @@ def test_regularisation_removes_the_swaps_of_voxelwise_choice_at_low_snr():
     swapped_grown = np.mean(np.abs(grown.pdff_percent / 100 - truth) > 0.4)
     swapped_voxel = np.mean(np.abs(voxelwise.pdff_percent / 100 - truth) > 0.4)
     assert swapped_voxel > 0.002 and swapped_grown < swapped_voxel / 5
+    assert grown.swaps_undone_share > 0.002
 
 
 def test_challenge_cases_score_like_the_published_methods(shared_data):
@@ -152,10 +153,13 @@ def test_challenge_cases_score_like_the_published_methods(shared_data):
         scores[case] = (
             challenge_score(grown.pdff_percent, data.reference_ff, data.eval_mask),
             challenge_score(voxelwise.pdff_percent, data.reference_ff, data.eval_mask),
+            grown.swaps_undone_share,
         )
     # voxel-wise VARPRO alone: 0.997 and 0.945 (3 echoes: swaps); the 2012 winner averaged 0.993
     assert scores[15][0] >= 0.995
     assert scores[17][0] >= 0.98 and scores[17][1] < 0.96
+    # the share of voxels the regularisation swapped back says which case was hard
+    assert scores[15][2] < 0.005 and 0.02 < scores[17][2] < 0.08
 
 
 def test_echo_data_checks():
@@ -411,6 +415,7 @@ def test_mri_fit_bmd_and_estimates_per_level(tmp_path):
         assert levels[level]["bmd_estimate_mg_cm3"] == pytest.approx(expected, abs=1.5)
         assert model["residual_sd_mg_cm3"] < levels[level]["bmd_estimate_sd_mg_cm3"] < 1.2 * model["residual_sd_mg_cm3"]
         assert levels[level]["bmd_estimate_label"].startswith("model estimate")
+        assert levels[level]["pdff_percent"] == levels[level]["pdff_median_percent"]
     assert "model estimate" in r.stdout
     (tmp_path / "bad.json").write_text('{"kind": "something else"}')
     for args, message in (

@@ -74,6 +74,20 @@ def _levels(pdff_percent, image, backend, masks, label_scheme, model, device, co
     return levels
 
 
+#: Above this share of voxels whose fat and water the regularisation swapped back, the separation
+#: was hard (few echoes, low SNR): a global swap of a whole region becomes possible; say so.
+SWAPS_WARNING_SHARE = 0.05
+
+
+def _global_warnings(maps) -> list[str]:
+    if maps.swaps_undone_share > SWAPS_WARNING_SHARE:
+        return [
+            f"fat_water_swap_risk: the field-map regularisation swapped {100 * maps.swaps_undone_share:.1f}% of "
+            "the voxels back; check the PDFF map for whole regions swapped"
+        ]
+    return []
+
+
 def _print_levels(levels) -> None:
     for lv in levels:
         shown = "—" if lv.pdff_median_percent is None else f"{lv.pdff_median_percent:.1f}%"
@@ -158,10 +172,11 @@ def separate(
             "spectrum_source": maps.spectrum.source,
             "r2star_max_per_s": options.r2star_max_per_s,
             "fieldmap": "region grown over the VARPRO residual minima" if options.regularise else "voxel-wise minimum",
+            "swaps_undone_share": round(maps.swaps_undone_share, 4),
         },
         levels=levels,
         challenge_score=score,
-        warnings=[f"{lv.level}: {flag}" for lv in levels for flag in lv.flags],
+        warnings=[f"{lv.level}: {flag}" for lv in levels for flag in lv.flags] + _global_warnings(maps),
         timings_s={k: round(v, 3) for k, v in maps.timings_s.items()},
     )
     write_mri_outputs(out, volumes, report)

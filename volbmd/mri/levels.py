@@ -28,6 +28,7 @@ class LevelPdff(BaseModel):
     n_voxels: int = Field(description="voxels of the marrow ROI with a PDFF")
     roi_volume_ml: float
     body_split: str = Field("", description="how the body was taken from the mask: split | body_only | too_thin")
+    pdff_percent: float | None = Field(None, description="the level's PDFF: the median over its marrow ROI")
     pdff_mean_percent: float | None = None
     pdff_median_percent: float | None = None
     pdff_sd_percent: float | None = None
@@ -83,6 +84,7 @@ def level_pdff(
         else:
             record.pdff_mean_percent = stats["mean"]
             record.pdff_median_percent = stats["median"]
+            record.pdff_percent = stats["median"]
             record.pdff_sd_percent = stats["sd"]
             record.pdff_p5_percent = stats["p5"]
             record.pdff_p95_percent = stats["p95"]
