@@ -480,6 +480,11 @@ from volbmd.cli_mri import mri_app  # noqa: E402  (kept here: its commands share
 
 app.add_typer(mri_app, name="mri")
 
+from volbmd.cli_models import evaluate, train_app  # noqa: E402
+
+app.add_typer(train_app, name="train")
+app.command()(evaluate)
+
 
 def _save_and_print_calibration(cal, out: Path) -> None:
     from volbmd.calibrate.base import save_calibration

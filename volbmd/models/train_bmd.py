@@ -1,0 +1,215 @@
+"""`volbmd train bmd` and `volbmd evaluate`: the BMD regressor trained from a manifest (or a synthetic
+cohort it generates), evaluated on the manifest's test split into metrics.json and a picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from volbmd.errors import ConfigError, InputError
+
+__all__ = ["BmdTrainConfig", "load_train_config", "train_from_config", "evaluate_bmd_model"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticCohortConfig(_Strict):
+    n_scans: int = 80
+    levels: list[str] = ["L1", "L2", "L3"]
+    test_share: float = 0.25
+    seed: int = 0
+
+
+class CohortConfig(_Strict):
+    manifest: str | None = None  # a CSV (scan, labels, level, bmd_mg_cm3, split), relative to the config
+    synthetic: SyntheticCohortConfig | None = None
+    label_scheme: str = "verse"
+
+
+class NetworkConfig(_Strict):
+    init_features: int = 16
+    growth_rate: int = 8
+    block_config: list[int] = [3, 3, 3]
+    dropout_prob: float = 0.1
+
+
+class TrainingConfig(_Strict):
+    folds: int = 3
+    max_epochs: int = 80
+    patience: int = 15
+    batch_size: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+
+
+class BmdTrainConfig(_Strict):
+    kind: str = "bmd"
+    cohort: CohortConfig
+    network: NetworkConfig = NetworkConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+def load_train_config(path: str | os.PathLike) -> tuple[BmdTrainConfig, Path]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("not found", path)
+    try:
+        content = yaml.safe_load(path.read_text())
+        config = BmdTrainConfig.model_validate(content)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not YAML ({exc})", path) from None
+    except Exception as exc:
+        raise ConfigError(
+            f"invalid training config: {str(exc).splitlines()[0]} ({str(exc).splitlines()[-1].strip()})", path
+        ) from None
+    if config.kind != "bmd":
+        raise ConfigError(f"kind {config.kind!r}: volbmd trains 'bmd' models from this command", path)
+    if (config.cohort.manifest is None) == (config.cohort.synthetic is None):
+        raise ConfigError("cohort needs either a manifest or a synthetic section", path)
+    return config, path.parent
+
+
+def _write(path: Path, text_or_bytes) -> None:
+    from volbmd.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        if isinstance(text_or_bytes, bytes):
+            tmp.write_bytes(text_or_bytes)
+        else:
+            tmp.write_text(text_or_bytes)
+
+
+def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.PathLike, *, say=print) -> dict:
+    """Train (generating the synthetic cohort first when asked) into ``out_dir``: model.pt,
+    training.json, and, when the manifest has a test split, metrics.json and bland_altman.png."""
+    from volbmd.models.bmd_regressor import BmdTrainingOptions, load_crops, read_bmd_manifest, train_bmd_regressor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if config.cohort.synthetic is not None:
+        from volbmd.models.synthetic import SyntheticCohortOptions, make_synthetic_cohort
+
+        s = config.cohort.synthetic
+        say(f"making a synthetic cohort of {s.n_scans} scans in {out / 'cohort'}")
+        manifest = make_synthetic_cohort(
+            out / "cohort",
+            SyntheticCohortOptions(n_scans=s.n_scans, levels=tuple(s.levels), test_share=s.test_share, seed=s.seed),
+        )
+    else:
+        manifest = (base / str(config.cohort.manifest)).resolve()
+    rows = read_bmd_manifest(manifest)
+    train_rows = [r for r in rows if r.split == "train"]
+    if len(train_rows) < 10:
+        raise InputError(f"{len(train_rows)} training rows (split 'train'); at least 10 are needed", manifest)
+    crops, targets, groups = load_crops(train_rows, label_scheme=config.cohort.label_scheme)
+    t = config.training
+    n = config.network
+    options = BmdTrainingOptions(
+        folds=t.folds,
+        max_epochs=t.max_epochs,
+        patience=t.patience,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        seed=t.seed,
+        init_features=n.init_features,
+        growth_rate=n.growth_rate,
+        block_config=tuple(n.block_config),
+        dropout_prob=n.dropout_prob,
+    )
+    bar = _progress(options.folds * options.max_epochs)
+    with bar:
+        task = bar.add_task("training", total=options.folds * options.max_epochs)
+
+        def progress(fold, epoch, loss, val_mae):
+            bar.update(
+                task, completed=fold * options.max_epochs + epoch + 1, description=f"fold {fold + 1}: val MAE {val_mae:.1f}"
+            )
+
+        summary = train_bmd_regressor(
+            crops,
+            targets,
+            groups,
+            out / "model.pt",
+            options,
+            progress=progress,
+            extra={"manifest": manifest.name, "config": config.model_dump()},
+        )
+    summary["manifest"] = manifest.name
+    summary["total_seconds"] = time.perf_counter() - start
+    _write(out / "training.json", json.dumps(summary, indent=2))
+    say(
+        f"trained {summary['folds']} folds on {summary['n_vertebrae']} vertebrae in {summary['seconds']:.0f} s "
+        f"(out-of-fold MAE {summary['oof_mae_mg_cm3']:.1f} mg/cm³)"
+    )
+    if any(r.split == "test" for r in rows):
+        metrics = evaluate_bmd_model(out, manifest, out, label_scheme=config.cohort.label_scheme)
+        say(
+            f"test split: MAE {metrics['mae_mg_cm3']:.1f} mg/cm³, RMSE {metrics['rmse_mg_cm3']:.1f}, r {metrics['pearson_r']:.3f}, "
+            f"AUROC(<80) {metrics['auroc_lt80']}"
+        )
+    return summary
+
+
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+    )
+
+
+def evaluate_bmd_model(
+    model_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str = "test",
+    label_scheme: str = "verse",
+) -> dict[str, object]:
+    """Predict every ``split`` row of ``manifest``; write metrics.json, predictions.csv and
+    bland_altman.png into ``out_dir``; return the metrics."""
+    from volbmd.models.bmd_regressor import BmdRegressor, load_crops, read_bmd_manifest
+    from volbmd.models.metrics import bland_altman_png, bmd_metrics
+
+    model = BmdRegressor(model_dir)
+    rows = [r for r in read_bmd_manifest(manifest) if r.split == split]
+    if len(rows) < 2:
+        raise InputError(f"fewer than two rows of split {split!r} to evaluate on", manifest)
+    crops, targets, _ = load_crops(rows, label_scheme=label_scheme)
+    t = time.perf_counter()
+    predicted, sd = model.predict_crops(crops)
+    seconds = time.perf_counter() - t
+    metrics = bmd_metrics(predicted, targets)
+    metrics.update(
+        split=split,
+        manifest=Path(manifest).name,
+        mean_sd_mg_cm3=float(np.mean(sd)),
+        within_2sd_share=float(np.mean(np.abs(predicted - targets) <= 2 * sd)),
+        inference_seconds_per_vertebra=seconds / len(rows),
+        dice_mean=None,
+        hd95_mm=None,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "metrics.json", json.dumps(metrics, indent=2))
+    lines = ["scan,level,bmd_mg_cm3,bmd_dl_mg_cm3,bmd_dl_sd_mg_cm3"]
+    lines += [
+        f"{r.scan.name},{r.level},{r.bmd_mg_cm3:.2f},{p:.2f},{s:.2f}" for r, p, s in zip(rows, predicted, sd, strict=True)
+    ]
+    _write(out / "predictions.csv", "\n".join(lines) + "\n")
+    _write(
+        out / "bland_altman.png",
+        bland_altman_png(predicted, targets, metrics, f"BMD regressor on {Path(manifest).name} ({split})"),
+    )
+    return metrics
