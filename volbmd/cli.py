@@ -167,6 +167,9 @@ def run(
     contrast_phase: ContrastPhase | None = typer.Option(
         None, "--contrast-phase", help="Contrast phase when the file does not record it."
     ),
+    bmd_model: Path | None = typer.Option(
+        None, "--bmd-model", help="A model folder from 'volbmd train bmd': adds the network's BMD ± SD per level."
+    ),
     study_uid: str | None = typer.Option(
         None,
         "--study-uid",
@@ -213,9 +216,19 @@ def run(
             progress=progress,
             acquisition={k: v for k, v in acquisition.items() if v is not None},
             dicom_study=dicom_study,
+            bmd_model=_loaded_bmd_model(bmd_model),
         )
     _print_levels(report)
     typer.echo(f"wrote {', '.join(report.outputs or [])} to {out}")
+
+
+def _loaded_bmd_model(path: Path | None):
+    """The BMD regressor, loaded before the analysis so that a bad folder fails first."""
+    if path is None:
+        return None
+    from volbmd.models.bmd_regressor import BmdRegressor
+
+    return BmdRegressor(path)
 
 
 def _dicom_study(scan: Path, study_uid, patient_id, patient_name, accession_number, study_date):
@@ -427,6 +440,9 @@ def _print_levels(report) -> None:
         "flags",
     ):
         table.add_column(col)
+    dl = any(v.bmd_dl_mg_cm3 is not None for v in report.vertebrae)
+    if dl:
+        table.add_column("DL BMD mg/cm³")
 
     def f(v, fmt="{:.1f}"):
         return "–" if v is None else fmt.format(v)
@@ -444,6 +460,7 @@ def _print_levels(report) -> None:
             "/".join(f(x) for x in (h.anterior, h.middle, h.posterior)),
             f(v.genant_grade, "{}"),
             ", ".join(v.flags),
+            *([f(v.bmd_dl_mg_cm3) + ("" if v.bmd_dl_sd_mg_cm3 is None else f" ± {v.bmd_dl_sd_mg_cm3:.1f}")] if dl else []),
         )
     console = make_console()
     console.print(table)

@@ -233,6 +233,7 @@ def analyze(
     series_uid: str | None = None,
     progress=None,
     acquisition: dict | None = None,
+    bmd_model=None,
     **overrides,
 ) -> Report:
     """Scan → vertebrae → trabecular BMD → classification, as a :class:`~volbmd.report.Report`.
@@ -246,6 +247,8 @@ def analyze(
         progress: callable ``progress(stage, seconds)`` called after each stage.
         acquisition: facts of the acquisition the file does not hold (NIfTI keeps no kVp):
             ``{"kvp": 120, "contrast_phase": "portal_venous"}``; they take the place of the file's own.
+        bmd_model: a model folder from ``volbmd train bmd`` (or a loaded BmdRegressor): each level
+            also gets the network's BMD and SD, and a flag where it disagrees with the calibrated one.
         **overrides: config sections to change, e.g. ``measurement={"roi": "mid_slab_ellipse"}``.
     Example:
         >>> report = volbmd.analyze("ct.nii.gz")            # doctest: +SKIP
@@ -328,6 +331,13 @@ def analyze(
         calibrated=calibrated,
         config_sha256=config_sha256(cfg),
     )
+    if bmd_model is not None:
+        from volbmd.models.bmd_regressor import add_dl_estimates
+
+        t = time.perf_counter()
+        add_dl_estimates(report, volume, labels, bmd_model)
+        stage("bmd_model", t)
+        report.timings_s["bmd_model"] = timings["bmd_model"]
     return report.with_artifacts(Artifacts(volume, labels, result, cfg))
 
 

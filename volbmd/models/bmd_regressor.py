@@ -250,6 +250,8 @@ def train_bmd_regressor(
         "oof_mae_mg_cm3": float(np.mean(np.abs(err))),
         "seconds": time.perf_counter() - start,
         "history": history,
+        "fold_of_row": fold.tolist(),
+        "oof_predictions_mg_cm3": oof.tolist(),
     }
     torch.save(
         {
@@ -310,3 +312,32 @@ class BmdRegressor:
         mean = preds.mean(axis=0)
         spread = preds.std(axis=0, ddof=1) if len(self.nets) > 1 else np.zeros_like(mean)
         return mean, np.sqrt(spread**2 + self.oof_rmse_mg_cm3**2)
+
+
+#: A calibrated BMD and the network's differing by more than this many combined SDs get a flag.
+DISAGREE_SDS = 2.0
+
+
+def add_dl_estimates(report, volume, labels, model: BmdRegressor | str | os.PathLike) -> None:
+    """Set ``bmd_dl_mg_cm3`` ± ``bmd_dl_sd_mg_cm3`` on each measured level of ``report`` (from the
+    scan and its labels), and flag ``dl_disagrees`` where it and the calibrated BMD differ by more
+    than :data:`DISAGREE_SDS` combined SDs."""
+    regressor = model if isinstance(model, BmdRegressor) else BmdRegressor(model)
+    records = [v for v in report.vertebrae if v.trabecular_n_voxels > 0]
+    crops, kept = [], []
+    for record in records:
+        crop = body_crop(volume, labels, record.level)
+        if crop is not None:
+            crops.append(crop)
+            kept.append(record)
+    if not crops:
+        return
+    estimates, sds = regressor.predict_crops(np.stack(crops))
+    for record, estimate, sd in zip(kept, estimates, sds, strict=True):
+        record.bmd_dl_mg_cm3 = float(estimate)
+        record.bmd_dl_sd_mg_cm3 = float(sd)
+        if record.bmd_mg_cm3 is not None:
+            combined = float(np.hypot(sd, record.bmd_sd_mg_cm3 or 0.0))
+            difference = record.bmd_mg_cm3 - float(estimate)
+            if abs(difference) > DISAGREE_SDS * combined:
+                record.flags.append(f"dl_disagrees:{difference:+.0f}_mg_cm3")

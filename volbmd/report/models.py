@@ -117,6 +117,10 @@ class VertebraRecord(_Open):
     body_split: str | None = Field(None, description="how the body was split from the arch: split, body_only, too_thin")
     centroid_lps_mm: list[float] | None = Field(None, description="body centroid, LPS world mm")
     segmentation_confidence: float | None = None
+    bmd_dl_mg_cm3: float | None = Field(
+        None, description="BMD from the deep-learning regressor (--bmd-model), beside bmd_mg_cm3"
+    )
+    bmd_dl_sd_mg_cm3: float | None = Field(None, description="the regressor's stated SD (fold spread and out-of-fold RMSE)")
 
 
 class RepeatDrawsInfo(_Open):
