@@ -29,6 +29,8 @@ class MonaiSegmenter:
         from volbmd.models.anatomynet import AnatomyNet
 
         path = Path(checkpoint)
+        if path.is_dir():  # a model folder from `volbmd train seg`
+            path = path / "model.pt"
         if not path.is_file():
             raise InputError("checkpoint not found", path)
         try:
