@@ -131,7 +131,7 @@ def test_train_and_evaluate_commands(tmp_path, tiny_cohort):
     r = run("train", "bmd", "--config", bad, "--out", tmp_path / "m2")
     assert r.returncode == 2 and "either a manifest or a synthetic section" in r.stderr
     r = run("evaluate", "--model", tmp_path, "--manifest", tiny_cohort, "--out", tmp_path / "e2")
-    assert r.returncode == 2 and "no BMD model here" in r.stderr
+    assert r.returncode == 2 and "no model here" in r.stderr
 
 
 def test_run_with_a_bmd_model_reports_both_and_flags_disagreement(trained, tmp_path):

@@ -144,7 +144,30 @@ class BmdTrainingOptions:
     block_config: tuple[int, ...] = (3, 3, 3)
     dropout_prob: float = 0.1
     noise_augment: float = 0.01  # SD of noise added to the HU channel (0–1 scale) while training
+    augment: bool = True  # plausible anatomy: small rotations and scaling, thicker slices (MONAI transforms)
     network: dict = field(default_factory=dict)
+
+
+def _augmentation(seed: int):
+    """MONAI transforms that keep anatomy plausible, applied per vertebra while training: rotations
+    up to 8°, scaling by ±5% (both channels together), and a blur along z on the HU channel as a
+    thicker slice would give."""
+    from monai.transforms import Compose, RandAffine, RandGaussianSmooth
+
+    transform = Compose(
+        [
+            RandAffine(
+                prob=0.5,
+                rotate_range=(0.14, 0.14, 0.14),
+                scale_range=(0.05, 0.05, 0.05),
+                mode="bilinear",
+                padding_mode="border",
+            ),
+            RandGaussianSmooth(sigma_x=(0.0, 1.2), sigma_y=(0.0, 0.01), sigma_z=(0.0, 0.01), prob=0.3),
+        ]
+    )
+    transform.set_random_state(seed)
+    return transform
 
 
 def _network(options: dict):
@@ -205,6 +228,7 @@ def train_bmd_regressor(
     x_all = torch.from_numpy(crops)
     y_all = torch.from_numpy((targets - TARGET_CENTRE) / TARGET_SCALE).float()
     states, history, oof = [], [], np.zeros(len(targets), np.float64)
+    augment = _augmentation(options.seed) if options.augment else None
     start = time.perf_counter()
     for k in range(folds):
         train_idx, val_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
@@ -218,6 +242,8 @@ def train_bmd_regressor(
             for b in range(0, len(perm), options.batch_size):
                 idx = perm[b : b + options.batch_size]
                 x = x_all[idx].clone()
+                if augment is not None:
+                    x = torch.stack([torch.as_tensor(augment(sample)) for sample in x]).float()
                 if options.noise_augment > 0:
                     x[:, 0] += options.noise_augment * torch.randn_like(x[:, 0])
                 if rng.uniform() < 0.5:  # left–right mirror: anatomy stays plausible
