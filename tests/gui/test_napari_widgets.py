@@ -101,3 +101,25 @@ def test_mri_result_opens_with_a_pdff_colour_bar(make_napari_viewer, tmp_path):
     pdff = viewer.layers["pdff"]
     assert pdff.colorbar.visible and pdff.colormap.name == "magma" and tuple(pdff.contrast_limits) == (0.0, 100.0)
     assert not viewer.layers["water"].colorbar.visible
+
+
+def test_analyze_widget_with_a_bmd_model_shows_both_bmds(make_napari_viewer, tmp_path):
+    from volbmd.models.bmd_regressor import BmdTrainingOptions, load_crops, read_bmd_manifest, train_bmd_regressor
+    from volbmd.models.synthetic import SyntheticCohortOptions, make_synthetic_cohort
+    from volbmd.napari._sample import demo_phantom
+    from volbmd.napari._widgets import AnalyzeWidget
+
+    rows = read_bmd_manifest(make_synthetic_cohort(tmp_path / "cohort", SyntheticCohortOptions(n_scans=3, test_share=0.0)))
+    crops, targets, groups = load_crops(rows)
+    options = BmdTrainingOptions(folds=2, max_epochs=2, batch_size=4, init_features=8, growth_rate=4, block_config=(2, 2))
+    train_bmd_regressor(crops, targets, groups, tmp_path / "model.pt", options)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in demo_phantom():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = AnalyzeWidget(viewer)
+    widget.backend.setCurrentIndex(3)  # masks from the labels layer
+    widget.bmd_model.setText(str(tmp_path))
+    report = widget.start(synchronous=True)
+    assert report is not None, widget.status.text()
+    assert all(v.bmd_dl_mg_cm3 is not None for v in report.vertebrae)
+    assert "(DL " in widget.table.item(0, 2).text()

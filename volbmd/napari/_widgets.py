@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,8 @@ def _fill_table(table: QTableWidget, rows: list[dict]) -> None:
             text = "–" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
             if c == 2 and value is not None and row.get("bmd_sd") is not None:
                 text += f" ± {row['bmd_sd']:.1f}"
+            if c == 2 and row.get("bmd_dl") is not None:  # the network's BMD beside the calibrated one
+                text += f" (DL {row['bmd_dl']:.1f} ± {row['bmd_dl_sd']:.1f})"
             table.setItem(r, c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
 
@@ -71,6 +74,16 @@ def _table() -> QTableWidget:
     return table
 
 
+def _keep_triton_out() -> None:
+    """napari draws with OpenGL; under Mesa's software renderer (llvmpipe: Xvfb, virtual machines,
+    remote desktops) Mesa's LLVM is loaded, and loading Triton's own LLVM after it crashes the
+    process. MONAI's network modules import torchvision, which imports torch._dynamo, which imports
+    Triton only to offer torch.compile — never used by volbmd. Marking Triton absent in the napari
+    process (before the first MONAI import) keeps the Analyze widget's networks from crashing it."""
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` now raises ImportError
+
+
 class AnalyzeWidget(QWidget):
     """Run the pipeline on the selected image layer without freezing the viewer."""
 
@@ -79,6 +92,7 @@ class AnalyzeWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
+        _keep_triton_out()
         self.stage_done.connect(self._advance)
         self.viewer = napari_viewer
         self.backend = QComboBox()
@@ -89,6 +103,8 @@ class AnalyzeWidget(QWidget):
         self.model.setPlaceholderText("model folder / checkpoint (nnunet, monai)")
         self.calibration = QLineEdit()
         self.calibration.setPlaceholderText("calibration.json (empty: internal)")
+        self.bmd_model = QLineEdit()
+        self.bmd_model.setPlaceholderText("BMD model folder from 'volbmd train bmd' (empty: none)")
         self.run_button = QPushButton("Analyze")
         self.progress = QProgressBar()
         from volbmd.pipeline import STAGES
@@ -105,6 +121,8 @@ class AnalyzeWidget(QWidget):
             self.model,
             QLabel("Calibration"),
             self.calibration,
+            QLabel("Deep-learning BMD (optional)"),
+            self.bmd_model,
             self.run_button,
             self.progress,
             self.status,
@@ -133,7 +151,11 @@ class AnalyzeWidget(QWidget):
                 raise ValueError("masks: add a labels layer with VerSe ids")
             levels = (labels[0].metadata or {}).get("levels") or {}
             segmenter = GivenLabels(LabelMap.on_grid_of(volume, np.asarray(labels[0].data), levels))
-        kwargs = {"segmenter": segmenter, "calibration": self.calibration.text() or None}
+        kwargs = {
+            "segmenter": segmenter,
+            "calibration": self.calibration.text() or None,
+            "bmd_model": self.bmd_model.text() or None,
+        }
         if segmenter is None:
             kwargs["config"] = None
             from volbmd.config import load_config
@@ -202,6 +224,8 @@ class AnalyzeWidget(QWidget):
                 "hu": v.trabecular_hu_mean,
                 "bmd": v.bmd_mg_cm3,
                 "bmd_sd": v.bmd_sd_mg_cm3,
+                "bmd_dl": v.bmd_dl_mg_cm3,
+                "bmd_dl_sd": v.bmd_dl_sd_mg_cm3,
                 "category": None,
                 "decision": "",
                 "flags": v.flags,
