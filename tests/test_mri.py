@@ -506,3 +506,32 @@ def test_napari_reader_opens_mri_results_and_view_refuses_other_folders(tmp_path
     assert by_name["pdff"][0].shape == data.shape
     r = run("mri", "view", tmp_path)
     assert r.returncode == 2 and "not an MRI result folder" in r.stderr
+
+
+def test_damaged_mri_inputs_are_one_line_errors_and_write_nothing(tmp_path):
+    import scipy.io
+
+    good = np.ones((2, 4, 4, 3), np.complex64)
+    np.save(tmp_path / "real.npy", good.real)
+    (tmp_path / "cut.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 40)
+    scipy.io.savemat(tmp_path / "other.mat", {"something": np.zeros(3)})
+    np.save(tmp_path / "nan.npy", np.where(np.arange(good.size).reshape(good.shape) == 5, np.nan, good))
+    volbmd.write_volume(Volume(np.ones((4, 4, 4), np.float32), (1.0, 1.0, 1.0)), tmp_path / "w.nii.gz")
+    volbmd.write_volume(Volume(np.ones((4, 4, 5), np.float32), (1.0, 1.0, 1.0)), tmp_path / "f_grid.nii.gz")
+    volbmd.write_volume(Volume(-np.ones((4, 4, 4), np.float32), (1.0, 1.0, 1.0)), tmp_path / "f_neg.nii.gz")
+    te = ["--te", "1,2,3", "--field-t", "3"]
+    cases = (
+        (["separate", "--echoes", tmp_path / "real.npy", *te], "must be complex"),
+        (["separate", "--echoes", tmp_path / "cut.mat"], "cannot read as a MATLAB file"),
+        (["separate", "--echoes", tmp_path / "other.mat"], "no imDataParams"),
+        (["separate", "--echoes", tmp_path / "nan.npy", *te], "NaN or infinite"),
+        (["separate", *te], "either as --echoes FILE or as --magnitude and --phase"),
+        (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f_grid.nii.gz"], "not on the water image's grid"),
+        (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f_neg.nii.gz"], "magnitude image is needed"),
+        (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "w.nii.gz", "--segmenter", "masks"], "needs --masks"),
+    )
+    for args, message in cases:
+        r = run("mri", *args, "--out", tmp_path / "out")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
