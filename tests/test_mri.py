@@ -528,7 +528,10 @@ def test_damaged_mri_inputs_are_one_line_errors_and_write_nothing(tmp_path):
         (["separate", *te], "either as --echoes FILE or as --magnitude and --phase"),
         (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f_grid.nii.gz"], "not on the water image's grid"),
         (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "f_neg.nii.gz"], "magnitude image is needed"),
-        (["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "w.nii.gz", "--segmenter", "masks"], "needs --masks"),
+        (
+            ["pdff", "--water", tmp_path / "w.nii.gz", "--fat", tmp_path / "w.nii.gz", "--segmenter", "masks"],
+            "needs --masks",
+        ),
     )
     for args, message in cases:
         r = run("mri", *args, "--out", tmp_path / "out")
