@@ -23,6 +23,16 @@ def write_dicom_outputs(
 ) -> tuple[dict[str, Path], list[str]]:
     """Write what can be written; returns the paths written and, for each object that could not
     be, a warning saying why (the other outputs of the run stand)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # the source's PatientName is copied as it is (PACS matches on it); highdicom's advice on
+        # how a name should be formed is about the source's content, not something a user can act on
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        return _write_dicom_outputs(report, labels, dicom_files, png, out_dir, version=version)
+
+
+def _write_dicom_outputs(report, labels, dicom_files, png, out_dir: Path, *, version: str):
     from volbmd.report.dicom_common import load_sources
     from volbmd.report.dicom_sc import build_dicom_sc
     from volbmd.report.dicom_seg import build_dicom_seg
