@@ -130,6 +130,11 @@ def test_train_and_evaluate_commands(tmp_path, tiny_cohort):
     bad.write_text("kind: bmd\ncohort: {}\n")
     r = run("train", "bmd", "--config", bad, "--out", tmp_path / "m2")
     assert r.returncode == 2 and "either a manifest or a synthetic section" in r.stderr
+    r = run("train", "seg", "--config", config, "--out", tmp_path / "m2")  # a bmd config
+    assert r.returncode == 2 and "kind 'bmd': this command trains 'seg' models" in r.stderr
+    bad.write_text(f"kind: bmd\ncohort: {{manifest: {tiny_cohort}}}\ntraining: {{epochs: 3}}\n")
+    r = run("train", "bmd", "--config", bad, "--out", tmp_path / "m2")
+    assert r.returncode == 2 and "training.epochs: Extra inputs are not permitted" in r.stderr
     r = run("evaluate", "--model", tmp_path, "--manifest", tiny_cohort, "--out", tmp_path / "e2")
     assert r.returncode == 2 and "no model here" in r.stderr
 

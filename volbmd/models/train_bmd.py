@@ -9,38 +9,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
-from volbmd.errors import ConfigError, InputError
+from volbmd.errors import InputError
+from volbmd.models.cohort_config import Strict, TrainConfig, cohort_manifest, load_training_yaml, write_file
 
 __all__ = ["BmdTrainConfig", "load_train_config", "train_from_config", "evaluate_bmd_model"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SyntheticCohortConfig(_Strict):
-    n_scans: int = 80
-    levels: list[str] = ["L1", "L2", "L3"]
-    test_share: float = 0.25
-    seed: int = 0
-
-
-class CohortConfig(_Strict):
-    manifest: str | None = None  # a CSV (scan, labels, level, bmd_mg_cm3, split), relative to the config
-    synthetic: SyntheticCohortConfig | None = None
-    label_scheme: str = "verse"
-
-
-class NetworkConfig(_Strict):
+class NetworkConfig(Strict):
     init_features: int = 16
     growth_rate: int = 8
     block_config: list[int] = [3, 3, 3]
     dropout_prob: float = 0.1
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     folds: int = 3
     max_epochs: int = 80
     patience: int = 15
@@ -49,43 +32,14 @@ class TrainingConfig(_Strict):
     seed: int = 0
 
 
-class BmdTrainConfig(_Strict):
+class BmdTrainConfig(TrainConfig):
     kind: str = "bmd"
-    cohort: CohortConfig
     network: NetworkConfig = NetworkConfig()
     training: TrainingConfig = TrainingConfig()
 
 
 def load_train_config(path: str | os.PathLike) -> tuple[BmdTrainConfig, Path]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("not found", path)
-    try:
-        content = yaml.safe_load(path.read_text())
-        config = BmdTrainConfig.model_validate(content)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not YAML ({exc})", path) from None
-    except Exception as exc:
-        raise ConfigError(
-            f"invalid training config: {str(exc).splitlines()[0]} ({str(exc).splitlines()[-1].strip()})", path
-        ) from None
-    if config.kind != "bmd":
-        raise ConfigError(f"kind {config.kind!r}: volbmd trains 'bmd' models from this command", path)
-    if (config.cohort.manifest is None) == (config.cohort.synthetic is None):
-        raise ConfigError("cohort needs either a manifest or a synthetic section", path)
-    return config, path.parent
-
-
-def _write(path: Path, text_or_bytes) -> None:
-    from volbmd.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        if isinstance(text_or_bytes, bytes):
-            tmp.write_bytes(text_or_bytes)
-        else:
-            tmp.write_text(text_or_bytes)
+    return load_training_yaml(path, BmdTrainConfig, "bmd")
 
 
 def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.PathLike, *, say=print) -> dict:
@@ -96,17 +50,7 @@ def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if config.cohort.synthetic is not None:
-        from volbmd.models.synthetic import SyntheticCohortOptions, make_synthetic_cohort
-
-        s = config.cohort.synthetic
-        say(f"making a synthetic cohort of {s.n_scans} scans in {out / 'cohort'}")
-        manifest = make_synthetic_cohort(
-            out / "cohort",
-            SyntheticCohortOptions(n_scans=s.n_scans, levels=tuple(s.levels), test_share=s.test_share, seed=s.seed),
-        )
-    else:
-        manifest = (base / str(config.cohort.manifest)).resolve()
+    manifest = cohort_manifest(config.cohort, base, out, say)
     rows = read_bmd_manifest(manifest)
     train_rows = [r for r in rows if r.split == "train"]
     if len(train_rows) < 10:
@@ -146,7 +90,7 @@ def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.Path
         )
     summary["manifest"] = manifest.name
     summary["total_seconds"] = time.perf_counter() - start
-    _write(out / "training.json", json.dumps(summary, indent=2))
+    write_file(out / "training.json", json.dumps(summary, indent=2))
     say(
         f"trained {summary['folds']} folds on {summary['n_vertebrae']} vertebrae in {summary['seconds']:.0f} s "
         f"(out-of-fold MAE {summary['oof_mae_mg_cm3']:.1f} mg/cm³)"
@@ -221,13 +165,13 @@ def evaluate_bmd_model(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_file(out / "metrics.json", json.dumps(metrics, indent=2))
     lines = ["scan,level,bmd_mg_cm3,bmd_dl_mg_cm3,bmd_dl_sd_mg_cm3"]
     lines += [
         f"{r.scan.name},{r.level},{r.bmd_mg_cm3:.2f},{p:.2f},{s:.2f}" for r, p, s in zip(rows, predicted, sd, strict=True)
     ]
-    _write(out / "predictions.csv", "\n".join(lines) + "\n")
-    _write(
+    write_file(out / "predictions.csv", "\n".join(lines) + "\n")
+    write_file(
         out / "bland_altman.png",
         bland_altman_png(predicted, targets, metrics, f"BMD regressor on {Path(manifest).name} ({split})"),
     )

@@ -10,18 +10,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
-from volbmd.errors import ConfigError, InputError
+from volbmd.errors import InputError
+from volbmd.models.cohort_config import Strict, TrainConfig, cohort_manifest, load_training_yaml, write_file
 
 __all__ = ["SegTrainConfig", "load_seg_config", "train_seg_from_config", "evaluate_seg_model"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SegTrainingConfig(_Strict):
+class SegTrainingConfig(Strict):
     spacing_mm: float = 3.0  # the isotropic grid the network works on
     roi_size: list[int] = [48, 48, 48]
     widths: list[int] = [16, 20, 24]
@@ -30,28 +26,13 @@ class SegTrainingConfig(_Strict):
     seed: int = 0
 
 
-class SegTrainConfig(_Strict):
+class SegTrainConfig(TrainConfig):
     kind: str = "seg"
-    cohort: dict  # as for bmd: {manifest: FILE} or {synthetic: {...}}
     training: SegTrainingConfig = SegTrainingConfig()
 
 
 def load_seg_config(path: str | os.PathLike) -> tuple[SegTrainConfig, Path]:
-    import yaml
-
-    from volbmd.models.train_bmd import CohortConfig
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("not found", path)
-    try:
-        config = SegTrainConfig.model_validate(yaml.safe_load(path.read_text()))
-        cohort = CohortConfig.model_validate(config.cohort)
-    except Exception as exc:
-        raise ConfigError(f"invalid training config: {str(exc).splitlines()[0]}", path) from None
-    if (cohort.manifest is None) == (cohort.synthetic is None):
-        raise ConfigError("cohort needs either a manifest or a synthetic section", path)
-    return config, path.parent
+    return load_training_yaml(path, SegTrainConfig, "seg")
 
 
 def _scans(manifest: Path, split: str) -> list[tuple[Path, Path]]:
@@ -84,24 +65,13 @@ def train_seg_from_config(config: SegTrainConfig, base: Path, out_dir: str | os.
     """Train AnatomyNet into ``out_dir``/model.pt; evaluate on the test split when there is one."""
     from volbmd.io import load_volume
     from volbmd.models.seg_train import train_anatomynet
-    from volbmd.models.train_bmd import CohortConfig, _write
     from volbmd.segment.masks import load_masks
 
-    cohort = CohortConfig.model_validate(config.cohort)
+    cohort = config.cohort
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if cohort.synthetic is not None:
-        from volbmd.models.synthetic import SyntheticCohortOptions, make_synthetic_cohort
-
-        s = cohort.synthetic
-        say(f"making a synthetic cohort of {s.n_scans} scans in {out / 'cohort'}")
-        manifest = make_synthetic_cohort(
-            out / "cohort",
-            SyntheticCohortOptions(n_scans=s.n_scans, levels=tuple(s.levels), test_share=s.test_share, seed=s.seed),
-        )
-    else:
-        manifest = (base / str(cohort.manifest)).resolve()
+    manifest = cohort_manifest(cohort, base, out, say)
     t = config.training
     cases = []
     for scan_path, labels_path in _scans(manifest, "train"):
@@ -128,7 +98,7 @@ def train_seg_from_config(config: SegTrainConfig, base: Path, out_dir: str | os.
         "total_seconds": time.perf_counter() - start,
         "manifest": manifest.name,
     }
-    _write(out / "training.json", json.dumps(summary, indent=2))
+    write_file(out / "training.json", json.dumps(summary, indent=2))
     say(f"trained AnatomyNet on {len(cases)} scans in {summary['train_seconds']:.0f} s")
     if _scans(manifest, "test"):
         metrics = evaluate_seg_model(out, manifest, out, label_scheme=cohort.label_scheme)
@@ -150,7 +120,6 @@ def evaluate_seg_model(
     from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
     from volbmd.io import load_volume
-    from volbmd.models.train_bmd import _write
     from volbmd.segment.masks import load_masks
     from volbmd.segment.monai import MonaiSegmenter
 
@@ -203,5 +172,5 @@ def evaluate_seg_model(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_file(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
