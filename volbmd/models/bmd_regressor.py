@@ -302,18 +302,12 @@ class BmdRegressor:
     """A trained fold ensemble, loaded once and used for many vertebrae."""
 
     def __init__(self, path: str | os.PathLike):
-        import torch
+        from volbmd.models.checkpoints import read_checkpoint
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / "model.pt"
-        if not path.is_file():
-            raise InputError("no BMD model here (model.pt from 'volbmd train bmd')", path)
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"cannot read as a volbmd BMD model ({type(exc).__name__})", path) from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("kind") != "volbmd.bmd_regressor":
+        checkpoint, path = read_checkpoint(
+            path, missing="no BMD model here (model.pt from 'volbmd train bmd')", what="a volbmd BMD model"
+        )
+        if checkpoint.get("kind") != "volbmd.bmd_regressor":
             raise InputError("not a volbmd BMD model (model.pt from 'volbmd train bmd')", path)
         if tuple(checkpoint["crop_shape"]) != CROP_SHAPE or tuple(checkpoint["crop_spacing_mm"]) != CROP_SPACING_MM:
             raise InputError("the model was trained on another crop grid than this volbmd uses", path)

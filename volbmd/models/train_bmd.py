@@ -115,19 +115,14 @@ def _progress(total: int):
 
 def model_kind(model_dir: str | os.PathLike) -> str:
     """'seg' for an AnatomyNet checkpoint, 'bmd' for a BMD regressor (by the checkpoint's own mark)."""
-    import torch
+    from volbmd.models.checkpoints import read_checkpoint
 
-    path = Path(model_dir)
-    path = path / "model.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise InputError("no model here (model.pt from 'volbmd train')", model_dir)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read as a volbmd model ({type(exc).__name__})", path) from None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == "volbmd-anatomynet-1":
+    checkpoint, path = read_checkpoint(
+        model_dir, missing="no model here (model.pt from 'volbmd train')", what="a volbmd model"
+    )
+    if checkpoint.get("format") == "volbmd-anatomynet-1":
         return "seg"
-    if isinstance(checkpoint, dict) and checkpoint.get("kind") == "volbmd.bmd_regressor":
+    if checkpoint.get("kind") == "volbmd.bmd_regressor":
         return "bmd"
     raise InputError("not a volbmd model (from 'volbmd train bmd' or 'volbmd train seg')", path)
 

@@ -7,7 +7,6 @@ MONAI's sliding_window_inference, and the labels are resampled (nearest) back to
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -27,17 +26,10 @@ class MonaiSegmenter:
         import torch
 
         from volbmd.models.anatomynet import AnatomyNet
+        from volbmd.models.checkpoints import read_checkpoint
 
-        path = Path(checkpoint)
-        if path.is_dir():  # a model folder from `volbmd train seg`
-            path = path / "model.pt"
-        if not path.is_file():
-            raise InputError("checkpoint not found", path)
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"not a volbmd AnatomyNet checkpoint ({type(exc).__name__})", path) from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "volbmd-anatomynet-1":
+        ckpt, path = read_checkpoint(checkpoint, missing="checkpoint not found", what="a volbmd AnatomyNet checkpoint")
+        if ckpt.get("format") != "volbmd-anatomynet-1":
             raise InputError("not a volbmd AnatomyNet checkpoint (format volbmd-anatomynet-1)", path)
         self.levels = list(ckpt["levels"])
         self.spacing_mm = tuple(ckpt["spacing_mm"])
