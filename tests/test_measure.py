@@ -13,6 +13,7 @@ from volbmd.measure import (
     choose_cortical_depth_mm,
     genant_grade,
     measure_vertebrae,
+    roi_end_weights,
     trabecular_roi,
 )
 from volbmd.phantoms import make_spine_phantom
@@ -191,7 +192,9 @@ def test_abdomen_against_peer_values(shared_data):
     from scipy import ndimage as ndi
 
     ct, _, bodies = _abdomen(shared_data)
-    result = measure_vertebrae(ct, bodies, _cfg(cortical_depth_mm=4.0), levels=list(PEER_HU)).by_level()
+    # the peer's ROI has no end guard: off here, so that the ROIs can be compared voxel for voxel
+    cfg = _cfg(cortical_depth_mm=4.0, end_guard_hu=0.0)
+    result = measure_vertebrae(ct, bodies, cfg, levels=list(PEER_HU)).by_level()
     # the peer's structuring element: a 4 mm ellipsoid sampled in voxel steps
     radius_vox = [4.0 / s for s in ct.spacing_mm]
     reach = [int(np.floor(r)) for r in radius_vox]
@@ -281,3 +284,108 @@ def test_a_level_with_a_high_hu_spread_is_flagged():
     ]
     _flag_high_spread(noisy)  # a noisy scan: every level wide alike, none stands out
     assert not any(m.flags for m in noisy)
+
+
+def _box_roi(nz=12, value=150.0):
+    """An ROI box of marrow at ``value`` HU in a larger crop (z, y, x), and the HU crop."""
+    roi = np.zeros((nz + 2, 12, 12), bool)
+    roi[1:-1, 2:-2, 2:-2] = True
+    hu = np.full(roi.shape, value, np.float32)
+    return roi, hu
+
+
+_Z = np.array([1.0, 0.0, 0.0])
+
+
+def test_roi_end_weights_leave_plain_marrow_alone():
+    roi, hu = _box_roi()
+    hu += np.random.default_rng(0).normal(0, 20, hu.shape).astype(np.float32)
+    weights, ends = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)
+    assert ends == () and np.array_equal(weights, roi.astype(np.float32))
+
+
+def test_roi_end_weights_drop_an_endplate_and_a_disc():
+    roi, hu = _box_roi()
+    hu[12] = 600.0  # the top slab: a dense endplate the mask took in
+    hu[1] = 60.0  # the bottom slab: disc
+    weights, ends = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)
+    assert ends == ("inferior", "superior")
+    assert np.all(weights[12][roi[12]] == 0) and np.all(weights[1][roi[1]] == 0)
+    assert np.all(weights[2:12][roi[2:12]] == 1)
+    # the ends are named anatomically, whichever way the axis points
+    hu[1] = 150.0
+    assert roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)[1] == ("superior",)
+    assert roi_end_weights(roi, hu, (1.0, 0.8, 0.8), -_Z, 40.0)[1] == ("superior",)
+
+
+def test_roi_end_weights_ramp_and_never_count_more_than_the_slab_inside():
+    roi, hu = _box_roi()
+    hu[12] = 210.0  # 60 HU above the marrow: between the guard and twice it
+    hu[11] = 150.0
+    weights, _ = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)
+    w_top = float(weights[12][roi[12]][0])
+    assert 0.0 < w_top < 1.0
+    # continuous: a little more departure, a little less weight (no jump between noise draws)
+    hu[12] = 212.0
+    w_more = float(roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)[0][12][roi[12]][0])
+    assert w_top - 0.1 < w_more < w_top
+    # beyond a dropped slab nothing counts, even marrow-like values
+    roi2, hu2 = _box_roi(nz=14)
+    hu2[13] = 700.0
+    hu2[14] = 150.0
+    weights2, _ = roi_end_weights(roi2, hu2, (1.0, 0.8, 0.8), _Z, 40.0)
+    assert np.all(weights2[13:][roi2[13:]] == 0)
+
+
+def test_roi_end_weights_keep_the_middle_half_and_need_three_slabs():
+    roi, hu = _box_roi()
+    hu[:] = np.linspace(50, 400, hu.shape[0])[:, None, None]  # a steep gradient: no slab is "the" marrow
+    weights, _ = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)
+    assert np.all(weights[4:10][roi[4:10]] == 1)
+    thin = np.zeros((4, 6, 6), bool)
+    thin[1:3, 1:5, 1:5] = True
+    hu_thin = np.full(thin.shape, 150.0, np.float32)
+    hu_thin[2] = 900.0
+    assert roi_end_weights(thin, hu_thin, (5.0, 0.8, 0.8), _Z, 40.0)[1] == ()
+    # thick slices: three slabs, the middle one is the marrow
+    three = np.zeros((5, 6, 6), bool)
+    three[1:4, 1:5, 1:5] = True
+    hu3 = np.full(three.shape, 150.0, np.float32)
+    hu3[3] = 400.0
+    w3, ends3 = roi_end_weights(three, hu3, (5.0, 0.8, 0.8), _Z, 40.0)
+    assert ends3 == ("superior",) and np.all(w3[3][three[3]] == 0) and np.all(w3[2][three[2]] == 1)
+
+
+def test_roi_end_weights_follow_a_tilted_axis_and_are_off_at_zero():
+    roi, hu = _box_roi()
+    hu[12] = 600.0
+    tilted = np.array([np.cos(0.2), np.sin(0.2), 0.0])  # 11° towards posterior
+    _, ends = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), tilted, 40.0)
+    assert "superior" in ends
+    weights, ends = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 0.0)
+    assert ends == () and np.array_equal(weights, roi.astype(np.float32))
+    empty = np.zeros_like(roi)
+    assert roi_end_weights(empty, hu, (1.0, 0.8, 0.8), _Z, 40.0)[1] == ()
+
+
+def test_an_endplate_in_the_mask_does_not_move_the_measured_mean(spine_phantom):
+    """A body mask grown one dense slab too far: without the end guard the mean moves, with it
+    the level reads the marrow's HU (the guard off restores the old number)."""
+    ph = spine_phantom
+    labels = ph.labels.array.copy()
+    lid = ph.labels.labels["L1"]
+    zs = np.flatnonzero((labels == lid).any(axis=(1, 2)))
+    top = zs[-1] + 1
+    body_cols = (labels[zs[len(zs) // 2]] == lid) & (ph.volume.array[zs[len(zs) // 2]] > -50)
+    arr = ph.volume.array.copy()
+    for k in (top, top + 1, top + 2):
+        labels[k][body_cols & (labels[k] == 0)] = lid
+        arr[k][body_cols & (labels[k] == lid)] = 900
+    vol = dataclasses.replace(ph.volume, array=arr)
+    lab = LabelMap.on_grid_of(vol, labels, ph.labels.labels)
+    guarded = {m.level: m for m in measure_vertebrae(vol, lab, _cfg()).levels}["L1"]
+    plain = {m.level: m for m in measure_vertebrae(vol, lab, _cfg(end_guard_hu=0.0)).levels}["L1"]
+    truth = ph.trabecular_hu["L1"]
+    assert abs(plain.trabecular_hu_mean - truth) > 20
+    assert guarded.trabecular_hu_mean == pytest.approx(truth, abs=2.0)
+    assert guarded.roi_ends_weighted and plain.roi_ends_weighted == ()

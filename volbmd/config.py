@@ -54,6 +54,11 @@ class MeasurementConfig(_Strict):
     thick_slice_mm: float = Field(3.0, gt=0)
     genant_max_voxel_mm: float = Field(2.5, gt=0)
     plausible_trabecular_hu: tuple[float, float] = (-100.0, 450.0)
+    end_guard_hu: float = Field(
+        40.0,
+        ge=0,
+        description="the ROI ends before an end slab whose mean departs this far from the marrow's (0: off)",
+    )
 
     @field_validator("cortical_depth_mm")
     @classmethod

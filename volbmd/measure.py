@@ -27,6 +27,7 @@ __all__ = [
     "body_heights_mm",
     "genant_grade",
     "trabecular_roi",
+    "roi_end_weights",
     "measure_vertebrae",
     "PEER_EROSION_MM",
     "LevelMasks",
@@ -53,6 +54,7 @@ class LevelMeasurement:
     body_n_voxels: int = 0
     roi: str | None = None
     roi_volume_ml: float | None = None
+    roi_ends_weighted: tuple[str, ...] = ()
     trabecular_n_voxels: int = 0
     trabecular_hu_mean: float | None = None
     trabecular_hu_median: float | None = None
@@ -294,6 +296,65 @@ def trabecular_roi(
     return core & keep.reshape(body.shape)
 
 
+def roi_end_weights(
+    roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, si_axis: np.ndarray, guard_hu: float
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per ROI voxel, how much it counts (0–1): the end slabs that are not marrow — an endplate
+    (bright) or a disc (dark) that the body mask took in beyond its own endplate — count less or
+    not at all.
+
+    Along the body's own SI axis the ROI is cut into slabs one voxel thick. The marrow's level is
+    the median slab mean of the middle half of the ROI's height, which always counts fully. From
+    there outwards, a slab whose mean departs from that level by up to ``guard_hu`` (beyond twice
+    its standard error, so that a small slab is not judged by its noise) counts fully, by twice
+    that not at all, and linearly in between; no slab counts more than the one inside it. Where the
+    body mask ends at its endplates, the stripped cortex already keeps them out and every weight
+    is 1; where it ends a few mm beyond (a disc plane placed into the disc or the neighbour's
+    endplate, which a noise draw may decide), the plate or the disc would otherwise enter the mean.
+    The ramp, rather than a cut, keeps the mean a continuous function of the scan: a slab near the
+    limit moves the result a little on a noise draw, never a whole slab's worth.
+
+    Returns float32 weights in ``roi``'s shape (0 outside it) and the ends whose weights fell
+    below 1 ("inferior", "superior").
+    """
+    weights = roi.astype(np.float32)
+    if guard_hu <= 0 or not roi.any():
+        return weights, ()
+    idx = np.nonzero(roi)
+    values = hu[idx].astype(np.float64)
+    u_mm = (np.column_stack(idx) * np.asarray(spacing_mm, np.float64)) @ np.asarray(si_axis, np.float64)
+    step = _voxel_extent(np.asarray(si_axis, np.float64), spacing_mm)
+    slab = np.floor((u_mm - u_mm.min()) / step).astype(np.int64)
+    n_slabs = int(slab.max()) + 1
+    if n_slabs < 3:
+        return weights, ()
+    counts = np.bincount(slab, minlength=n_slabs)
+    sums = np.bincount(slab, weights=values, minlength=n_slabs)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    centre = np.arange(n_slabs) + 0.5  # the middle half: slabs centred within it (the middle one of 3)
+    middle = np.flatnonzero((centre >= 0.25 * n_slabs) & (centre <= 0.75 * n_slabs))
+    lo_mid, hi_mid = int(middle[0]), int(middle[-1])
+    level = float(np.nanmedian(means[lo_mid : hi_mid + 1]))
+    marrow_sd = float(values[(slab >= lo_mid) & (slab <= hi_mid)].std())  # noise and texture, not the plates
+    se = marrow_sd / np.sqrt(np.maximum(counts, 1))
+    excess = np.maximum(np.abs(means - level) - 2.0 * se, 0.0)
+    slab_w = np.clip(2.0 - excess / guard_hu, 0.0, 1.0)
+    slab_w[~np.isfinite(slab_w)] = 1.0  # empty slabs (a gap in a tilted ROI) weigh nothing anyway
+    slab_w[lo_mid : hi_mid + 1] = 1.0
+    for k in range(lo_mid - 1, -1, -1):  # outwards: no slab counts more than the one inside it
+        slab_w[k] = min(slab_w[k], slab_w[k + 1])
+    for k in range(hi_mid + 1, n_slabs):
+        slab_w[k] = min(slab_w[k], slab_w[k - 1])
+    weights[idx] = slab_w[slab]
+    ends = []
+    low_end, high_end = ("inferior", "superior") if si_axis[0] >= 0 else ("superior", "inferior")
+    if slab_w[0] < 1.0:  # the axis coordinate grows towards the head (+z) when si_axis[0] >= 0
+        ends.append(low_end)
+    if slab_w[-1] < 1.0:
+        ends.append(high_end)
+    return weights, tuple(sorted(ends))
+
+
 def _measure_level(
     vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float, masks: dict | None = None
 ) -> LevelMeasurement:
@@ -328,6 +389,8 @@ def _measure_level(
         else:
             m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
+    weights, m.roi_ends_weighted = roi_end_weights(roi, volume.array[vm.box], spacing, axes[0], cfg.end_guard_hu)
+    roi = weights >= 0.5  # the ROI's mask: what the median, SD, percentiles and the saved masks use
     m.roi = cfg.roi
     if masks is not None:
         masks[vm.level] = LevelMasks(vm.box, body, roi)
@@ -341,6 +404,10 @@ def _measure_level(
     if m.roi_volume_ml < cfg.min_roi_volume_ml:
         m.flags.append("roi_too_small")
     m.trabecular_hu_mean = stats["mean"]
+    if m.roi_ends_weighted:  # the mean that calibrates: every voxel by its weight
+        soft = weights > 0
+        w = weights[soft].astype(np.float64)
+        m.trabecular_hu_mean = float(np.dot(w, volume.array[vm.box][soft].astype(np.float64)) / w.sum())
     m.trabecular_hu_median = stats["median"]
     m.trabecular_hu_sd = stats["sd"]
     for p in (5, 25, 75, 95):

@@ -131,6 +131,7 @@ def build_report(
                 "trabecular_hu_p95": m.trabecular_hu_p95,
                 "roi": m.roi,
                 "roi_volume_ml": m.roi_volume_ml,
+                "roi_ends_weighted": "+".join(m.roi_ends_weighted) or None,
                 "height_loss": m.height_loss,
                 "body_split": m.split_method,
                 "centroid_lps_mm": m.centroid_lps_mm,

@@ -113,6 +113,11 @@ class VertebraRecord(_Open):
     trabecular_hu_p95: float | None = None
     roi: str | None = Field(None, description="trabecular ROI kind: eroded_body or mid_slab_ellipse")
     roi_volume_ml: float | None = None
+    roi_ends_weighted: str | None = Field(
+        None,
+        description="ends of the ROI whose slabs counted less in the mean, as endplate or disc "
+        "the body mask took in: inferior, superior or inferior+superior (absent: none)",
+    )
     height_loss: float | None = Field(None, description="largest height loss against the reference height (0–1)")
     body_split: str | None = Field(None, description="how the body was split from the arch: split, body_only, too_thin")
     centroid_lps_mm: list[float] | None = Field(None, description="body centroid, LPS world mm")
