@@ -7,6 +7,7 @@ process to folders under ``work_dir`` (the user never has to), plus low worker c
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,6 +49,7 @@ def train_tiny_model(
 
     Returns ``out_dir``, a model folder that ``--segmenter nnunet --model`` takes.
     """
+    import numpy as np
     import torch
 
     from volbmd.segment.nnunet_dataset import write_nnunet_dataset
@@ -76,6 +78,13 @@ def train_tiny_model(
     extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False, show_progress_bar=False)
     plan_experiments([dataset_id])
     preprocess([dataset_id], configurations=("3d_fullres",), num_processes=(1,), show_progress_bar=False)
+    # the same model each time: augmentation in this process (its worker processes draw their own
+    # seeds), and patch sampling, augmentation and initial weights seeded (a tiny model varies a lot
+    # between unseeded runs, and tests assert on what it finds)
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     run_training(str(dataset_id), "3d_fullres", 0, trainer_class_name="volbmdTinyTrainer", device=torch.device("cpu"))
     model = Path(env["nnUNet_results"]) / folder.name / "volbmdTinyTrainer__nnUNetPlans__3d_fullres"
     out_dir.mkdir(parents=True, exist_ok=True)
