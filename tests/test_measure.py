@@ -337,11 +337,12 @@ def test_roi_end_weights_ramp_and_never_count_more_than_the_slab_inside():
     assert np.all(weights2[13:][roi2[13:]] == 0)
 
 
-def test_roi_end_weights_keep_the_middle_half_and_need_three_slabs():
+def test_roi_end_weights_keep_the_middle_third_and_need_three_slabs():
     roi, hu = _box_roi()
     hu[:] = np.linspace(50, 400, hu.shape[0])[:, None, None]  # a steep gradient: no slab is "the" marrow
     weights, _ = roi_end_weights(roi, hu, (1.0, 0.8, 0.8), _Z, 40.0)
-    assert np.all(weights[4:10][roi[4:10]] == 1)
+    assert np.all(weights[5:9][roi[5:9]] == 1)  # slabs 4–7 of 12 (z 5–8)
+    assert weights[1][roi[1]].max() < 1 and weights[12][roi[12]].max() < 1
     thin = np.zeros((4, 6, 6), bool)
     thin[1:3, 1:5, 1:5] = True
     hu_thin = np.full(thin.shape, 150.0, np.float32)

@@ -304,7 +304,9 @@ def roi_end_weights(
     not at all.
 
     Along the body's own SI axis the ROI is cut into slabs one voxel thick. The marrow's level is
-    the median slab mean of the middle half of the ROI's height, which always counts fully. From
+    the median slab mean of the middle third of the ROI's height, which always counts fully (a
+    third, not a half: a mask that runs a whole disc and more past one endplate puts that endplate
+    inside the middle half, as on a noise draw of a CTA's T8). From
     there outwards, a slab whose mean departs from that level by up to ``guard_hu`` (beyond twice
     its standard error, so that a small slab is not judged by its noise) counts fully, by twice
     that not at all, and linearly in between; no slab counts more than the one inside it. Where the
@@ -331,8 +333,8 @@ def roi_end_weights(
     counts = np.bincount(slab, minlength=n_slabs)
     sums = np.bincount(slab, weights=values, minlength=n_slabs)
     means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    centre = np.arange(n_slabs) + 0.5  # the middle half: slabs centred within it (the middle one of 3)
-    middle = np.flatnonzero((centre >= 0.25 * n_slabs) & (centre <= 0.75 * n_slabs))
+    centre = np.arange(n_slabs) + 0.5  # the middle third: slabs centred within it (the middle one of 3)
+    middle = np.flatnonzero((centre >= n_slabs / 3.0) & (centre <= 2.0 * n_slabs / 3.0))
     lo_mid, hi_mid = int(middle[0]), int(middle[-1])
     level = float(np.nanmedian(means[lo_mid : hi_mid + 1]))
     marrow_sd = float(values[(slab >= lo_mid) & (slab <= hi_mid)].std())  # noise and texture, not the plates
