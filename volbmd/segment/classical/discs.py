@@ -143,16 +143,22 @@ def _detrended(x: np.ndarray, window: int) -> np.ndarray:
 def local_period(signals: list[np.ndarray], step_mm: float, opts: DiscOptions) -> tuple[np.ndarray, np.ndarray]:
     """Per point: the local period (mm) of the profiles and its strength (autocorrelation, 0–1).
 
-    Windows of ``period_window_mm`` every 10 mm; in each, the lag in ``period_range_mm`` with the
-    highest mean autocorrelation, preferring the shortest lag within 85 % of the best (a period,
-    not twice it). NaN where no window fits."""
+    Windows of ``period_window_mm`` every 10 mm (only those at least ``period_min_window_share``
+    whole, where any are; the ends take the nearest one's period); in each, the lag in
+    ``period_range_mm`` with the highest mean autocorrelation, preferring the shortest lag within
+    85 % of the best (a period, not twice it). NaN where no window fits."""
     n = len(signals[0])
     lo, hi = (int(round(v / step_mm)) for v in opts.period_range_mm)
     half_w = int(round(opts.period_window_mm / step_mm / 2))
     xs = [_detrended(s, int(round(2 * opts.period_range_mm[1] / step_mm))) for s in signals]
     centres, periods, strengths = [], [], []
-    for c in range(0, n, max(1, int(round(10.0 / step_mm)))):
-        a, b = max(0, c - half_w), min(n, c + half_w + 1)
+    windows = [(c, max(0, c - half_w), min(n, c + half_w + 1)) for c in range(0, n, max(1, int(round(10.0 / step_mm))))]
+    # a window cut short by an end of the line holds a period or two: its autocorrelation follows
+    # whatever lies there (the sacrum's segments; on a re-positioned scan of the lumbar spine the
+    # bottom period fell from 37 to 24 mm and an extra disc split L5). Near the ends the period of
+    # the nearest window that is nearly whole is used instead, when there is one.
+    whole = [w for w in windows if w[2] - w[1] >= opts.period_min_window_share * (2 * half_w + 1)]
+    for c, a, b in whole or windows:
         if b - a < 2 * lo + 4:
             continue
         lags = np.arange(lo, min(hi, (b - a) // 2) + 1)

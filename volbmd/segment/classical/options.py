@@ -91,6 +91,13 @@ class DiscOptions(_Options):
     min_separation_mm: float = Field(5.0, gt=0)
     period_range_mm: tuple[float, float] = (14.0, 50.0)
     period_window_mm: float = Field(110.0, gt=0, description="window of the local period (autocorrelation)")
+    period_min_window_share: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="windows cut shorter than this share of period_window_mm by an end of the line "
+        "give no period (the ends take the nearest whole window's), unless none is whole",
+    )
     min_period_strength: float = Field(0.15, ge=0, description="weaker autocorrelation is no period at all")
     strong_period_strength: float = Field(0.35, ge=0, description="a period this clear is trusted as it is")
     period_tolerance: float = Field(0.25, ge=0, description="a weak period this close to the nearest clear one is kept")
