@@ -125,6 +125,15 @@ class OutlineOptions(_Options):
     vessel_min_hu: float = Field(120.0, description="contrast-filled vessels: brighter than this on average ...")
     vessel_max_sd_hu: float = Field(20.0, gt=0, description="... and more homogeneous than this")
     vessel_noise_factor: float = Field(1.3, gt=0, description="... or than this times the scan's noise (SD of muscle)")
+    vessel_front_noise_factor: float = Field(
+        1.7,
+        gt=0,
+        description="... or, in front of the body, than this times the scan's noise (an aorta against the "
+        "body, its contrast still mixing or its wall calcified: a CTA's T12 took in part of it)",
+    )
+    vessel_front_share: float = Field(
+        0.6, ge=0, description="'in front of the body': farther in front of its centre than this share of its half depth"
+    )
     vessel_min_volume_mm3: float = Field(500.0, ge=0)
     carve_reach_mm: float = Field(12.0, gt=0, description="disc carving looks this far along the disc's normal")
     carve_min_contrast_hu: float = Field(50.0, ge=0, description="endplates must be this much brighter than the disc")

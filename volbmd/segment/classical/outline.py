@@ -89,7 +89,8 @@ def enhanced_vessels(
     """Contrast-filled vessels beside the spine (aorta, vena cava, iliac vessels): bright like bone
     but homogeneous. Components of voxels whose neighbourhood (``vessel_window_mm``) averages above
     ``vessel_min_hu`` with an SD under ``vessel_max_sd_hu`` (or ``vessel_noise_factor`` times the
-    scan's own noise, the SD of muscle in the same window, in a noisy scan), at least ``vessel_min_volume_mm3``,
+    scan's own noise, the SD of muscle in the same window, in a noisy scan; ``vessel_front_noise_factor``
+    times it well in front of the body), at least ``vessel_min_volume_mm3``,
     outside the body's core and centred in front of its posterior wall, widened by the
     window (their wall and partial-volume rim) where not brighter than the blood. Without
     contrast, blood is far below the bone threshold and nothing is found."""
@@ -98,9 +99,11 @@ def enhanced_vessels(
     mean = ndi.uniform_filter(a, size)
     var = ndi.uniform_filter(a * a, size) - mean * mean
     muscle = (mean > 20.0) & (mean < 80.0)
-    max_sd = opts.vessel_max_sd_hu
+    max_sd = front_max_sd = opts.vessel_max_sd_hu
     if muscle.sum() >= 1000:
-        max_sd = max(max_sd, opts.vessel_noise_factor * float(np.sqrt(max(np.median(var[muscle]), 0.0))))
+        noise_sd = float(np.sqrt(max(np.median(var[muscle]), 0.0)))
+        max_sd = max(max_sd, opts.vessel_noise_factor * noise_sd)
+        front_max_sd = max(max_sd, opts.vessel_front_noise_factor * noise_sd)
     # the body's own marrow (bright and smooth in a noisy contrast scan) is never a vessel
     core = (
         np.hypot(
@@ -109,7 +112,11 @@ def enhanced_vessels(
         )
         <= half_depth_mm
     )
-    cand = (mean > opts.vessel_min_hu) & (var < max_sd**2) & (a > opts.vessel_min_hu - 20.0) & ~core
+    # in front of the body (the aorta against a thoracolumbar body) a vessel may be less homogeneous:
+    # contrast still mixing, a calcified wall; there the SD may reach vessel_front_noise_factor × noise
+    dy = np.asarray(yy_mm)[None, :, None] - track_y[:, None, None]
+    sd_limit = np.where(dy < -opts.vessel_front_share * half_depth_mm, front_max_sd, max_sd)
+    cand = (mean > opts.vessel_min_hu) & (var < sd_limit**2) & (a > opts.vessel_min_hu - 20.0) & ~core
     out = np.zeros(crop.shape, bool)
     lab, n = ndi.label(cand)
     if n == 0:
