@@ -102,6 +102,14 @@ def _print_levels(levels) -> None:
 MASKS_HELP = "Vertebra masks on the same grid (multilabel file or folder), for PDFF per level."
 SEGMENTER_HELP = "How the vertebrae are found: masks (given) | nnunet | monai (with an MR --model, on the water image)."
 MODEL_HELP = "PDFF→BMD model from 'volbmd mri fit-bmd': adds a BMD estimate per level (needs --masks)."
+# the options by which `separate` and `pdff` find and measure the vertebrae (declared once for both)
+MASKS_OPTION = typer.Option(None, "--masks", help=MASKS_HELP)
+LABEL_SCHEME_OPTION = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg.")
+CORTICAL_DEPTH_OPTION = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body.")
+BMD_MODEL_OPTION = typer.Option(None, "--bmd-model", help=MODEL_HELP)
+SEGMENTER_OPTION = typer.Option(None, "--segmenter", help=SEGMENTER_HELP)
+MODEL_OPTION = typer.Option(None, "--model", help="nnU-Net model folder or AnatomyNet checkpoint (MR).")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="Where the network runs: cpu | cuda.")
 
 
 @mri_app.command()
@@ -121,13 +129,13 @@ def separate(
         "liver6", "--spectrum", help="Fat spectrum: liver6 (Hernando) | marrow9 (Ren; for marrow)."
     ),
     voxelwise: bool = typer.Option(False, "--voxelwise", help="No field-map regularisation (each voxel's lowest residual)."),
-    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
-    label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
-    cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
-    bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
-    segmenter: str | None = typer.Option(None, "--segmenter", help=SEGMENTER_HELP),
-    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder or AnatomyNet checkpoint (MR)."),
-    device: str = typer.Option("cpu", "--device", help="Where the network runs: cpu | cuda."),
+    masks: Path | None = MASKS_OPTION,
+    label_scheme: str = LABEL_SCHEME_OPTION,
+    cortical_depth_mm: float = CORTICAL_DEPTH_OPTION,
+    bmd_model: Path | None = BMD_MODEL_OPTION,
+    segmenter: str | None = SEGMENTER_OPTION,
+    model: Path | None = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
 ):
     """Separate fat and water (VARPRO, multi-peak fat, R2*, region-grown field map); write the maps."""
     from volbmd.io.output_folder import check_output_folder
@@ -194,13 +202,13 @@ def pdff(
     water: Path = typer.Option(..., "--water", help="Water magnitude image (mDixon W), NIfTI/NRRD/MHA."),
     fat: Path = typer.Option(..., "--fat", help="Fat magnitude image (mDixon F), same grid."),
     out: Path = typer.Option(..., "--out", help="Output folder (pdff.nii.gz, report.json)."),
-    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
-    label_scheme: str = typer.Option("verse", "--label-scheme", help="Ids of a multilabel mask: verse | totalseg."),
-    cortical_depth_mm: float = typer.Option(2.0, "--cortical-depth-mm", min=0, help="Cortex stripped from each body."),
-    bmd_model: Path | None = typer.Option(None, "--bmd-model", help=MODEL_HELP),
-    segmenter: str | None = typer.Option(None, "--segmenter", help=SEGMENTER_HELP),
-    model: Path | None = typer.Option(None, "--model", help="nnU-Net model folder or AnatomyNet checkpoint (MR)."),
-    device: str = typer.Option("cpu", "--device", help="Where the network runs: cpu | cuda."),
+    masks: Path | None = MASKS_OPTION,
+    label_scheme: str = LABEL_SCHEME_OPTION,
+    cortical_depth_mm: float = CORTICAL_DEPTH_OPTION,
+    bmd_model: Path | None = BMD_MODEL_OPTION,
+    segmenter: str | None = SEGMENTER_OPTION,
+    model: Path | None = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
 ):
     """PDFF from scanner-separated Dixon water and fat images (noise-floor corrected), per level with masks."""
     import numpy as np
