@@ -306,10 +306,10 @@ def roi_end_weights(
     Along the body's own SI axis the ROI is cut into slabs one voxel thick. The marrow's level is
     the median slab mean of the middle third of the ROI's height, which always counts fully (a
     third, not a half: a mask that runs a whole disc and more past one endplate puts that endplate
-    inside the middle half, as on a noise draw of a CTA's T8). From
-    there outwards, a slab whose mean departs from that level by up to ``guard_hu`` (beyond twice
-    its standard error, so that a small slab is not judged by its noise) counts fully, by twice
-    that not at all, and linearly in between; no slab counts more than the one inside it. Where the
+    inside the middle half, as on a noise draw of a CTA's T8). From there outwards, a slab whose
+    mean departs from that level by up to ``guard_hu`` (beyond twice its standard error, from the
+    middle third's SD, so that a small slab is not judged by its noise) counts fully, by twice that
+    not at all, and linearly in between; no slab counts more than the one inside it. Where the
     body mask ends at its endplates, the stripped cortex already keeps them out and every weight
     is 1; where it ends a few mm beyond (a disc plane placed into the disc or the neighbour's
     endplate, which a noise draw may decide), the plate or the disc would otherwise enter the mean.
