@@ -11,25 +11,28 @@ from pathlib import Path
 import numpy as np
 
 from volbmd.errors import InputError
+from volbmd.models.bmd_regressor import BmdTrainingOptions
 from volbmd.models.cohort_config import Strict, TrainConfig, cohort_manifest, load_training_yaml, write_file
 
 __all__ = ["BmdTrainConfig", "load_train_config", "train_from_config", "evaluate_bmd_model"]
 
+_DEFAULTS = BmdTrainingOptions()  # the YAML's defaults are the regressor's own
+
 
 class NetworkConfig(Strict):
-    init_features: int = 16
-    growth_rate: int = 8
-    block_config: list[int] = [3, 3, 3]
-    dropout_prob: float = 0.1
+    init_features: int = _DEFAULTS.init_features
+    growth_rate: int = _DEFAULTS.growth_rate
+    block_config: list[int] = list(_DEFAULTS.block_config)
+    dropout_prob: float = _DEFAULTS.dropout_prob
 
 
 class TrainingConfig(Strict):
-    folds: int = 3
-    max_epochs: int = 80
-    patience: int = 15
-    batch_size: int = 16
-    lr: float = 2e-3
-    seed: int = 0
+    folds: int = _DEFAULTS.folds
+    max_epochs: int = _DEFAULTS.max_epochs
+    patience: int = _DEFAULTS.patience
+    batch_size: int = _DEFAULTS.batch_size
+    lr: float = _DEFAULTS.lr
+    seed: int = _DEFAULTS.seed
 
 
 class BmdTrainConfig(TrainConfig):
@@ -45,7 +48,7 @@ def load_train_config(path: str | os.PathLike) -> tuple[BmdTrainConfig, Path]:
 def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.PathLike, *, say=print) -> dict:
     """Train (generating the synthetic cohort first when asked) into ``out_dir``: model.pt,
     training.json, and, when the manifest has a test split, metrics.json and bland_altman.png."""
-    from volbmd.models.bmd_regressor import BmdTrainingOptions, load_crops, read_bmd_manifest, train_bmd_regressor
+    from volbmd.models.bmd_regressor import load_crops, read_bmd_manifest, train_bmd_regressor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,20 +59,8 @@ def train_from_config(config: BmdTrainConfig, base: Path, out_dir: str | os.Path
     if len(train_rows) < 10:
         raise InputError(f"{len(train_rows)} training rows (split 'train'); at least 10 are needed", manifest)
     crops, targets, groups = load_crops(train_rows, label_scheme=config.cohort.label_scheme)
-    t = config.training
-    n = config.network
-    options = BmdTrainingOptions(
-        folds=t.folds,
-        max_epochs=t.max_epochs,
-        patience=t.patience,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        seed=t.seed,
-        init_features=n.init_features,
-        growth_rate=n.growth_rate,
-        block_config=tuple(n.block_config),
-        dropout_prob=n.dropout_prob,
-    )
+    network = config.network.model_dump() | {"block_config": tuple(config.network.block_config)}
+    options = BmdTrainingOptions(**config.training.model_dump(), **network)
     bar = _progress(options.folds * options.max_epochs)
     with bar:
         task = bar.add_task("training", total=options.folds * options.max_epochs)
