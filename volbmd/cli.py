@@ -7,6 +7,7 @@ stderr and exit with code 2; heavy libraries are imported inside the commands th
 from __future__ import annotations
 
 import enum
+import gc
 import json
 import sys
 from pathlib import Path
@@ -648,5 +649,15 @@ def main() -> int:
     return result if isinstance(result, int) else 0
 
 
+def program() -> None:
+    """The ``volbmd`` program: :func:`main`, then exit. Before exiting, the objects of the run are
+    frozen out of the garbage collector, so that the interpreter's last collection does not walk
+    the million objects numba and scipy leave (about 0.2 s of every command). Outputs are closed
+    by then; only the process ends."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    program()

@@ -16,13 +16,12 @@ from volbmd.config import PipelineConfig, config_sha256, load_config, merge_sett
 from volbmd.errors import ConfigError, InputError
 from volbmd.flags import is_warning
 from volbmd.io import load_volume, write_labels
-from volbmd.measure import MeasurementResult, measure_vertebrae
 from volbmd.report import Report, write_report
 from volbmd.volume import LabelMap, Volume
-from volbmd_kernels import load_jit
 
 if TYPE_CHECKING:
     from volbmd.calibrate.base import Calibration
+    from volbmd.measure import MeasurementResult
     from volbmd.report.dicom_study import DicomStudy
 
 __all__ = [
@@ -60,12 +59,14 @@ def calibrate_and_classify(
     calibration: Calibration | None = None,
     *,
     masks_given: bool = False,
+    tissues: dict[str, dict] | None = None,
 ) -> CalibratedResult:
-    """Calibrate (``calibrate.choose``), then classify (``classify.summarize_levels``)."""
+    """Calibrate (``calibrate.choose``), then classify (``classify.summarize_levels``); ``tissues``
+    are the internal calibration's reference tissues when already found."""
     from volbmd.calibrate.choose import calibrate_levels
     from volbmd.classify import summarize_levels
 
-    d = calibrate_levels(volume, labels, result, config, calibration, masks_given=masks_given)
+    d = calibrate_levels(volume, labels, result, config, calibration, masks_given=masks_given, tissues=tissues)
     summary, notes, summary_sd_fixed = summarize_levels(volume, result, d, config)
     return CalibratedResult(
         d.calibration,
@@ -222,6 +223,17 @@ def _with_acquisition(volume: Volume, acquisition: dict) -> Volume:
     return dataclasses.replace(volume, metadata=meta)
 
 
+def _import_analysis() -> None:
+    """Import the measurement and calibration (scipy, numba: about 0.3 s) and start numba's
+    compiler (about 0.3 s more). Run on a thread while the scan is read, which releases the GIL,
+    the cost is hidden behind the read."""
+    import volbmd.calibrate.internal  # noqa: F401
+    import volbmd.measure  # noqa: F401
+    from volbmd_kernels import load_jit
+
+    load_jit()
+
+
 def analyze(
     scan_or_volume,
     config: PipelineConfig | str | os.PathLike | None = None,
@@ -284,26 +296,44 @@ def analyze(
             progress(name, timings[name])
 
     t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # numba starts up while the scan is read
-        jit_loaded = pool.submit(load_jit)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the analysis is imported while the scan is read
+        imported = pool.submit(_import_analysis)
         volume = scan_or_volume if isinstance(scan_or_volume, Volume) else load_volume(scan_or_volume, series_uid=series_uid)
-        jit_loaded.result()
+        imported.result()
+    from volbmd.calibrate.choose import uses_internal_calibration
+    from volbmd.calibrate.internal import find_reference_tissues
+    from volbmd.measure import measure_vertebrae
+
     if acquisition:
         volume = _with_acquisition(volume, acquisition)
     stage("load", t)
     t = time.perf_counter()
     labels = segmenter.segment(volume)
     stage("segment", t)
-    t = time.perf_counter()
-    result = measure_vertebrae(volume, labels, cfg, levels=levels, keep_masks=True)
-    stage("measure", t)
-    t = time.perf_counter()
     if calibration is not None and not hasattr(calibration, "method"):
         from volbmd.calibrate.base import load_calibration
 
         calibration = load_calibration(calibration)
-    masks_given = bool(getattr(segmenter, "masks_given", False))
-    calibrated = calibrate_and_classify(volume, labels, result, cfg, calibration, masks_given=masks_given)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the reference tissues are found while the vertebrae are measured
+        tissues = (
+            pool.submit(find_reference_tissues, volume, labels)
+            if uses_internal_calibration(volume, cfg, calibration)
+            else None
+        )
+        result = measure_vertebrae(volume, labels, cfg, levels=levels, keep_masks=True)
+        stage("measure", t)
+        t = time.perf_counter()
+        masks_given = bool(getattr(segmenter, "masks_given", False))
+        calibrated = calibrate_and_classify(
+            volume,
+            labels,
+            result,
+            cfg,
+            calibration,
+            masks_given=masks_given,
+            tissues=None if tissues is None else tissues.result(),
+        )
     stage("calibrate_classify", t)
     if cfg.uncertainty.repeat_draws and not masks_given:
         from volbmd.repeatability import apply_repeat_draws, repeat_draws

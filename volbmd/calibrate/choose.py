@@ -13,7 +13,7 @@ from volbmd.volume import LabelMap, Volume
 if TYPE_CHECKING:
     from volbmd.measure import MeasurementResult
 
-__all__ = ["LevelDensities", "calibrate_levels", "scanner_mismatches"]
+__all__ = ["LevelDensities", "calibrate_levels", "scanner_mismatches", "uses_internal_calibration"]
 
 
 @dataclass
@@ -57,6 +57,12 @@ def scanner_mismatches(cal: Calibration, volume: Volume) -> list[str]:
     return out
 
 
+def uses_internal_calibration(volume: Volume, config: PipelineConfig, calibration: Calibration | None) -> bool:
+    """Whether :func:`calibrate_levels` fits the internal calibration: none given, internal
+    calibration on, and the scan a CT."""
+    return calibration is None and config.calibration.internal.enabled and volume.metadata.get("modality") in (None, "CT")
+
+
 def calibrate_levels(
     volume: Volume,
     labels: LabelMap,
@@ -65,8 +71,12 @@ def calibrate_levels(
     calibration: Calibration | None = None,
     *,
     masks_given: bool = False,
+    tissues: dict[str, dict] | None = None,
 ) -> LevelDensities:
-    """Choose the calibration (given, else internal, else none) and compute BMD and its SD per level."""
+    """Choose the calibration (given, else internal, else none) and compute BMD and its SD per level.
+
+    ``tissues``: the reference tissues of :func:`~volbmd.calibrate.internal.find_reference_tissues`
+    when already found (the pipeline finds them while it measures); else they are found here."""
     from volbmd.calibrate.corrections import contrast_correction_hu
     from volbmd.calibrate.internal import internal_calibration
     from volbmd.calibrate.uncertainty import roi_mean_se_hu
@@ -84,8 +94,8 @@ def calibrate_levels(
         if cal.method == "phantom":
             cal.method = "stored"
         warnings += scanner_mismatches(cal, volume)
-    elif cal_cfg.internal.enabled and is_ct:
-        cal = internal_calibration(volume, labels, cal_cfg, contrast_known=contrast_agent)
+    elif uses_internal_calibration(volume, config, calibration):
+        cal = internal_calibration(volume, labels, cal_cfg, contrast_known=contrast_agent, tissues=tissues)
     else:
         cal = Calibration(method="none", warnings=["no calibration: HU only" + ("" if is_ct else " (not a CT)")])
     warnings += cal.warnings

@@ -224,15 +224,21 @@ def weighted_line(x: np.ndarray, y: np.ndarray, se: np.ndarray, tau: np.ndarray,
 
 
 def internal_calibration(
-    volume: Volume, labels: LabelMap | None, config: CalibrationConfig | None = None, *, contrast_known: bool | None = None
+    volume: Volume,
+    labels: LabelMap | None,
+    config: CalibrationConfig | None = None,
+    *,
+    contrast_known: bool | None = None,
+    tissues: dict[str, dict] | None = None,
 ) -> Calibration:
     """Fit the scanner's HU scale from reference tissues; ``method="none"`` when too few are found.
 
     Needs air and at least one of fat or muscle. Blood is used only on a native (non-contrast)
     scan: when ``contrast_known`` is true, or the aorta reads as enhanced, it is left out.
+    ``tissues``: :func:`find_reference_tissues` of this volume and labels, when already found.
     """
     config = config or CalibrationConfig()
-    tissues = find_reference_tissues(volume, labels)
+    tissues = find_reference_tissues(volume, labels) if tissues is None else tissues
     warnings = []
     blood = tissues.get("blood")
     weights = {t: 1.0 for t in ("air", "fat", "muscle")}

@@ -18,7 +18,6 @@ from volbmd.io import load_volume
 from volbmd.io._atomic import full_suffix
 from volbmd.labels import level_rank, load_label_scheme, other_structure_ids
 from volbmd.volume import LabelMap, Volume
-from volbmd_kernels.stats import label_bboxes
 
 __all__ = ["load_masks", "MasksSegmenter"]
 
@@ -63,6 +62,8 @@ def _id_boxes(arr: np.ndarray) -> dict[int, tuple]:
     if top == 0:
         return {}
     ids = range(1, top + 1) if top <= 1024 else sorted(set(np.unique(arr).tolist()) - {0})
+    from volbmd_kernels.stats import label_bboxes  # numba: imported once the scan is being read
+
     return {i: found for i, found in label_bboxes(arr, ids).items() if found[0]}
 
 
