@@ -11,6 +11,7 @@ from volbmd.config import MeasurementConfig, load_config
 from volbmd.errors import GeometryError
 from volbmd.measure import (
     choose_cortical_depth_mm,
+    dense_foci,
     genant_grade,
     measure_vertebrae,
     roi_end_weights,
@@ -192,8 +193,9 @@ def test_abdomen_against_peer_values(shared_data):
     from scipy import ndimage as ndi
 
     ct, _, bodies = _abdomen(shared_data)
-    # the peer's ROI has no end guard: off here, so that the ROIs can be compared voxel for voxel
-    cfg = _cfg(cortical_depth_mm=4.0, end_guard_hu=0.0)
+    # the peer's ROI has no end guard and keeps dense foci: both off here, so that the ROIs can be
+    # compared voxel for voxel
+    cfg = _cfg(cortical_depth_mm=4.0, end_guard_hu=0.0, dense_focus_hu=0.0)
     result = measure_vertebrae(ct, bodies, cfg, levels=list(PEER_HU)).by_level()
     # the peer's structuring element: a 4 mm ellipsoid sampled in voxel steps
     radius_vox = [4.0 / s for s in ct.spacing_mm]
@@ -384,9 +386,68 @@ def test_an_endplate_in_the_mask_does_not_move_the_measured_mean(spine_phantom):
         arr[k][body_cols & (labels[k] == lid)] = 900
     vol = dataclasses.replace(ph.volume, array=arr)
     lab = LabelMap.on_grid_of(vol, labels, ph.labels.labels)
-    guarded = {m.level: m for m in measure_vertebrae(vol, lab, _cfg()).levels}["L1"]
-    plain = {m.level: m for m in measure_vertebrae(vol, lab, _cfg(end_guard_hu=0.0)).levels}["L1"]
+    # 900 HU is also a dense focus: that exclusion is off here, so that the guard alone is judged
+    guarded = {m.level: m for m in measure_vertebrae(vol, lab, _cfg(dense_focus_hu=0.0)).levels}["L1"]
+    plain = {m.level: m for m in measure_vertebrae(vol, lab, _cfg(end_guard_hu=0.0, dense_focus_hu=0.0)).levels}["L1"]
     truth = ph.trabecular_hu["L1"]
     assert abs(plain.trabecular_hu_mean - truth) > 20
     assert guarded.trabecular_hu_mean == pytest.approx(truth, abs=2.0)
     assert guarded.roi_ends_weighted and plain.roi_ends_weighted == ()
+
+
+def test_dense_foci_find_a_bone_island_and_nothing_else():
+    rng = np.random.default_rng(0)
+    roi, hu = _box_roi(nz=12)
+    hu += rng.normal(0, 30, hu.shape).astype(np.float32)  # noise and texture, unsmoothed
+    hu[12] += 200.0  # an endplate-like end slab: the end guard's business, not a focus
+    island = np.zeros_like(roi)
+    island[5:9, 4:9, 4:9] = True  # 4 mm at 1000 HU
+    hu[island] = 1000.0
+    spacing = (1.0, 0.8, 0.8)
+    found = dense_foci(roi, hu, spacing, 400.0)
+    grown = np.zeros_like(roi)
+    grown[3:11, 2:11, 2:11] = True  # the island, its partial-volume edge and the voxels next to it
+    assert found[island].all() and not (found & ~grown).any() and not (found & ~roi).any()
+    assert not found[12].any()  # the bright end slab is left to the end guard
+    assert not dense_foci(roi, hu, spacing, 0.0).any()  # off
+    assert not dense_foci(np.zeros_like(roi), hu, spacing, 400.0).any()  # empty ROI
+    plain = np.where(island, 150.0, hu).astype(np.float32)
+    assert not dense_foci(roi, plain, spacing, 400.0).any()
+    # on 5 mm slices, a focus in one slice at the ROI's corner: only ROI voxels, the focus and its neighbours
+    plain[1, 2:6, 2:6] = 1500.0
+    found = dense_foci(roi, plain, (5.0, 0.8, 0.8), 400.0)
+    near = np.zeros_like(roi)
+    near[0:3, 0:8, 0:8] = True
+    assert found[1, 2:6, 2:6].all() and not (found & ~near).any() and not (found & ~roi).any()
+
+
+def test_a_bone_island_does_not_move_the_measured_mean(spine_phantom):
+    """A 6 mm focus at 1000 HU in L1's marrow: left out (flagged, its volume reported), the level
+    reads its marrow; with the exclusion off it reads high."""
+    ph = spine_phantom
+    lid = ph.labels.labels["L1"]
+    centre = np.round(np.argwhere(ph.labels.array == lid).mean(axis=0)).astype(int)
+    arr = ph.volume.array.copy()
+    r = [int(np.ceil(3.0 / s)) for s in ph.volume.spacing_mm]
+    arr[tuple(slice(c - n, c + n + 1) for c, n in zip(centre, r))] = 1000
+    vol = dataclasses.replace(ph.volume, array=arr)
+    kept = {m.level: m for m in measure_vertebrae(vol, ph.labels, _cfg()).levels}
+    plain = {m.level: m for m in measure_vertebrae(vol, ph.labels, _cfg(dense_focus_hu=0.0)).levels}
+    truth = ph.trabecular_hu["L1"]
+    assert plain["L1"].trabecular_hu_mean - truth > 20
+    assert kept["L1"].trabecular_hu_mean == pytest.approx(truth, abs=1.0)
+    assert kept["L1"].dense_focus_ml > 0 and any(f.startswith("dense_focus_excluded:") for f in kept["L1"].flags)
+    assert kept["L2"].dense_focus_ml is None and kept["L2"].trabecular_hu_mean == plain["L2"].trabecular_hu_mean
+
+
+def test_abdomen_bone_island_in_l1_is_left_out(shared_data):
+    """ts_abdomen_ct's L1 holds a bone island (7 voxels of 560–770 HU in 97 HU marrow): with the
+    reference bodies it is left out, L1's mean falls to near its median, and no other level changes."""
+    ct, _, bodies = _abdomen(shared_data)
+    kept = measure_vertebrae(ct, bodies, _cfg()).by_level()
+    plain = measure_vertebrae(ct, bodies, _cfg(dense_focus_hu=0.0)).by_level()
+    assert kept["L1"].dense_focus_ml is not None and plain["L1"].trabecular_hu_mean - kept["L1"].trabecular_hu_mean > 8
+    assert abs(kept["L1"].trabecular_hu_mean - kept["L1"].trabecular_hu_median) < 8
+    for level in ("L2", "L3", "L4", "L5"):
+        assert kept[level].dense_focus_ml is None
+        assert kept[level].trabecular_hu_mean == plain[level].trabecular_hu_mean

@@ -28,6 +28,7 @@ __all__ = [
     "genant_grade",
     "trabecular_roi",
     "roi_end_weights",
+    "dense_foci",
     "measure_vertebrae",
     "PEER_EROSION_MM",
     "LevelMasks",
@@ -55,6 +56,7 @@ class LevelMeasurement:
     roi: str | None = None
     roi_volume_ml: float | None = None
     roi_ends_weighted: tuple[str, ...] = ()
+    dense_focus_ml: float | None = None  # focal dense bone left out of the ROI (None: none found)
     trabecular_n_voxels: int = 0
     trabecular_hu_mean: float | None = None
     trabecular_hu_median: float | None = None
@@ -357,6 +359,35 @@ def roi_end_weights(
     return weights, tuple(sorted(ends))
 
 
+#: the smoothing (Gaussian SD, mm) under which a voxel is judged a dense focus: at sub-mm voxels a
+#: single trabecula or noise never reaches the threshold
+DENSE_FOCUS_SMOOTHING_MM = 1.0
+
+
+def dense_foci(roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu: float) -> np.ndarray:
+    """The ROI voxels of focal dense bone — a bone island (enostosis), a sclerotic focus, cement, a
+    calcification — and the voxels next to them, which partial volume brightens.
+
+    A focus is where the ROI's values, smoothed over ``DENSE_FOCUS_SMOOTHING_MM``, lie more than
+    ``above_hu`` above their median; it extends over the connected voxels more than half that far
+    above (its own partial-volume edge), and then by one voxel. Clinical QCT places its VOI clear
+    of such foci; a bone island of seven 3 mm voxels at 560–770 HU in 97 HU marrow otherwise
+    raises the level's mean by 17 HU, and by more or less as the ROI's edge moves across it with
+    noise. All False when ``above_hu`` is 0 or the ROI is empty."""
+    if above_hu <= 0 or not roi.any():
+        return np.zeros(roi.shape, bool)
+    sigma = [DENSE_FOCUS_SMOOTHING_MM / float(s) for s in spacing_mm]
+    smooth = ndi.gaussian_filter(np.asarray(hu, np.float32), sigma)
+    level = float(np.median(smooth[roi]))
+    seeds = roi & (smooth > level + above_hu)
+    if not seeds.any():
+        return seeds
+    cube = np.ones((3, 3, 3), bool)
+    parts, _ = ndi.label(roi & (smooth > level + 0.5 * above_hu), structure=cube)
+    focus = np.isin(parts, np.unique(parts[seeds]))
+    return ndi.binary_dilation(focus, structure=cube) & roi
+
+
 def _measure_level(
     vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float, masks: dict | None = None
 ) -> LevelMeasurement:
@@ -392,6 +423,11 @@ def _measure_level(
             m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
     weights, m.roi_ends_weighted = roi_end_weights(roi, volume.array[vm.box], spacing, axes[0], cfg.end_guard_hu)
+    focus = dense_foci(weights > 0, volume.array[vm.box], spacing, cfg.dense_focus_hu)
+    if focus.any():
+        weights[focus] = 0.0
+        m.dense_focus_ml = float(focus.sum()) * voxel_ml
+        m.flags.append(f"dense_focus_excluded:{m.dense_focus_ml * 1000:.0f}_mm3")
     roi = weights >= 0.5  # the ROI's mask: what the median, SD, percentiles and the saved masks use
     m.roi = cfg.roi
     if masks is not None:
@@ -406,7 +442,7 @@ def _measure_level(
     if m.roi_volume_ml < cfg.min_roi_volume_ml:
         m.flags.append("roi_too_small")
     m.trabecular_hu_mean = stats["mean"]
-    if m.roi_ends_weighted:  # the mean that calibrates: every voxel by its weight
+    if m.roi_ends_weighted:  # the mean that calibrates: every voxel by its weight (a focus weighs 0)
         soft = weights > 0
         w = weights[soft].astype(np.float64)
         m.trabecular_hu_mean = float(np.dot(w, volume.array[vm.box][soft].astype(np.float64)) / w.sum())

@@ -118,6 +118,10 @@ class VertebraRecord(_Open):
         description="ends of the ROI whose slabs counted less in the mean, as endplate or disc "
         "the body mask took in: inferior, superior or inferior+superior (absent: none)",
     )
+    dense_focus_ml: float | None = Field(
+        None,
+        description="focal dense bone (a bone island, a sclerotic focus) left out of the ROI, ml (absent: none)",
+    )
     height_loss: float | None = Field(None, description="largest height loss against the reference height (0–1)")
     body_split: str | None = Field(None, description="how the body was split from the arch: split, body_only, too_thin")
     centroid_lps_mm: list[float] | None = Field(None, description="body centroid, LPS world mm")
