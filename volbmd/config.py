@@ -60,7 +60,7 @@ class MeasurementConfig(_Strict):
         description="the ROI ends before an end slab whose mean departs this far from the marrow's (0: off)",
     )
     dense_focus_hu: float = Field(
-        400.0,
+        350.0,
         ge=0,
         description="ROI voxels this far above the ROI's median (smoothed over 1 mm), and their neighbours, "
         "are focal dense bone (a bone island) and left out (0: off)",
