@@ -270,6 +270,31 @@ def test_a_canal_closed_in_one_slice_does_not_place_the_wall(spine_phantom):
         assert (front is None) == (count < MIN_CANAL_SLICES)
 
 
+def test_a_canal_leaking_into_the_body_does_not_cut_its_core(spine_phantom):
+    """On 3 mm voxels the posterior wall is one voxel thick; a noise draw that opens it joins the
+    canal to the marrow behind the core, and the canal's front then lay in front of the core's own
+    edge (ts_abdomen_ct's L5: front 61 against a core edge at 61.4, body 27 ml instead of 39). The
+    canal's front is never taken in front of one voxel behind the core's posterior edge."""
+    from volbmd.vertebrae import _canal_front
+
+    vm = vertebra_masks(spine_phantom.labels)[1]
+    spacing = spine_phantom.volume.spacing_mm
+    d2 = edt_squared_mm2(vm.whole, spacing)
+    seed = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    plain = _canal_front(vm.whole, seed, np.full(vm.whole.shape[0], float(seed[1])), spacing)
+    core_back = plain - 4.0  # the canal's front lies 4 voxels behind the core's edge
+    leaked = vm.whole.copy()
+    columns = slice(seed[2] - 3, seed[2] + 4)
+    for z in range(leaked.shape[0]):
+        if np.isfinite(plain[z]):  # a notch from the canal 6 voxels into the body, at the midline
+            front = int(plain[z])
+            leaked[z, front - 6 : front, columns] = False
+    front = _canal_front(leaked, seed, core_back, spacing)
+    assert front is not None
+    assert np.all(front >= core_back + 1.0)
+    assert np.any(front < plain)  # the notch did reach in front of the canal
+
+
 def test_a_level_with_a_high_hu_spread_is_flagged():
     from volbmd.measure import LevelMeasurement, _flag_high_spread
 

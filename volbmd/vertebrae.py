@@ -187,8 +187,10 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: Spa
 
     The canal is a hole of the axial slice (background enclosed by the arch) of at least
     :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline, its centre behind the core's posterior
-    edge (holes inside the body, such as the basivertebral vein, do not count). Slices without an
-    enclosed canal take the nearest slice's value.
+    edge (holes inside the body, such as the basivertebral vein, do not count). The front is never
+    taken in front of one voxel behind the core's edge (a canal joined to the marrow through a gap in
+    a thin posterior wall would cut the core). Slices without an enclosed canal take the nearest
+    slice's value.
     """
     nz = whole.shape[0]
     min_voxels = MIN_CANAL_AREA_MM2 / (spacing_mm[1] * spacing_mm[2])
@@ -218,7 +220,9 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: Spa
             if behind_core and spans_midline and size >= min_voxels and size > best_size:
                 best, best_size = k, size
         if best:
-            front[z] = np.flatnonzero((lab == best).any(axis=1))[0]
+            # the core is body: a hole reaching in front of one voxel behind the core's edge has
+            # leaked into the marrow through a gap in a thin posterior wall (3 mm voxels, noise)
+            front[z] = max(float(np.flatnonzero((lab == best).any(axis=1))[0]), core_back[z] + 1.0)
     known = np.flatnonzero(np.isfinite(front))
     if known.size < MIN_CANAL_SLICES:
         return None  # a ring closed by chance in one slice (one voxel of noise) does not place the wall
