@@ -476,3 +476,72 @@ def test_abdomen_bone_island_in_l1_is_left_out(shared_data):
     for level in ("L2", "L3", "L4", "L5"):
         assert kept[level].dense_focus_ml is None
         assert kept[level].trabecular_hu_mean == plain[level].trabecular_hu_mean
+
+
+def _tilted_block(angle_deg: float, anterior_loss: float = 0.0) -> np.ndarray:
+    """A 20 mm tall, 30 mm deep, 30 mm wide body on a 1 mm grid, tilted in the sagittal plane (its
+    axis leans by ``angle_deg`` from z towards +y); ``anterior_loss`` shortens its front wedge-wise."""
+    z, y, x = np.mgrid[0:80, 0:80, 0:40].astype(float)
+    t = np.radians(angle_deg)
+    u = (z - 40) * np.cos(t) + (y - 40) * np.sin(t)  # along the body's axis
+    v = -(z - 40) * np.sin(t) + (y - 40) * np.cos(t)  # front (−) to back (+)
+    half = 10.0 * (1.0 - anterior_loss * np.clip((15.0 - v) / 30.0, 0.0, 1.0))
+    return (np.abs(u) <= half) & (np.abs(v) <= 15.0) & (np.abs(x - 20) <= 15.0)
+
+
+def test_heights_follow_the_spine_where_the_body_axes_do_not():
+    """A body tilted 28° read along the scanner axis (the CTA's T3: its own wall and principal axes
+    tilted the wrong way) loses its front and back heights to the corners: a false fracture (Genant 2
+    here, 3 on T3). The spine's direction through the neighbouring bodies gives the true heights."""
+    from volbmd.measure import _frame, _heights_along, height_axes
+
+    body = _tilted_block(28.0)
+    spacing = (1.0, 1.0, 1.0)
+    scanner = _frame(np.array([1.0, 0.0, 0.0]))
+    skewed = _heights_along(body, spacing, scanner)
+    assert genant_grade(skewed)[0] >= 2
+    t = np.radians(28.0)
+    spine = np.array([np.cos(t), np.sin(t), 0.0])
+    frame = height_axes(body, spacing, spine, own=scanner)
+    heights = _heights_along(body, spacing, frame)
+    assert all(h == pytest.approx(21.0, abs=1.5) for h in heights.values())
+    assert genant_grade(heights)[0] == 0
+    assert height_axes(body, spacing, None, own=scanner) is scanner  # no spine direction: the body's own
+    # a real wedge on a straight spine keeps its grade: the spine's direction gains nothing there
+    wedge = _tilted_block(0.0, anterior_loss=0.5)
+    own = _frame(np.array([1.0, 0.0, 0.0]))
+    assert height_axes(wedge, spacing, np.array([1.0, 0.0, 0.0]), own=own) is own
+
+
+def test_spine_axes_from_adjacent_neighbours_only():
+    from volbmd.measure import spine_axes
+    from volbmd.vertebrae import VertebraMask
+
+    def level(name, z0, y0):
+        body = np.ones((10, 10, 10), bool)
+        box = (slice(z0, z0 + 10), slice(y0, y0 + 10), slice(0, 10))
+        return VertebraMask(name, 0, box, body, body, "body_only", ())
+
+    masks = [level("T2", 0, 0), level("T3", 20, 10), level("T4", 40, 20), level("T6", 80, 40)]
+    axes = spine_axes(masks, (1.0, 1.0, 1.0))
+    expected = np.array([2.0, 1.0, 0.0]) / np.sqrt(5.0)
+    for name in ("T2", "T3", "T4"):
+        assert axes[name] == pytest.approx(expected)
+    assert "T6" not in axes  # T5 is missing: T4 and T6 are not neighbours
+    far = spine_axes([level("T2", 0, 0), level("T3", 90, 0)], (1.0, 1.0, 1.0))
+    assert far == {}  # 90 mm apart: not a neighbour's step
+
+
+def test_cta_t3_is_not_graded_a_fracture(shared_data):
+    """The CTA's upper thoracic spine leans about 28°; T3's own axes read its heights along the
+    scanner axis (12 / 22.5 / 15 mm, Genant 3). Along the spine its heights agree like its
+    neighbours'; no level of this scan is graded above 1."""
+    import volbmd
+    from volbmd.geometry import canonicalize
+    from volbmd.io import load_volume
+
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    result = volbmd.analyze(canon).artifacts.result.by_level()
+    t3 = result["T3"].heights_mm
+    assert result["T3"].genant_grade == 0 and min(t3.values()) / max(t3.values()) > 0.85
+    assert all((m.genant_grade or 0) <= 1 for m in result.values())

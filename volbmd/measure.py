@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from volbmd.config import MeasurementConfig, PipelineConfig, default_config
 from volbmd.geometry import canonicalize
+from volbmd.labels import level_rank
 from volbmd.types import SpacingZYX
 from volbmd.vertebrae import VertebraMask, vertebra_masks
 from volbmd.volume import LabelMap, Volume
@@ -25,6 +26,8 @@ __all__ = [
     "choose_cortical_depth_mm",
     "body_axes",
     "body_heights_mm",
+    "height_axes",
+    "spine_axes",
     "genant_grade",
     "trabecular_roi",
     "roi_end_weights",
@@ -189,7 +192,8 @@ def _candidate_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> list[np.ndarray
 
 
 def body_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Unit vectors (in z, y, x mm space) of the body's own SI, AP and LR axes, and the SI tilt.
+    """Unit vectors (in z, y, x mm space) of the body's own SI, AP and LR axes, and the SI tilt:
+    the frame the trabecular ROI is built in.
 
     Candidates for SI: the scanner z, the posterior wall's direction (:func:`_wall_axis`; it
     survives wedge fractures and follows lordosis) and the body's flattest principal axis, each
@@ -206,12 +210,66 @@ def body_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> tuple[np.ndarray, np.
     return best if best is not None else _frame(np.array([1.0, 0.0, 0.0]))
 
 
+def height_axes(
+    body: np.ndarray, spacing_mm: SpacingZYX, spine_axis: np.ndarray | None = None, own=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The frame the body's heights (and so its Genant grade) are read in: the body's own
+    (:func:`body_axes`, or ``own`` when already found), unless the spine's direction through the
+    neighbouring bodies (``spine_axis``, from :func:`spine_axes`) gives a middle height shorter by
+    more than half a slice. Heights come in whole voxels, so a smaller gain is no evidence. In a
+    kyphotic upper thoracic spine the body's own wall and principal axes can tilt the wrong way: the
+    scanner axis, 28° off, cut the CTA's T3 anterior height to 12 of 22 mm (a false Genant 3).
+    The ROI keeps the body's own frame (the spine's direction is a hint for heights only).
+    """
+    own = own if own is not None else body_axes(body, spacing_mm)
+    if spine_axis is None or spine_axis[0] < np.cos(np.radians(MAX_AXIS_TILT_DEG)):
+        return own
+    along = _frame(spine_axis)
+    middle = _heights_along(body, spacing_mm, along).get("middle")
+    own_middle = _heights_along(body, spacing_mm, own).get("middle")
+    if middle is not None and (own_middle is None or middle < own_middle - 0.5 * float(spacing_mm[0])):
+        return along
+    return own
+
+
+#: Neighbouring bodies give the spine's direction only when their centres lie this far apart (mm).
+SPINE_STEP_MM = (10.0, 60.0)
+
+
+def spine_axes(masks: list[VertebraMask], spacing_mm: SpacingZYX) -> dict[str, np.ndarray]:
+    """Per level: the spine's local direction (unit vector in z, y, x mm, pointing to +z) from the
+    centre of the body above to the centre of the body below (or to its own centre at the ends of
+    the list). Only adjacent levels count (T2 and T4 with T3 missing do not) and only at a
+    plausible distance (:data:`SPINE_STEP_MM`). Used by :func:`height_axes`."""
+    step = np.asarray(spacing_mm, dtype=np.float64)
+    centres = {
+        vm.level: (np.argwhere(vm.body).mean(axis=0) + [s.start for s in vm.box]) * step
+        for vm in masks
+        if vm.box is not None and vm.body is not None and vm.body.any()
+    }
+    ranks = {level: level_rank(level) for level in centres}
+    out = {}
+    for level, centre in centres.items():
+        ends = [centres[n] for n in centres if abs(ranks[n] - ranks[level]) == 1]
+        ends = [e for e in ends if SPINE_STEP_MM[0] <= np.linalg.norm(e - centre) <= SPINE_STEP_MM[1]]
+        if not ends:
+            continue
+        pts = ends if len(ends) == 2 else [ends[0], centre]
+        d = pts[1] - pts[0]
+        d = d if d[0] >= 0 else -d
+        norm = np.linalg.norm(d)
+        if norm > 0:
+            out[level] = d / norm
+    return out
+
+
 def _voxel_extent(axis: np.ndarray, spacing_mm: SpacingZYX) -> float:
     return float(np.sum(np.abs(axis) * np.asarray(spacing_mm)))
 
 
 def body_heights_mm(body: np.ndarray, spacing_mm: SpacingZYX, axes=None) -> dict[str, float | None]:
-    """Anterior, middle and posterior body heights in mm along the body's own SI axis.
+    """Anterior, middle and posterior body heights in mm along the body's own SI axis (default:
+    :func:`body_axes`).
 
     Heights are read in bands at 15/50/85 % of the anteroposterior depth, in the central third
     left-to-right, as the SI extent of the band's voxels (plus one voxel's extent along the axis).
@@ -389,7 +447,12 @@ def dense_foci(roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu
 
 
 def _measure_level(
-    vm: VertebraMask, volume: Volume, cfg: MeasurementConfig, depth_mm: float, masks: dict | None = None
+    vm: VertebraMask,
+    volume: Volume,
+    cfg: MeasurementConfig,
+    depth_mm: float,
+    masks: dict | None = None,
+    spine_axis: np.ndarray | None = None,
 ) -> LevelMeasurement:
     m = LevelMeasurement(level=vm.level, label_id=vm.label_id, split_method=vm.split_method)
     if vm.box is None or vm.body is None:
@@ -413,8 +476,9 @@ def _measure_level(
     m.si_axis_tilt_deg = axes[3]
     cut_in_z = any(side in ("inferior", "superior") for side in vm.touches_edge)
     if not cut_in_z:
-        m.heights_mm = body_heights_mm(body, spacing, axes)
-        step_mm = _voxel_extent(axes[0], spacing)
+        heights_frame = height_axes(body, spacing, spine_axis, own=axes)
+        m.heights_mm = body_heights_mm(body, spacing, heights_frame)
+        step_mm = _voxel_extent(heights_frame[0], spacing)
         if vm.level in NO_GENANT_LEVELS:
             pass
         elif step_mm > cfg.genant_max_voxel_mm:
@@ -524,7 +588,8 @@ def measure_vertebrae(
         body_only = False  # the segmenter says so: never mistake a vertebra with a thin arch for a body
     masks = vertebra_masks(canon_labels, levels=levels, body_only=body_only)
     kept: dict | None = {} if keep_masks else None
-    results = [_measure_level(vm, canon, cfg, depth_mm, kept) for vm in masks]
+    spine = spine_axes(masks, canon.spacing_mm)
+    results = [_measure_level(vm, canon, cfg, depth_mm, kept, spine.get(vm.level)) for vm in masks]
     _flag_high_spread(results)
     quality = labels.metadata.get("level_quality") or {}
     for m in results:  # the segmenter's own doubts about a level travel with its measurement
