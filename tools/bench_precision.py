@@ -3,7 +3,8 @@ patient) and thicker slices, through the fixed-mask path and the full default pi
 
 For each development CT and each disturbance, prints per level: the mean BMD, the CV over the runs,
 the bias of their mean against the undisturbed run, the bmd_sd_mg_cm3 the undisturbed run reported
-against the observed SD (their ratio), and whether every run found the level and gave the same category. Fixed masks are
+against the observed SD (their ratio), whether every run found the level and gave the same category,
+and the Genant grade of the undisturbed run with the grades the others gave where any differs. Fixed masks are
 the reference masks where a scan has them, otherwise the default pipeline's own masks of the
 undisturbed scan (moved with the scan for shifts and rotations).
 
@@ -80,7 +81,7 @@ OVERRIDES: dict = {}  # config overrides for every run (--roi)
 
 
 def run(volume, labels):
-    """Per level: (bmd, bmd_sd, category of the summary) for one analysis."""
+    """Per level: (bmd, bmd_sd, genant_grade), the summary's category, BMD and SD for one analysis."""
     import volbmd
 
     report = (
@@ -89,7 +90,7 @@ def run(volume, labels):
         else volbmd.analyze(volume, **OVERRIDES)
     )
     levels = {
-        v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3)
+        v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3, v.genant_grade)
         for v in report.vertebrae
         if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)
     }
@@ -127,9 +128,14 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
             for level in sorted(base, key=lambda lvl: _rank(lvl)):
                 values = [r[0][level][0] for r in results if level in r[0]]
                 sds = [r[0][level][1] for r in results if level in r[0] and r[0][level][1] is not None]
-                rows.append(
-                    _row(name, path, kind, level, base[level][0], values, sds, len(results), seconds, base_sd=base[level][1])
+                row = _row(
+                    name, path, kind, level, base[level][0], values, sds, len(results), seconds, base_sd=base[level][1]
                 )
+                row["genant_base"] = base[level][2]
+                row["genant_grades"] = sorted(
+                    {r[0][level][2] for r in results if level in r[0]}, key=lambda g: -1 if g is None else g
+                )
+                rows.append(row)
             means = [r[2] for r in results if r[2] is not None]
             sds = [r[3] for r in results if r[3] is not None]
             row = _row(name, path, kind, "summary", base_mean, means, sds, len(results), seconds, base_sd=base_summary_sd)
@@ -170,6 +176,18 @@ def _row(case, path, kind, level, base, values, sds, runs, seconds, base_sd=None
     }
 
 
+def _genant(row) -> str:
+    """The undisturbed run's Genant grade, and the grades of the disturbed runs where any differs
+    ("0 → 0,2,3"); "–" where not graded."""
+    if "genant_grades" not in row:
+        return ""
+    show = lambda g: "–" if g is None else str(g)  # noqa: E731
+    base, seen = row["genant_base"], row["genant_grades"]
+    if seen in ([], [base]):
+        return show(base)
+    return f"{show(base)} → {','.join(show(g) for g in seen)}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -195,7 +213,7 @@ def main(argv=None) -> int:
     names = args.cases.split(",") if args.cases else list(reference)
     print(
         f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "
-        f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s}"
+        f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s} {'Genant':>8s}"
     )
     rows = []
     for name in names:
@@ -213,7 +231,7 @@ def main(argv=None) -> int:
             print(
                 f"{r['case']:24s} {r['path']:5s} {r['kind']:6s} {r['level']:7s} {r['mean']:7.1f} {r['cv_pct']:6.2f} "
                 f"{r['bias_pct']:7.2f} {r['sd']:6.2f} {r['reported_sd']:6.2f} {r['sd_ratio']:5.2f} "
-                f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f}",
+                f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f} {_genant(r):>8s}",
                 flush=True,
             )
     if args.json:
