@@ -210,9 +210,12 @@ def body_axes(body: np.ndarray, spacing_mm: SpacingZYX) -> tuple[np.ndarray, np.
     return best if best is not None else _frame(np.array([1.0, 0.0, 0.0]))
 
 
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray, float]  # SI, AP, LR unit vectors and the SI tilt
+
+
 def height_axes(
-    body: np.ndarray, spacing_mm: SpacingZYX, spine_axis: np.ndarray | None = None, own=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    body: np.ndarray, spacing_mm: SpacingZYX, spine_axis: np.ndarray | None = None, own: Frame | None = None
+) -> Frame:
     """The frame the body's heights (and so its Genant grade) are read in: the body's own
     (:func:`body_axes`, or ``own`` when already found), unless the spine's direction through the
     neighbouring bodies (``spine_axis``, from :func:`spine_axes`) gives a middle height shorter by
