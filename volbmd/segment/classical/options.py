@@ -131,6 +131,13 @@ class OutlineOptions(_Options):
         description="... or, in front of the body, than this times the scan's noise (an aorta against the "
         "body, its contrast still mixing or its wall calcified: a CTA's T12 took in part of it)",
     )
+    vessel_front_texture_hu: float = Field(
+        50.0,
+        ge=0,
+        description="... or, in front of the body, an SD of up to this beyond the scan's noise (added in "
+        "quadrature): the aorta's own texture does not fall with the noise, so a smoother reconstruction "
+        "of the same scan keeps it a vessel",
+    )
     vessel_front_share: float = Field(
         0.6, ge=0, description="'in front of the body': farther in front of its centre than this share of its half depth"
     )

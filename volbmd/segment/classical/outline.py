@@ -89,8 +89,9 @@ def enhanced_vessels(
     """Contrast-filled vessels beside the spine (aorta, vena cava, iliac vessels): bright like bone
     but homogeneous. Components of voxels whose neighbourhood (``vessel_window_mm``) averages above
     ``vessel_min_hu`` with an SD under ``vessel_max_sd_hu`` (or ``vessel_noise_factor`` times the
-    scan's own noise, the SD of muscle in the same window, in a noisy scan; ``vessel_front_noise_factor``
-    times it well in front of the body), at least ``vessel_min_volume_mm3``,
+    scan's own noise, the SD of muscle in the same window, in a noisy scan; well in front of the body
+    ``vessel_front_noise_factor`` times it, or that noise and ``vessel_front_texture_hu`` added in
+    quadrature), at least ``vessel_min_volume_mm3``,
     outside the body's core and centred in front of its posterior wall, widened by the
     window (their wall and partial-volume rim) where not brighter than the blood. Without
     contrast, blood is far below the bone threshold and nothing is found."""
@@ -103,7 +104,11 @@ def enhanced_vessels(
     if muscle.sum() >= 1000:
         noise_sd = float(np.sqrt(max(np.median(var[muscle]), 0.0)))
         max_sd = max(max_sd, opts.vessel_noise_factor * noise_sd)
-        front_max_sd = max(max_sd, opts.vessel_front_noise_factor * noise_sd)
+        front_max_sd = max(
+            max_sd,
+            opts.vessel_front_noise_factor * noise_sd,
+            float(np.hypot(noise_sd, opts.vessel_front_texture_hu)),
+        )
     # the body's own marrow (bright and smooth in a noisy contrast scan) is never a vessel
     core = (
         np.hypot(
