@@ -274,12 +274,17 @@ def body_heights_mm(body: np.ndarray, spacing_mm: SpacingZYX, axes=None) -> dict
     """Anterior, middle and posterior body heights in mm along the body's own SI axis (default:
     :func:`body_axes`).
 
-    Heights are read in bands at 15/50/85 % of the anteroposterior depth, in the central third
-    left-to-right, as the SI extent of the band's voxels (plus one voxel's extent along the axis).
+    Heights are read in bands at 15/50/85 % of the anteroposterior depth (from the 2nd to the 98th
+    percentile of the AP positions, :data:`DEPTH_QUANTILE_PCT`), in the central third left-to-right,
+    as the SI extent of the band's voxels (plus one voxel's extent along the axis).
     """
     if body.sum() < 4:
         return {k: None for k in HEIGHT_POSITIONS}
     return _heights_along(body, spacing_mm, axes if axes is not None else body_axes(body, spacing_mm))
+
+
+#: The body's front and back for its heights: these percentiles of its central third's AP positions.
+DEPTH_QUANTILE_PCT = 2.0
 
 
 def _heights_along(body: np.ndarray, spacing_mm: SpacingZYX, axes) -> dict[str, float | None]:
@@ -291,7 +296,10 @@ def _heights_along(body: np.ndarray, spacing_mm: SpacingZYX, axes) -> dict[str, 
     central = np.abs(pw - 0.5 * (pw.max() + pw.min())) <= max(0.25 * (pw.max() - pw.min()), _voxel_extent(w, spacing_mm))
     if not central.any():
         return out
-    v_lo, v_hi = pv[central].min(), pv[central].max()
+    # the body's front and back: a rim, an osteophyte or a tag of disc a few voxels strong in front
+    # of the anterior cortex would otherwise move every band forward (the CTA's T12: its anterior
+    # band fell into a 4 mm lip and read 16 of 27 mm)
+    v_lo, v_hi = np.percentile(pv[central], [DEPTH_QUANTILE_PCT, 100.0 - DEPTH_QUANTILE_PCT])
     depth = v_hi - v_lo
     half_band = max(1.5, 0.5 * _voxel_extent(v, spacing_mm))
     thickness = _voxel_extent(u, spacing_mm)
