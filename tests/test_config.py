@@ -58,3 +58,14 @@ def test_bad_yaml(tmp_path):
     path.write_text("measurement: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML at line"):
         load_config(path)
+
+
+def test_the_shipped_config_runs_the_classical_segmenter_on_its_own_defaults():
+    """The pipeline (the CLI, ``volbmd.analyze``) and the Python API (``segment_spine``) segment
+    alike: the shipped default.yaml overrides none of the classical segmenter's tuned defaults. It
+    once kept an 'example' ``discs.period_penalty: 2.0`` after the code's default became 3.0, so
+    the pipeline ran on a value that tools/eval_segmentation.py and the segment_spine tests did not
+    (the default is 2.0 again: what every published bench figure was measured with)."""
+    from volbmd.segment.classical.options import ClassicalOptions
+
+    assert load_config(None).segmentation.classical == ClassicalOptions()

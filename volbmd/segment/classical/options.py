@@ -102,7 +102,7 @@ class DiscOptions(_Options):
     strong_period_strength: float = Field(0.35, ge=0, description="a period this clear is trusted as it is")
     period_tolerance: float = Field(0.25, ge=0, description="a weak period this close to the nearest clear one is kept")
     depth_to_period: float = Field(1.0, gt=0, description="fallback period: this times the body's depth")
-    period_penalty: float = Field(3.0, ge=0, description="cost of (log(spacing / period))²")
+    period_penalty: float = Field(2.0, ge=0, description="cost of (log(spacing / period))²")
     disc_cost: float = Field(
         0.15, ge=0, description="cost of each disc (score units): more discs are not better in themselves"
     )
