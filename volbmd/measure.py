@@ -298,7 +298,7 @@ def _heights_along(body: np.ndarray, spacing_mm: SpacingZYX, axes) -> dict[str, 
         return out
     # the body's front and back: a rim, an osteophyte or a tag of disc a few voxels strong in front
     # of the anterior cortex would otherwise move every band forward (the CTA's T12: its anterior
-    # band fell into a 4 mm lip and read 16 of 27 mm)
+    # band fell into a lip up to 4.5 mm deep and read 13.5–22.5 mm on noise draws, the body 27 mm)
     v_lo, v_hi = np.percentile(pv[central], [DEPTH_QUANTILE_PCT, 100.0 - DEPTH_QUANTILE_PCT])
     depth = v_hi - v_lo
     half_band = max(1.5, 0.5 * _voxel_extent(v, spacing_mm))
