@@ -169,9 +169,9 @@ def test_fixed_masks_bmd_repeats_within_one_percent(shared_data):
 
 def test_default_pipeline_repeats_on_a_contrast_ct(shared_data):
     """The full default pipeline on the contrast-enhanced 5 mm CT, three noise draws: the same levels
-    in every run and the same category. The L1+L2 mean is held within 5 % (measured 3.2 %, it was
-    24 % before the calibration and segmentation fixes; the issue's 2 % target is not reached yet:
-    disc planes of 5 mm slices still move by a slice between draws)."""
+    in every run and the same category, and the L1+L2 summary within the issue's targets, CV and
+    bias ≤ 2 % (measured 0.3 % and -1.3 %; 0.3 % and -3.0 % while the disc planes were chosen by
+    their share of bone, L2 -5.0 %)."""
     bench = _bench()
     rows = bench.bench_case(
         "abdomen_ct_contrast_5mm",
@@ -184,8 +184,32 @@ def test_default_pipeline_repeats_on_a_contrast_ct(shared_data):
     )
     assert all(r["found_every_run"] for r in rows)
     summary = next(r for r in rows if r["level"] == "summary")
-    assert summary["category_stable"] and summary["cv_pct"] <= 5.0 and abs(summary["bias_pct"]) <= 5.0, summary
+    assert summary["category_stable"] and summary["cv_pct"] <= 2.0 and abs(summary["bias_pct"]) <= 2.0, summary
     assert summary["reported_sd"] > 0
+
+
+def test_default_pipeline_repeats_on_a_lumbar_ct(shared_data):
+    """The full default pipeline on ts_abdomen_ct, three noise draws: every level found in every run
+    with its bias ≤ 2 % and CV ≤ 3 % (measured: bias ≤ 1.4 %, CV ≤ 2.4 %), the summary's CV ≤ 2 %.
+    While the lumbosacral plane was chosen by its share of bone (a flat landscape: tilted 56° on the
+    undisturbed scan, 47–50° on the noisy copies) S1 read 171 mg/cm³ on the one and about 145 on the
+    others (bias -17 %, L5 -5.7 %); in the HU trough between the endplates it is 44–46° on all."""
+    bench = _bench()
+    rows = bench.bench_case(
+        "ts_abdomen_ct",
+        shared_data / "ts_abdomen_ct" / "ct.nii.gz",
+        shared_data,
+        ["noise"],
+        ["full"],
+        draws=3,
+        noise_hu=15.0,
+    )
+    levels = [r for r in rows if r["level"] != "summary"]
+    assert [r["level"] for r in levels] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    for r in levels:
+        assert r["found_every_run"] and abs(r["bias_pct"]) <= 2.0 and r["cv_pct"] <= 3.0, r
+    summary = next(r for r in rows if r["level"] == "summary")
+    assert summary["category_stable"] and summary["cv_pct"] <= 2.0, summary
 
 
 def test_cta_names_the_same_levels_under_fresh_noise(shared_data):
@@ -227,8 +251,11 @@ def test_cta_levels_keep_their_bmd_when_a_mask_runs_past_an_endplate(shared_data
     """On a σ = 15 HU noise draw of the CTA (seed 0 of tools/bench_precision.py) T8's mask runs 6 mm
     past its upper endplate and T9's starts below its lower one: their ROIs took in the dense plates
     and read 13 % and 6 % high. The end guard weighs those slabs out: T6–T9 and T11 within 3 % of the
-    undisturbed scan (measured: within 1.5 %), and the guard itself noted. (T10 reads 3–6 % above the
-    undisturbed scan on every draw: there the body's posterior wall moves, which no end guard sees.)"""
+    undisturbed scan (measured: within 1.5 %), and the guard itself noted. (T10 read 3–6 % above the
+    undisturbed scan on every draw: there the body's posterior wall moved, which no end guard sees.)
+    Since the disc planes follow the HU trough between the endplates (not a bone mask), T8's mask no
+    longer runs past its endplate on this draw; the guard still weighs out end slabs of T7 and T9
+    (measured: T6–T11 within 2.7 %, T10 0.4 %)."""
     import volbmd
     from volbmd.geometry import canonicalize
     from volbmd.io import load_volume
@@ -239,7 +266,7 @@ def test_cta_levels_keep_their_bmd_when_a_mask_runs_past_an_endplate(shared_data
     noisy = {v.level: v for v in volbmd.analyze(bench.disturb(canon, None, "noise", 0, 15.0)[0]).vertebrae}
     for level in ("T6", "T7", "T8", "T9", "T11"):
         assert noisy[level].bmd_mg_cm3 == pytest.approx(base[level].bmd_mg_cm3, rel=0.03), level
-    assert noisy["T8"].roi_ends_weighted == "superior"
+    assert noisy["T7"].roi_ends_weighted and noisy["T9"].roi_ends_weighted
 
 
 def test_a_bone_island_stays_out_on_a_repositioned_scan(shared_data):

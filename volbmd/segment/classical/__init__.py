@@ -8,8 +8,8 @@ one module each:
    past the canal's ends, the thickest bone (the sacrum); the pelvis under the lowest body.
 2. ``discs``: the body centre line straightened (a curved reformat), two profiles along it (the
    body's core, the pedicles beside the canal), their local period, and the discs chosen jointly
-   (troughs or thin bright endplate bands spaced like vertebrae); dark disc planes tilted to the
-   least bone.
+   (troughs or thin bright endplate bands spaced like vertebrae); each disc plane tilted and
+   shifted into the HU trough between its endplates, as far as that trough stands out of the noise.
 3. ``outline`` and ``growth``: at full resolution, bone with the body's marrow filled, vessels
    removed, discs carved out; body cores between the disc planes seed a geodesic growth (Numba)
    that hands each arch to its body; ribs and pelvis are seeded too, and their contacts say which

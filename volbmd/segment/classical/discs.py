@@ -7,7 +7,8 @@ the vertebrae). The local period of both profiles (autocorrelation) says how tal
 at each height of the spine; the discs are then chosen together by dynamic programming: each
 candidate trough earns its depth and each spacing pays for its distance from the local period, so
 a faint disc between two strong ones is taken and a trough inside a body is not. Each disc plane is
-finally tilted and shifted to the least bone around it (the lumbosacral disc lies at up to 45°).
+finally tilted and shifted to lie deepest in the HU trough between its two endplates (the
+lumbosacral disc lies at up to 45°), as far as that trough stands out of the noise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ __all__ = [
     "local_period",
     "disc_scores",
     "choose_discs",
-    "refine_plane",
+    "fit_plane",
+    "place_disc",
     "find_discs",
 ]
 
@@ -291,50 +293,91 @@ def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts:
     return chain[::-1]
 
 
-def refine_plane(
-    bone: np.ndarray,
+def fit_plane(
+    array: np.ndarray,
     spacing: SpacingZYX,
     point: np.ndarray,
     normal: np.ndarray,
     radius_mm: float,
-    max_tilt_deg: float,
-    max_shift_mm: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The plane near (point, normal) with the least bone on its disk: sagittal tilt up to
-    ``max_tilt_deg``, coronal tilt up to a third of that, shift along the normal up to
-    ``max_shift_mm``. The disc is a slab, so each plane is scored by the bone on it and on planes
-    2 mm either side. Ties keep the smaller change."""
-    g = np.arange(-radius_mm, radius_mm + 1e-9, 2.0)  # the working grid is ≈2 mm: enough to score planes
+    opts: DiscOptions,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The disc plane near (point, normal) that lies deepest in the trough between the two endplates.
+
+    Planes are tried with a sagittal tilt up to ``max_tilt_deg`` (a third of it coronally) and
+    shifts along their normal up to ``max_shift_mm``. For each tilt, the median HU over a disk of
+    ``radius_mm`` is profiled along the normal; a plane's depth is how far the profile at it lies
+    below the lower of its maxima within ``trough_reach_mm`` on either side (the two endplates), in
+    units of the median's standard error (noise-free scans and noisy ones alike: a depth of 6 is a
+    trough six times its own noise). Each degree of tilt and mm of shift costs ``tilt_cost_per_deg``
+    and ``shift_cost_per_mm`` of depth; the best plane is refined between the grid's steps.
+
+    A plane is scored by HU, not by a bone mask, because thin discs between dense endplates are
+    as bright as the bone threshold: every tilt then holds the same share of "bone" and noise
+    would choose it. Returns the point, the unit normal and the best depth (standard errors)."""
+    g = np.arange(-radius_mm, radius_mm + 1e-9, 2.0)  # ≈2 mm between columns: enough to profile
     uu, vv = np.meshgrid(g, g, indexing="ij")
     keep = uu**2 + vv**2 <= radius_mm**2
     offsets = np.column_stack([uu[keep], vv[keep]])
     e1, e2 = plane_basis(normal)
-    a = np.deg2rad(np.arange(-max_tilt_deg, max_tilt_deg + 1e-9, 5.0))[:, None]
-    b = np.deg2rad(np.arange(-max_tilt_deg / 3, max_tilt_deg / 3 + 1e-9, 5.0))[None, :]
-    n = (
-        normal * (np.cos(a) * np.cos(b))[..., None]
-        + e2 * (np.sin(a) * np.cos(b))[..., None]
-        + e1 * np.broadcast_to(np.sin(b), a.shape[:1] + b.shape[1:])[..., None]
-    ).reshape(-1, 3)
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    tilt = (np.abs(a) + np.abs(b)).reshape(-1)
+    step = np.deg2rad(5.0)
+    a = np.arange(-opts.max_tilt_deg, opts.max_tilt_deg + 1e-9, 5.0)
+    b = np.arange(-opts.max_tilt_deg / 3, opts.max_tilt_deg / 3 + 1e-9, 5.0)
+    aa, bb = (np.deg2rad(t).ravel() for t in np.meshgrid(a, b, indexing="ij"))
+    n = _tilted(normal, e1, e2, aa, bb)
     f1, f2 = plane_basis(n)
-    shifts = np.arange(-max_shift_mm, max_shift_mm + 1e-9, 1.0)
+    reach = int(round(opts.trough_reach_mm))
+    h = np.arange(-opts.max_shift_mm - reach, opts.max_shift_mm + reach + 1e-9, 1.0)
     disk = offsets[:, :1, None] * f1[None, :, :] + offsets[:, 1:, None] * f2[None, :, :]  # (P, N, 3)
-    grid = np.asarray(spacing)
-    shape = np.asarray(bone.shape)
-    cost = np.zeros((len(n), len(shifts)))
-    for si, d in enumerate(shifts):
-        for h in (-2.0, 0.0, 2.0):
-            pts = point + d * normal + h * n[None, :, :] + disk
-            idx = np.floor(pts / grid).astype(np.int64)
-            ok = np.all((idx >= 0) & (idx < shape), axis=2)
-            idx = np.where(ok[..., None], idx, 0)
-            hits = bone[idx[..., 0], idx[..., 1], idx[..., 2]] & ok
-            cost[:, si] += hits.sum(axis=0) / len(offsets) / 3.0
-    cost += 1e-3 * (tilt[:, None] + np.abs(shifts)[None, :] / 10)
-    i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
-    return point + shifts[j] * normal, n[i]
+    samples = _sample(array, spacing, point + h[None, :, None, None] * n + disk[:, None, :, :])  # (P, H, N)
+    median = np.median(samples, axis=0)
+    spread = 1.4826 * np.median(np.abs(samples - median[None]), axis=0)
+    se_hu = max(1.2533 * float(np.median(spread)) / np.sqrt(len(offsets)), 1e-3)
+    profile = ndi.gaussian_filter1d(median.T, 1.0, axis=1)  # (N, H)
+    shifts = h[reach : h.size - reach]
+    depth = np.stack([_trough(row, reach)[reach : h.size - reach] for row in profile]) / se_hu
+    gain = depth - opts.tilt_cost_per_deg * (np.abs(aa) + np.abs(bb))[:, None] * (180.0 / np.pi)
+    gain = (gain - opts.shift_cost_per_mm * np.abs(shifts)[None, :]).reshape(a.size, b.size, shifts.size)
+    ia, ib, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+    best_tilt = gain.max(axis=2)
+    alpha = np.deg2rad(a[ia]) + step * _vertex(best_tilt[:, ib], ia)
+    beta = np.deg2rad(b[ib]) + step * _vertex(best_tilt[ia, :], ib)
+    m = _tilted(normal, e1, e2, np.array([alpha]), np.array([beta]))[0]
+    shift = float(shifts[j]) + _vertex(gain[ia, ib], j)
+    return point + shift * m, m, float(depth.max())
+
+
+def _tilted(normal: np.ndarray, e1: np.ndarray, e2: np.ndarray, sagittal: np.ndarray, coronal: np.ndarray) -> np.ndarray:
+    """Unit normals tilted from ``normal`` by angles (radians) towards ``e2`` and ``e1``: (N, 3)."""
+    n = (
+        normal * (np.cos(sagittal) * np.cos(coronal))[:, None]
+        + e2 * (np.sin(sagittal) * np.cos(coronal))[:, None]
+        + e1 * np.sin(coronal)[:, None]
+    )
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
+def _vertex(y: np.ndarray, k: int) -> float:
+    """Offset (in grid steps, within ±0.5) of the vertex of the parabola through y[k-1], y[k], y[k+1]."""
+    if k == 0 or k == y.size - 1:
+        return 0.0
+    curvature = y[k - 1] - 2.0 * y[k] + y[k + 1]
+    if curvature >= 0:
+        return 0.0
+    return float(np.clip(0.5 * (y[k - 1] - y[k + 1]) / curvature, -0.5, 0.5))
+
+
+def place_disc(
+    array: np.ndarray, spacing: SpacingZYX, point: np.ndarray, normal: np.ndarray, radius_mm: float, opts: DiscOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """The disc's plane: the fitted plane (:func:`fit_plane`) where its trough is clear, the plane
+    normal to the centre line where it is not, and in between a blend weighted by the trough's
+    depth across ``clear_trough_se`` (no switch: a disc a little clearer in one scan than in its
+    repeat moves its plane a little, not from one rule to the other)."""
+    fitted, fitted_normal, depth = fit_plane(array, spacing, point, normal, radius_mm, opts)
+    lo, hi = opts.clear_trough_se
+    w = float(np.clip((depth - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+    blended = normal + w * (fitted_normal - normal)
+    return point + w * (fitted - point), blended / np.linalg.norm(blended)
 
 
 def find_discs(
@@ -353,13 +396,8 @@ def find_discs(
     chosen = choose_discs(score, period, line.step_mm, opts)
     discs = []
     for m in chosen:
-        point, normal = line.points_mm[m], line.tangents[m]
-        if dark[m]:
-            # a dark disc: the plane with the least bone around it (bright thin discs stay normal to the line)
-            radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
-            point, normal = refine_plane(
-                work_bone, work_spacing, point, normal, radius, opts.max_tilt_deg, opts.max_shift_mm
-            )
+        radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
+        point, normal = place_disc(array, spacing, line.points_mm[m], line.tangents[m], radius, opts)
         discs.append(Disc(point, normal, float(m * line.step_mm), float(score[m])))
     info = {
         "period_mm": period,

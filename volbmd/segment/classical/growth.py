@@ -24,7 +24,7 @@ from volbmd.slicewise import label_stats
 from volbmd.volume import Volume
 from volbmd_kernels.geodesic import geodesic_grow
 
-__all__ = ["FOREIGN", "Grown", "grow_vertebrae", "rib_heads", "final_labels"]
+__all__ = ["FOREIGN", "Grown", "grow_vertebrae", "rib_heads", "rib_head_ordinal", "final_labels"]
 
 FOREIGN = 2**30  # growth labels of ribs and iliac bones: FOREIGN + component
 
@@ -162,9 +162,9 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
 
     A rib belongs to the vertebra its head articulates with: the grown rib bone near the spine
     (within ``rib_head_zone_mm`` of the centre line, beside or behind the body's centre) falls into
-    pieces, one per rib and side; each piece's most medial part is its head, and the disc planes
-    say which vertebra that is. (Touching is not enough: the first rib runs up past C7's
-    transverse process, the twelfth down past L1's.) Bone near the sacral vertebra, or reaching the
+    pieces, one per rib and side; each piece's most medial part is its head, and the vertebra that
+    head articulates with bears it (``rib_head_ordinal``). (Touching anywhere is not enough: the first
+    rib runs up past C7's transverse process, the twelfth down past L1's.) Bone near the sacral vertebra, or reaching the
     bottom of the box, is pelvis, and thick bone (or an organ bright with contrast) is no rib
     either. Patient right: dx < 0."""
     grown = g.labels
@@ -195,8 +195,7 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
                 continue
             lat = lateral[box][piece]
             head = lat <= lat.min() + opts.rib_head_band_mm
-            ordinals = g.seg_index[box][piece][head]
-            o = int(np.bincount(ordinals.astype(np.int64)).argmax())
+            o = rib_head_ordinal(g, box, piece, head, spacing, opts)
             heads.setdefault(o, {}).setdefault(side, 0.0)
             heads[o][side] += volume
     for o, seg in g.by_ordinal.items():
@@ -205,6 +204,31 @@ def rib_heads(g: Grown, spacing: SpacingZYX, sacral_ordinal: int | None, opts: G
         found = heads.get(o, {})
         seg.rib_contact_mm3 = float(sum(found.values()))
         seg.rib_sides = [side for side in ("right", "left") if side in found]
+
+
+def rib_head_ordinal(
+    g: Grown, box: tuple[slice, ...], piece: np.ndarray, head: np.ndarray, spacing: SpacingZYX, opts: GrowthOptions
+) -> int:
+    """The ordinal of the vertebra a rib's head articulates with. The head of rib N sits on the disc
+    between vertebrae N-1 and N and meets both (ribs 1, 10-12 meet N alone), so it belongs to the lowest
+    grown vertebra whose bone within ``rib_head_touch_mm`` of the head is at least ``rib_head_share``
+    of the most-touched one's; where no vertebra is that near, to the gap between disc planes the head
+    lies in."""
+    idx = np.argwhere(piece)[head] + np.array([b.start for b in box])
+    reach = np.array([max(1, int(round(opts.rib_head_touch_mm / s))) for s in spacing])
+    lo = np.maximum(idx.min(axis=0) - reach, 0)
+    hi = np.minimum(idx.max(axis=0) + reach + 1, g.labels.shape)
+    window = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    seed = np.zeros(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)), bool)
+    seed[tuple((idx - lo).T)] = True
+    near = ndi.binary_dilation(seed, structure=np.ones(tuple(2 * r + 1 for r in reach), bool))
+    labels = g.labels[window][near]
+    labels = labels[(labels > 0) & (labels < FOREIGN)]
+    if labels.size:
+        contact = np.bincount(labels.astype(np.int64))
+        return int(np.flatnonzero(contact >= opts.rib_head_share * contact.max())[0]) - 1
+    ordinals = g.seg_index[box][piece][head]
+    return int(np.bincount(ordinals.astype(np.int64)).argmax())
 
 
 def final_labels(

@@ -109,6 +109,18 @@ class DiscOptions(_Options):
     spacing_range: tuple[float, float] = Field((0.5, 2.2), description="allowed spacing as multiples of the local period")
     max_tilt_deg: float = Field(30.0, ge=0, description="disc planes tilt up to this (sagittal), a third of it coronally")
     max_shift_mm: float = Field(4.0, ge=0)
+    trough_reach_mm: float = Field(
+        8.0, gt=0, description="a disc plane's trough lies below the endplate maxima within this either side"
+    )
+    tilt_cost_per_deg: float = Field(
+        0.2, ge=0, description="each degree of a plane's tilt from the centre line costs this much trough depth (SE)"
+    )
+    shift_cost_per_mm: float = Field(0.2, ge=0, description="each mm of a plane's shift costs this much depth (SE)")
+    clear_trough_se: tuple[float, float] = Field(
+        (6.0, 12.0),
+        description="a disc plane follows its fitted tilt and shift in full where the trough between the endplates "
+        "is this deep (in standard errors of its HU) at the upper value, not at all at the lower, blended between",
+    )
     min_segment_mm: float = Field(8.0, ge=0, description="shorter pieces at the ends of the track are dropped")
 
 
@@ -180,6 +192,14 @@ class GrowthOptions(_Options):
     rib_reach_mm: float = Field(4.0, gt=0, description="pelvic bone this near the sacral vertebra is no rib")
     rib_head_zone_mm: float = Field(40.0, gt=0, description="rib heads and necks lie this near the centre line")
     rib_head_band_mm: float = Field(3.0, gt=0, description="a rib's head: its part within this of its most medial point")
+    rib_head_touch_mm: float = Field(
+        3.0,
+        gt=0,
+        description="a rib's head meets the vertebrae whose grown bone lies this near it (else the disc planes say)",
+    )
+    rib_head_share: float = Field(
+        0.25, gt=0, le=1, description="... and belongs to the lowest one with this share of the most-touched one's bone"
+    )
     rib_min_contact_mm3: float = Field(30.0, ge=0, description="smaller rib pieces near the spine are ignored")
     rib_max_radius_mm: float = Field(9.0, gt=0, description="thicker lateral bone (its largest inscribed radius) is no rib")
 
