@@ -4,7 +4,7 @@ For each case of tests/data/reference_levels.json (scans in ../shared/data): ver
 (whole ones, and cut ones in brackets), found (a found body centroid within 20 mm of the reference),
 named (the same level within 20 mm: the VerSe identification rule), merged (one found vertebra
 holds two reference centroids), split (one reference vertebra is the nearest of two found ones),
-implausible (levels the backend flagged); merged and split count whole reference vertebrae only, whole-vertebra Dice where reference masks exist, the
+implausible and uncertain (levels the backend flagged so); merged and split count whole reference vertebrae only, whole-vertebra Dice where reference masks exist, the
 naming confidence and the seconds the backend took.
 
 Usage: python tools/eval_segmentation.py [--data ../shared/data] [--segmenter classical] [--model DIR]
@@ -75,6 +75,7 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
             "merged": 0,
             "split": 0,
             "implausible": 0,
+            "uncertain": 0,
             "dice": {},
             "confidence": None,
             "levels": [],
@@ -116,6 +117,7 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
             dice[lvl] = round(float(2 * (t_mask & o_mask).sum() / max(1, t_mask.sum() + o_mask.sum())), 3)
     quality = labels.metadata.get("level_quality", {})
     implausible = sum(any(f.startswith("implausible") for f in q.get("flags", [])) for q in quality.values())
+    uncertain = sum(any(f.startswith("uncertain") for f in q.get("flags", [])) for q in quality.values())
     naming = labels.metadata.get("naming") or {}
     return row | {
         "found": n_found,
@@ -123,6 +125,7 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
         "merged": merged,
         "split": split,
         "implausible": implausible,
+        "uncertain": uncertain,
         "dice": dice,
         "confidence": naming.get("confidence"),
         "levels": list(labels.labels),
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
     names = args.cases.split(",") if args.cases else list(reference)
     segmenter = make_segmenter(args.segmenter, model=args.model)
     rows = [evaluate_case(name, reference[name], args.data, segmenter) for name in names]
-    head = f"{'case':26s} {'in view':>9s} {'found':>5s} {'named':>5s} {'merged':>6s} {'split':>5s} {'implaus.':>8s} {'conf':>5s} {'s':>5s}  Dice / misnamed"
+    head = f"{'case':26s} {'in view':>9s} {'found':>5s} {'named':>5s} {'merged':>6s} {'split':>5s} {'implaus.':>8s} {'uncert.':>7s} {'conf':>5s} {'s':>5s}  Dice / misnamed"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
         )
         print(
             f"{r['case']:26s} {r['in_view']:>5d} (+{r['cut']}) {r['found']:>5d} {r['named']:>5d} {r['merged']:>6d} {r['split']:>5d} "
-            f"{r['implausible']:>8d} {conf:>5s} {r['seconds']:>5.1f}  {extra}"
+            f"{r['implausible']:>8d} {r['uncertain']:>7d} {conf:>5s} {r['seconds']:>5.1f}  {extra}"
         )
     total = {k: sum(r[k] for r in rows) for k in ("in_view", "found", "named", "merged", "split")}
     print(

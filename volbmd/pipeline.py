@@ -163,6 +163,9 @@ def build_report(
         doubts = [f.split(":", 1)[1] for f in m.flags if f.startswith("implausible:")]
         if doubts:
             warnings.append(f"{m.level}: implausible ({'; '.join(doubts)}): kept out of the classification; review its mask")
+        unsure = [f.split(":", 1)[1] for f in m.flags if f.startswith("uncertain:")]
+        if unsure:
+            warnings.append(f"{m.level}: uncertain {'; '.join(unsure)}: review its mask")
     if calibrated is not None:
         warnings += [w for w in calibrated.warnings if w not in warnings]
     return Report.model_validate(

@@ -29,6 +29,7 @@ __all__ = [
     "spine_profiles",
     "local_period",
     "disc_scores",
+    "disc_alternatives",
     "choose_discs",
     "fit_plane",
     "place_disc",
@@ -267,10 +268,44 @@ def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts:
     spacings below ``spacing_range[0]`` periods are not allowed. The cost per disc keeps a chain of
     weak candidates at short spacings from outscoring fewer clear ones (on a noise draw of a CTA,
     two extra weak troughs once split T1 in two, and the rib count then named 13 thoracic levels)."""
+    return _best_chain(score, period_mm, step_mm, opts)[1]
+
+
+def disc_alternatives(
+    score: np.ndarray, period_mm: np.ndarray, step_mm: float, chain: list[int], opts: DiscOptions
+) -> list[tuple[float, float | None]]:
+    """Per disc of ``chain`` (indices from :func:`choose_discs`): how much less the best chain
+    scores without it — every candidate within ``alternative_window`` of the local period
+    excluded — and how far (mm) from it the nearest disc of that other chain lies (None when
+    none is within one period). A small margin says the profiles hold another chain nearly as
+    good: the disc, and the two vertebrae it bounds, are uncertain."""
+    best, _ = _best_chain(score, period_mm, step_mm, opts)
+    out: list[tuple[float, float | None]] = []
+    for m in chain:
+        window = opts.alternative_window * float(period_mm[m]) / step_mm
+        value, other = _best_chain(score, period_mm, step_mm, opts, exclude=(m - window, m + window))
+        near = min((abs(c - m) * step_mm for c in other), default=None)
+        if near is not None and near > float(period_mm[m]):
+            near = None
+        out.append((max(0.0, best - value), near))
+    return out
+
+
+def _best_chain(
+    score: np.ndarray,
+    period_mm: np.ndarray,
+    step_mm: float,
+    opts: DiscOptions,
+    exclude: tuple[float, float] | None = None,
+) -> tuple[float, list[int]]:
+    """The best chain's value and indices (see :func:`choose_discs`), with no candidate inside
+    ``exclude`` (index range) when given. Value -inf and no indices when there is no candidate."""
     sep = max(1, int(round(opts.min_separation_mm / step_mm)))
     cand, _ = find_peaks(score, height=opts.min_score, distance=sep)
+    if exclude is not None:
+        cand = cand[(cand < exclude[0]) | (cand > exclude[1])]
     if cand.size == 0:
-        return []
+        return float("-inf"), []
     pos = cand * step_mm
     gain = score[cand] - opts.disc_cost
     best = gain.copy()
@@ -286,11 +321,12 @@ def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts:
             if s > best[j]:
                 best[j], prev[j] = s, i
     j = int(np.argmax(best))
+    value = float(best[j])
     chain = []
     while j >= 0:
         chain.append(int(cand[j]))
         j = int(prev[j])
-    return chain[::-1]
+    return value, chain[::-1]
 
 
 def fit_plane(
@@ -394,11 +430,12 @@ def find_discs(
     period = _trusted_period(period, strength, 2.0 * opts.depth_to_period * line.half_depth_mm, opts)
     score, dark = disc_scores(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
     chosen = choose_discs(score, period, line.step_mm, opts)
+    alternatives = disc_alternatives(score, period, line.step_mm, chosen, opts)
     discs = []
-    for m in chosen:
+    for m, (margin, other_mm) in zip(chosen, alternatives, strict=True):
         radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
         point, normal = place_disc(array, spacing, line.points_mm[m], line.tangents[m], radius, opts)
-        discs.append(Disc(point, normal, float(m * line.step_mm), float(score[m])))
+        discs.append(Disc(point, normal, float(m * line.step_mm), float(score[m]), margin, other_mm))
     info = {
         "period_mm": period,
         "period_strength": strength,

@@ -107,6 +107,9 @@ class DiscOptions(_Options):
         0.15, ge=0, description="cost of each disc (score units): more discs are not better in themselves"
     )
     spacing_range: tuple[float, float] = Field((0.5, 2.2), description="allowed spacing as multiples of the local period")
+    alternative_window: float = Field(
+        0.25, gt=0, lt=0.5, description="a disc's alternative lies beyond this share of the local period from it"
+    )
     max_tilt_deg: float = Field(30.0, ge=0, description="disc planes tilt up to this (sagittal), a third of it coronally")
     max_shift_mm: float = Field(4.0, ge=0)
     trough_reach_mm: float = Field(
@@ -226,6 +229,9 @@ class QualityOptions(_Options):
     max_height_mm: float = Field(60.0, gt=0)
     volume_factor: float = Field(
         2.5, gt=1, description="a vertebra this far outside the typical volume of its level is suspect"
+    )
+    uncertain_margin: float = Field(
+        0.1, ge=0, description="a disc whose best alternative chain scores within this is uncertain (score units)"
     )
 
 

@@ -4,7 +4,9 @@ A vertebra is implausible when its height along the spine is far from its neighb
 vertebrae merged, or one split), when it is too short or too tall for any vertebra, when its
 volume is far from what its level usually has, or when no spinal canal was seen behind it. Each
 finding is a flag on the vertebra (``implausible:<what> (...)``), which keeps it out of the
-classification; the confidence (0–1) combines them with the strength of its two discs.
+classification. A disc that another chain of discs, nearly as good, would put elsewhere flags the
+two vertebrae it bounds ``uncertain:<which disc> (...)``: they stay in, with a warning to review
+them. The confidence (0–1) combines the findings with the strength and certainty of its two discs.
 """
 
 from __future__ import annotations
@@ -44,13 +46,21 @@ TYPICAL_VOLUME_ML = {
 
 
 def check_segments(
-    segments: list[Segment], disc_scores: dict[int, float], canal_seen: list[bool], opts: QualityOptions
+    segments: list[Segment],
+    disc_scores: dict[int, float],
+    canal_seen: list[bool],
+    opts: QualityOptions,
+    disc_alternatives: dict[int, tuple[float, float | None]] | None = None,
 ) -> None:
     """Set ``quality_flags`` and ``confidence`` on each segment (bottom to top), in place.
 
     ``disc_scores[ordinal]`` is the score of the disc below the segment of that ordinal (the one
     above is ``ordinal + 1``); ``canal_seen[i]`` says whether the canal was followed behind
-    segment ``i``."""
+    segment ``i``; ``disc_alternatives[ordinal]`` is (margin, distance in mm or None) of that disc
+    (:func:`~volbmd.segment.classical.discs.disc_alternatives`): a disc whose margin is below
+    ``uncertain_margin`` flags both vertebrae it bounds ``uncertain:disc_below``/``disc_above`` and
+    lowers their confidence (they stay in the classification: their BMD moves a little, not
+    their existence)."""
     heights = [s.arc_hi_mm - s.arc_lo_mm for s in segments]
     for i, seg in enumerate(segments):
         flags: list[str] = []
@@ -84,6 +94,12 @@ def check_segments(
                 confidence *= min(1.0, 0.5 + disc_scores.get(o, 0.5))
         else:
             confidence *= 0.5  # cut by the end of the track or the field of view
+        for o, where in ((seg.ordinal, "below"), (seg.ordinal + 1, "above")):
+            margin, other_mm = (disc_alternatives or {}).get(o, (math.inf, None))
+            if margin < opts.uncertain_margin:
+                other = f"puts it {other_mm:.0f} mm away" if other_mm is not None else "leaves it out"
+                flags.append(f"uncertain:disc_{where} (another chain of discs {other}, within {margin:.2f} of the best)")
+                confidence *= 0.5 + 0.5 * margin / opts.uncertain_margin
         if not canal_seen[i] and seg.level != "S1":
             flags.append("implausible:no_canal (no spinal canal was seen behind it)")
         if seg.volume_ml <= 0:

@@ -119,6 +119,7 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
         info,
         canal_length_mm=canal.length_mm,
         disc_scores={o + 1: d.score for o, d in enumerate(discs)},
+        disc_alternatives={o + 1: (d.margin, d.alternative_mm) for o, d in enumerate(discs)},
         canal_z_mm=(float(track.z_mm[track.canal_range[0]]), float(track.z_mm[track.canal_range[1]])),
     )
     return spine, track, line, info
@@ -152,7 +153,7 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
         min(s.z_hi_mm, z_canal[1]) - max(s.z_lo_mm, z_canal[0]) >= 0.3 * max(s.z_hi_mm - s.z_lo_mm, 1e-6)
         for s in spine.segments
     ]
-    check_segments(spine.segments, info["disc_scores"], seen, opts.quality)
+    check_segments(spine.segments, info["disc_scores"], seen, opts.quality, info["disc_alternatives"])
     full = np.zeros(canon.shape, np.int16)
     full[grown.box] = out_box
     present = {s.level: verse[s.level] for s in spine.segments if s.level in verse and s.volume_ml > 0}

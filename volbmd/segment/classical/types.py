@@ -68,6 +68,8 @@ class Disc:
     normal: np.ndarray
     arc_mm: float  # position along the centre line
     score: float  # trough depth as a share of the profile's spread
+    margin: float = float("inf")  # how much better the chosen chain is than the best one without this disc
+    alternative_mm: float | None = None  # how far that other chain's nearest disc lies
 
 
 @dataclass
