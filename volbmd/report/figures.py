@@ -275,8 +275,8 @@ def render_qa_png(volume, labels, bodies, rois, report, thresholds=None, masks=N
         box = (x, y, x + panel.shape[1], y + panel.shape[0])
         _orientation_letters(draw, box, ("A", "P", "R", "L"), fonts[11])
         extra = ([f"Genant {v.genant_grade}"] if v.genant_grade else []) + [
-            f for f in v.flags if not f.startswith("genant_not_graded")
-        ]
+            f.split(" (", 1)[0] for f in v.flags if not f.startswith("genant_not_graded")
+        ]  # the flags' names; their details are in the HTML report
         if extra:
             draw.text((x, box[3] + 4), ", ".join(extra)[:48], fill=_FLAG_RGB, font=fonts[11], anchor="lt")
     buf = io.BytesIO()
