@@ -4,7 +4,8 @@ patient) and thicker slices, through the fixed-mask path and the full default pi
 For each development CT and each disturbance, prints per level: the mean BMD, the CV over the runs,
 the bias of their mean against the undisturbed run, the bmd_sd_mg_cm3 the undisturbed run reported
 against the observed SD (their ratio), whether every run found the level and gave the same category,
-and the Genant grade of the undisturbed run with the grades the others gave where any differs. Fixed masks are
+in how many runs the segmenter flagged the level uncertain (a disc another chain would move), and
+the Genant grade of the undisturbed run with the grades the others gave where any differs. Fixed masks are
 the reference masks where a scan has them, otherwise the default pipeline's own masks of the
 undisturbed scan (moved with the scan for shifts and rotations).
 
@@ -81,7 +82,8 @@ OVERRIDES: dict = {}  # config overrides for every run (--roi)
 
 
 def run(volume, labels):
-    """Per level: (bmd, bmd_sd, genant_grade), the summary's category, BMD and SD for one analysis."""
+    """Per level: (bmd, bmd_sd, genant_grade, flagged uncertain), the summary's category, BMD and SD
+    for one analysis."""
     import volbmd
 
     report = (
@@ -90,7 +92,7 @@ def run(volume, labels):
         else volbmd.analyze(volume, **OVERRIDES)
     )
     levels = {
-        v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3, v.genant_grade)
+        v.level: (v.bmd_mg_cm3, v.bmd_sd_mg_cm3, v.genant_grade, any(f.startswith("uncertain:") for f in v.flags))
         for v in report.vertebrae
         if v.bmd_mg_cm3 is not None and not any(f.startswith("cut_by_scan_edge") for f in v.flags)
     }
@@ -135,6 +137,7 @@ def bench_case(name: str, scan: Path, data: Path, kinds, paths, draws: int, nois
                 row["genant_grades"] = sorted(
                     {r[0][level][2] for r in results if level in r[0]}, key=lambda g: -1 if g is None else g
                 )
+                row["uncertain_runs"] = sum(bool(r[0][level][3]) for r in results if level in r[0])
                 rows.append(row)
             means = [r[2] for r in results if r[2] is not None]
             sds = [r[3] for r in results if r[3] is not None]
@@ -213,7 +216,7 @@ def main(argv=None) -> int:
     names = args.cases.split(",") if args.cases else list(reference)
     print(
         f"{'case':24s} {'path':5s} {'kind':6s} {'level':7s} {'BMD':>7s} {'CV %':>6s} {'bias %':>7s} "
-        f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'s/run':>5s} {'Genant':>8s}"
+        f"{'SD':>6s} {'rep.SD':>6s} {'ratio':>5s} {'all runs':>8s} {'cat.':>5s} {'unsure':>6s} {'s/run':>5s} {'Genant':>8s}"
     )
     rows = []
     for name in names:
@@ -228,10 +231,11 @@ def main(argv=None) -> int:
         ):
             rows.append(r)
             cat = "" if "category_stable" not in r else ("same" if r["category_stable"] else "CHANGES")
+            unsure = f"{r['uncertain_runs']}/{args.draws}" if r.get("uncertain_runs") else ""
             print(
                 f"{r['case']:24s} {r['path']:5s} {r['kind']:6s} {r['level']:7s} {r['mean']:7.1f} {r['cv_pct']:6.2f} "
                 f"{r['bias_pct']:7.2f} {r['sd']:6.2f} {r['reported_sd']:6.2f} {r['sd_ratio']:5.2f} "
-                f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {r['seconds']:5.1f} {_genant(r):>8s}",
+                f"{'yes' if r['found_every_run'] else 'NO':>8s} {cat:>5s} {unsure:>6s} {r['seconds']:5.1f} {_genant(r):>8s}",
                 flush=True,
             )
     if args.json:
