@@ -145,19 +145,15 @@ def test_aortic_blood_is_not_moved_by_which_slices_find_the_aorta():
 # ----------------------------------------------------------------------------- real scans
 
 
+def _three_noise_draws(shared_data, case: str, scan: str, path: str) -> list[dict]:
+    """tools/bench_precision.py's rows for one development CT under three draws of σ = 15 HU noise."""
+    return _bench().bench_case(case, shared_data / case / scan, shared_data, ["noise"], [path], draws=3, noise_hu=15.0)
+
+
 def test_fixed_masks_bmd_repeats_within_one_percent(shared_data):
     """ts_abdomen_ct with its reference masks, three draws of σ = 15 HU noise: per level CV ≤ 1.5 %
     and bias ≤ 2 %, the category unchanged, and the reported SD of the right size."""
-    bench = _bench()
-    rows = bench.bench_case(
-        "ts_abdomen_ct",
-        shared_data / "ts_abdomen_ct" / "ct.nii.gz",
-        shared_data,
-        ["noise"],
-        ["fixed"],
-        draws=3,
-        noise_hu=15.0,
-    )
+    rows = _three_noise_draws(shared_data, "ts_abdomen_ct", "ct.nii.gz", "fixed")
     levels = [r for r in rows if r["level"] in ("L1", "L2", "L3", "L4", "L5")]
     assert len(levels) == 5
     for r in levels:
@@ -172,16 +168,7 @@ def test_default_pipeline_repeats_on_a_contrast_ct(shared_data):
     in every run and the same category, and the L1+L2 summary within the issue's targets, CV and
     bias ≤ 2 % (measured 0.3 % and -1.3 %; 0.3 % and -3.0 % while the disc planes were chosen by
     their share of bone, L2 -5.0 %)."""
-    bench = _bench()
-    rows = bench.bench_case(
-        "abdomen_ct_contrast_5mm",
-        shared_data / "abdomen_ct_contrast_5mm" / "dicom",
-        shared_data,
-        ["noise"],
-        ["full"],
-        draws=3,
-        noise_hu=15.0,
-    )
+    rows = _three_noise_draws(shared_data, "abdomen_ct_contrast_5mm", "dicom", "full")
     assert all(r["found_every_run"] for r in rows)
     summary = next(r for r in rows if r["level"] == "summary")
     assert summary["category_stable"] and summary["cv_pct"] <= 2.0 and abs(summary["bias_pct"]) <= 2.0, summary
@@ -194,16 +181,7 @@ def test_default_pipeline_repeats_on_a_lumbar_ct(shared_data):
     While the lumbosacral plane was chosen by its share of bone (a flat landscape: tilted 56° on the
     undisturbed scan, 47–50° on the noisy copies) S1 read 171 mg/cm³ on the one and about 145 on the
     others (bias -17 %, L5 -5.7 %); in the HU trough between the endplates it is 44–46° on all."""
-    bench = _bench()
-    rows = bench.bench_case(
-        "ts_abdomen_ct",
-        shared_data / "ts_abdomen_ct" / "ct.nii.gz",
-        shared_data,
-        ["noise"],
-        ["full"],
-        draws=3,
-        noise_hu=15.0,
-    )
+    rows = _three_noise_draws(shared_data, "ts_abdomen_ct", "ct.nii.gz", "full")
     levels = [r for r in rows if r["level"] != "summary"]
     assert [r["level"] for r in levels] == ["L1", "L2", "L3", "L4", "L5", "S1"]
     for r in levels:
