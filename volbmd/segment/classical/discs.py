@@ -224,7 +224,7 @@ def _trusted_period(period: np.ndarray, strength: np.ndarray, fallback: np.ndarr
 
 def disc_scores(
     profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
     largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
     of the local period either side):
@@ -238,8 +238,7 @@ def disc_scores(
       thoracic spines), as a share of the spread.
 
     The body's interior, bounded by its two endplates a whole body height apart, is none of them.
-    The profiles are smoothed by ``smooth_mm`` first (half a slice: thick slices make steps).
-    Returns the score and whether a gap or trough (True: a dark disc) or the band gave it."""
+    The profiles are smoothed by ``smooth_mm`` first (half a slice: thick slices make steps)."""
     x = ndi.gaussian_filter1d(profiles.core_hu, sigma=max(0.5, smooth_mm / step_mm))
     f = ndi.gaussian_filter1d(profiles.bone_fraction, sigma=max(0.5, smooth_mm / step_mm))
     spread = max(20.0, float(np.percentile(x, 90) - np.percentile(x, 10)))
@@ -248,7 +247,6 @@ def disc_scores(
     half = max(1, int(round(opts.band_half_mm / step_mm)))
     inner = ndi.uniform_filter1d(x, 2 * half + 1, mode="nearest")
     score = np.zeros_like(x)
-    dark = np.ones(x.shape, bool)
     for w in np.unique(w_at):
         dark_score = np.maximum(_trough(x, w) / spread, _trough(f, w))
         band = np.zeros_like(x)
@@ -258,8 +256,7 @@ def disc_scores(
             band = (inner - (total - inner * (2 * half + 1)) / outer_n) / spread
         here = w_at == w
         score[here] = np.maximum(dark_score, band)[here]
-        dark[here] = (dark_score >= band)[here]
-    return np.clip(score, 0.0, None), dark
+    return np.clip(score, 0.0, None)
 
 
 def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> list[int]:
@@ -428,7 +425,7 @@ def find_discs(
     profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
     period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
     period = _trusted_period(period, strength, 2.0 * opts.depth_to_period * line.half_depth_mm, opts)
-    score, dark = disc_scores(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
+    score = disc_scores(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
     chosen = choose_discs(score, period, line.step_mm, opts)
     alternatives = disc_alternatives(score, period, line.step_mm, chosen, opts)
     discs = []
@@ -440,7 +437,6 @@ def find_discs(
         "period_mm": period,
         "period_strength": strength,
         "score": score,
-        "dark": dark,
         "core_hu": profiles.core_hu,
         "beside_hu": profiles.beside_hu,
         "bone_fraction": profiles.bone_fraction,
