@@ -60,21 +60,29 @@ def _largest_component_with(mask: np.ndarray, seed: tuple[int, int, int] | None)
     return lab == int(np.argmax(sizes))
 
 
-def split_body(whole: np.ndarray, spacing_mm: SpacingZYX, *, body_only: bool | None = None) -> BodySplit:
+def split_body(
+    whole: np.ndarray, spacing_mm: SpacingZYX, *, body_only: bool | None = None, spine: np.ndarray | None = None
+) -> BodySplit:
     """Keep the vertebral body of a whole-vertebra mask (canonical frame: +y is posterior).
 
     The body is the thickest part of a vertebra. Its core (voxels deeper than half the maximal
     inscribed radius) is found with the exact distance transform; the body's posterior wall lies one
     core radius behind the core's posterior edge in each slice, so everything posterior to it (the
-    pedicles, arch and processes, behind the spinal canal) is cut off. The connected part of the
-    mask holding the core is kept.
+    pedicles, arch and processes, behind the spinal canal) is cut off. Where the spinal canal is
+    enclosed by bone, the wall lies just in front of it instead (see :func:`_canal_wall`). The
+    connected part of the mask holding the core is kept.
 
     Args:
         whole: boolean (z, y, x) crop of one vertebra.
         spacing_mm: (z, y, x) voxel size.
         body_only: True: the mask is a body already (returned as is); None: decide from the data.
+        spine: the same crop of every level's bone (the label map > 0), in which the canal is
+            looked for: which voxels of a lamina belong to this level and which to the next is the
+            segmenter's guess, and a level's own arch often leaves its canal open. None: ``whole``.
     """
     whole = np.asarray(whole, bool)
+    if spine is not None and spine.shape != whole.shape:
+        raise ValueError(f"spine crop {spine.shape} is not the shape of the vertebra's crop {whole.shape}")
     if body_only or not whole.any():
         return BodySplit(whole.copy(), "body_only", 0.0)
     d2 = edt_squared_mm2(whole, spacing_mm)
@@ -88,12 +96,8 @@ def split_body(whole: np.ndarray, spacing_mm: SpacingZYX, *, body_only: bool | N
     sy = float(spacing_mm[1])
     nz, ny, _ = whole.shape
     ymax = _fitted_back_edge(core)
-    canal_front = _canal_front(whole, seed, ymax, spacing_mm)
-    if canal_front is not None:
-        # the canal's anterior edge is the body's posterior wall: cut just in front of it
-        wall_idx = canal_front - 1.0
-    else:
-        wall_idx = ymax + (radius / sy) + 1.0  # +1 voxel: the wall voxels themselves
+    radius_wall = ymax + (radius / sy) + 1.0  # +1 voxel: the wall voxels themselves
+    wall_idx = _canal_wall(whole if spine is None else spine, seed, ymax, radius_wall, spacing_mm)
     y_idx = np.arange(ny)[None, :]
     anterior = y_idx <= wall_idx[:, None]  # (nz, ny)
     body = whole & anterior[:, :, None]
@@ -178,16 +182,45 @@ def _anterior_edge(core: np.ndarray) -> np.ndarray:
 MIN_CANAL_AREA_MM2 = 20.0
 #: Gaps in the arch up to about twice this wide are closed before the canal is looked for.
 ARCH_GAP_MM = 2.0
-#: The canal places the body's posterior wall only when it is enclosed in at least this many slices.
-MIN_CANAL_SLICES = 3
+#: The canal places the body's posterior wall with its full weight when the slices enclosing it
+#: span at least this many mm (6 slices of 1.5 mm, 3 of 3 mm, 2 of 5 mm); over fewer, its wall is
+#: blended with the core-radius wall in proportion (a ring closed by one voxel of noise in one thin
+#: slice moves the wall by a sixth, not all the way).
+CANAL_FULL_WEIGHT_MM = 9.0
+#: A hole whose front lies more than this many voxels behind the core-radius wall is not the canal
+#: (a gap between the laminae or spinous processes of two levels, further back).
+CANAL_REACH_VOXELS = 1.0
 
 
-def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: SpacingZYX) -> np.ndarray | None:
-    """Per slice: the y index of the spinal canal's anterior edge, or None when no slice shows a canal.
+def _canal_wall(
+    bone: np.ndarray, seed, core_back: np.ndarray, radius_wall: np.ndarray, spacing_mm: SpacingZYX
+) -> np.ndarray:
+    """Per slice: the y index of the body's posterior wall.
+
+    Without an enclosed canal, ``radius_wall`` (one core radius behind the core's edge). With it, just
+    in front of the canal, weighted by the length of the slices enclosing it over
+    :data:`CANAL_FULL_WEIGHT_MM`: two nearly identical scans whose arches close in 2 and in 3
+    slices get nearly the same wall (an all-or-nothing switch at 3 slices moved the CTA's T1 wall by
+    4–6 mm between noise draws).
+    """
+    front, known = _canal_front(bone, seed, core_back, spacing_mm, max_front=radius_wall + CANAL_REACH_VOXELS)
+    if front is None:
+        return radius_wall
+    weight = min(1.0, known * float(spacing_mm[0]) / CANAL_FULL_WEIGHT_MM)
+    # the canal's anterior edge is the body's posterior wall: cut just in front of it
+    return weight * (front - 1.0) + (1.0 - weight) * radius_wall
+
+
+def _canal_front(
+    whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: SpacingZYX, max_front: np.ndarray | None = None
+) -> tuple[np.ndarray | None, int]:
+    """Per slice: the y index of the spinal canal's anterior edge (None when no slice shows a canal),
+    and the number of slices in which it is enclosed.
 
     The canal is a hole of the axial slice (background enclosed by the arch) of at least
     :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline, its centre behind the core's posterior
-    edge (holes inside the body, such as the basivertebral vein, do not count). The front is never
+    edge (holes inside the body, such as the basivertebral vein, do not count) and its front not
+    behind ``max_front`` (per slice, when given). The front is never
     taken in front of one voxel behind the core's edge (a canal joined to the marrow through a gap in
     a thin posterior wall would cut the core). Slices without an enclosed canal take the nearest
     slice's value.
@@ -217,16 +250,17 @@ def _canal_front(whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: Spa
             centre_y = obj[0].start + float(np.nonzero(own)[0].mean())
             behind_core = centre_y > core_back[z]  # its centre: a canal may start at a thin wall's core edge
             spans_midline = obj[1].start <= x_seed < obj[1].stop
-            if behind_core and spans_midline and size >= min_voxels and size > best_size:
+            within_reach = max_front is None or obj[0].start <= max_front[z]
+            if behind_core and spans_midline and within_reach and size >= min_voxels and size > best_size:
                 best, best_size = k, size
         if best:
             # the core is body: a hole reaching in front of one voxel behind the core's edge has
             # leaked into the marrow through a gap in a thin posterior wall (3 mm voxels, noise)
             front[z] = max(float(np.flatnonzero((lab == best).any(axis=1))[0]), core_back[z] + 1.0)
     known = np.flatnonzero(np.isfinite(front))
-    if known.size < MIN_CANAL_SLICES:
-        return None  # a ring closed by chance in one slice (one voxel of noise) does not place the wall
-    return np.interp(np.arange(nz), known, front[known])
+    if not known.size:
+        return None, 0
+    return np.interp(np.arange(nz), known, front[known]), int(known.size)
 
 
 _SIDES = (("inferior", "superior"), ("anterior", "posterior"), ("right", "left"))
@@ -257,7 +291,7 @@ def vertebra_masks(labels: LabelMap, *, levels=None, body_only: bool | None = No
             out.append(VertebraMask(name, label_id, None, None, None, "empty", ()))
             continue
         whole = labels.array[box] == label_id
-        split = split_body(whole, labels.spacing_mm, body_only=body_only)
+        split = split_body(whole, labels.spacing_mm, body_only=body_only, spine=labels.array[box] > 0)
         edges = []
         for axis, (low, high) in enumerate(_SIDES):
             if box[axis].start == 0:
