@@ -212,12 +212,12 @@ def _canal_wall(
 
 
 def _canal_front(
-    whole: np.ndarray, seed, core_back: np.ndarray, spacing_mm: SpacingZYX, max_front: np.ndarray | None = None
+    bone: np.ndarray, seed, core_back: np.ndarray, spacing_mm: SpacingZYX, max_front: np.ndarray | None = None
 ) -> tuple[np.ndarray | None, int]:
     """Per slice: the y index of the spinal canal's anterior edge (None when no slice shows a canal),
     and the number of slices in which it is enclosed.
 
-    The canal is a hole of the axial slice (background enclosed by the arch) of at least
+    The canal is a hole of ``bone``'s axial slice (background enclosed by the arch) of at least
     :data:`MIN_CANAL_AREA_MM2`, spanning the core's midline, its centre behind the core's posterior
     edge (holes inside the body, such as the basivertebral vein, do not count) and its front not
     behind ``max_front`` (per slice, when given). The front is never
@@ -225,7 +225,7 @@ def _canal_front(
     a thin posterior wall would cut the core). Slices without an enclosed canal take the nearest
     slice's value.
     """
-    nz = whole.shape[0]
+    nz = bone.shape[0]
     min_voxels = MIN_CANAL_AREA_MM2 / (spacing_mm[1] * spacing_mm[2])
     x_seed = seed[2]
     front = np.full(nz, np.nan)
@@ -235,7 +235,7 @@ def _canal_front(
     yy, xx = np.ogrid[-ry : ry + 1, -rx : rx + 1]
     disc = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
     for z in range(nz):
-        sl = whole[z]
+        sl = bone[z]
         if not sl.any():
             continue
         closed = ndi.binary_closing(np.pad(sl, ((ry, ry), (rx, rx))), structure=disc)[ry:-ry, rx:-rx]
