@@ -77,6 +77,41 @@ def test_disc_chain_says_which_discs_another_chain_would_move():
         assert margin < limit and other_mm == pytest.approx(8.0), (p, alternatives[p])
 
 
+def test_discs_of_one_kind_are_chosen_over_troughs_between_them():
+    """The 5 mm chest CT's T3–T6: the discs are bright bands (a thin disc and its endplates blurred
+    in one slice) every 22 mm; half a vertebra from them the bodies' darker middles make troughs
+    that score higher. The trough chain (30, 25, 19 and 17 mm apart) beat the band chain (22 mm)
+    on one noise draw and lost on the next. With each disc's kind (band share) a chain pays for
+    every change of kind between neighbours inside the chain, and the bands win by more than the
+    uncertain margin; a single change of kind (dark cervical discs above thin thoracic ones) costs
+    every chain alike and moves nothing, and the first and last links pay nothing."""
+    from volbmd.segment.classical.discs import choose_discs, disc_alternatives
+    from volbmd.segment.classical.options import DiscOptions, QualityOptions
+
+    opts, limit = DiscOptions(), QualityOptions().uncertain_margin
+    bands = {5: 0.5, 27: 0.5, 49: 0.5, 71: 0.5, 94: 0.19, 117: 0.27, 137: 0.22, 162: 0.5, 184: 0.5}
+    troughs = {101: 0.42, 126: 0.39, 145: 0.23}
+    score = _peaks(200, bands | troughs)
+    period = np.full(score.size, 22.0)
+    kind = np.ones(score.size)
+    for p in troughs:
+        kind[p - 4 : p + 5] = 0.0
+    assert choose_discs(score, period, 1.0, opts)[4:7] == [101, 126, 145]  # without kinds: the troughs
+    chosen = choose_discs(score, period, 1.0, opts, kind)
+    assert chosen == sorted(bands), chosen
+    alternatives = disc_alternatives(score, period, 1.0, chosen, opts, kind)
+    assert min(margin for margin, _ in alternatives) > limit, alternatives
+    # one change of kind along the spine: the same chain with and without kinds
+    kind_step = (np.arange(score.size) > 82).astype(float)
+    assert choose_discs(score, period, 1.0, opts, kind_step) == choose_discs(score, period, 1.0, opts)
+    # the last disc in view may be of another kind (a lumbar disc below thoracic bands): a weak one
+    # (score 0.21, barely above disc_cost) is kept, its link to the chain is not charged
+    end = _peaks(200, bands | {5: 0.21})
+    kind_end = np.ones(end.size)
+    kind_end[:10] = 0.0
+    assert choose_discs(end, period, 1.0, opts, kind_end)[0] == 5
+
+
 def _disc_phantom(normal: np.ndarray, noise_hu: float, seed: int, disc_hu: float = 120.0) -> np.ndarray:
     """60 mm of marrow (150 HU, 1 mm voxels) crossed through its centre by a disc 5 mm thick
     (``disc_hu``) between two endplates 2 mm thick (400 HU), normal to ``normal``; Gaussian noise."""
@@ -216,25 +251,36 @@ def test_chest_landmarks_first_and_last_rib(segmented):
     assert max(volumes) < 70.0, volumes  # no 200-ml "vertebra" of heart and vessels
 
 
-def test_uncertain_discs_are_flagged_alike_on_every_noise_draw(shared_data, segmented):
-    """The 5 mm chest CT's T3–T6 discs read either way (tools/bench_precision.py, noise draw 2 put
-    them 7–9 mm higher: T4 and T5 CV 3.2 and 3.4 %). Undisturbed and on that draw alike, T4 and T5
-    are flagged uncertain on both discs and the report warns to review them; the CT angiogram's
-    T2–T12 and L1, whose discs no other chain explains nearly as well, are not flagged."""
+def test_thick_slice_discs_hold_under_noise_and_unsure_ones_are_flagged(shared_data, segmented):
+    """The 5 mm chest CT's T3–T6 discs are bright bands (thin discs blurred with their endplates);
+    the troughs half a vertebra above them once scored nearly as well (noise draw 2 of
+    tools/bench_precision.py took them, 7–9 mm higher: T4 and T5 CV 3.2 and 3.4 %). With one kind
+    of disc along the stretch, undisturbed and on that draw alike, T3–T6 end within 2 mm of each
+    other and of the reference discs (body centroids within 5 mm), unflagged. Its C7 and T1, where
+    the thick cervical discs (troughs) meet the thoracic bands, are the ones flagged uncertain and
+    the report warns to review them; the CT angiogram's T2–T12 and L1, whose discs no other chain
+    explains nearly as well, are not flagged."""
     import volbmd
 
     def uncertain(segments):
         return {s["level"] for s in segments if any(f.startswith("uncertain:") for f in s["quality_flags"])}
 
+    def extents(segments):
+        return {s["level"]: (s["z_lo_mm"], s["z_hi_mm"]) for s in segments}
+
     volume, labels = segmented("chest_ct_5mm")
     canon, _ = canonicalize(volume)
-    moved = _bench_precision().disturb(canon, None, "noise", 2, 15.0)[0]
-    for segments in (labels.metadata["segments"], segment_spine(moved).metadata["segments"]):
+    moved = segment_spine(_bench_precision().disturb(canon, None, "noise", 2, 15.0)[0]).metadata["segments"]
+    base = labels.metadata["segments"]
+    for level in ("T3", "T4", "T5", "T6"):
+        assert np.allclose(extents(base)[level], extents(moved)[level], atol=2.0), (level, extents(moved)[level])
+    for segments in (base, moved):
         flagged = uncertain(segments)
-        assert {"T4", "T5"} <= flagged <= {"T2", "T3", "T4", "T5", "T6", "T7"}, flagged
-        both = [s for s in segments if s["level"] in ("T4", "T5")]
-        assert all(len([f for f in s["quality_flags"] if f.startswith("uncertain:")]) == 2 for s in both), both
-        assert all(s["confidence"] < 0.5 for s in both), both
+        assert flagged <= {"C7", "T1", "T2"}, flagged
+    found = body_centroids(labels)
+    for ref in REFERENCE["chest_ct_5mm"]["vertebrae"]:
+        if ref["level"] in ("T3", "T4", "T5", "T6"):
+            assert np.linalg.norm(found[ref["level"]] - np.asarray(ref["centroid_lps_mm"])) < 5.0, ref["level"]
     _, cta = segmented("cta_chest")
     assert not uncertain(cta.metadata["segments"]) & {
         "L1",
@@ -251,7 +297,8 @@ def test_uncertain_discs_are_flagged_alike_on_every_noise_draw(shared_data, segm
         "T2",
     }
     warnings = volbmd.analyze(volume).qa.warnings
-    assert any(w.startswith("T4: uncertain disc_below") and "review its mask" in w for w in warnings), warnings
+    for level in uncertain(base):
+        assert any(w.startswith(f"{level}: uncertain disc_") and "review its mask" in w for w in warnings), warnings
 
 
 def _thicker(volume, factor):

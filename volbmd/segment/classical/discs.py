@@ -28,7 +28,9 @@ __all__ = [
     "Profiles",
     "spine_profiles",
     "local_period",
+    "disc_signs",
     "disc_scores",
+    "band_share",
     "disc_alternatives",
     "choose_discs",
     "fit_plane",
@@ -222,23 +224,22 @@ def _trusted_period(period: np.ndarray, strength: np.ndarray, fallback: np.ndarr
     return np.clip(out, *opts.period_range_mm)
 
 
-def disc_scores(
+def disc_signs(
     profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
-) -> np.ndarray:
-    """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the
-    largest of three signs, each narrow compared with the vertebra (within ``endplate_fraction``
-    of the local period either side):
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, how much a disc it looks like by two kinds of sign, each narrow compared with the
+    vertebra (within ``endplate_fraction`` of the local period either side): (dark, band).
 
-    - a gap in the bone: the core leaves the filled bone mask between two bony stretches (a disc
-      darker than bone);
-    - a trough of HU: the core dips below the lower of the brightest values on either side (a dark
-      disc, with or without bright endplates), as a share of the profile's spread;
-    - a bright band: the mean within ``band_half_mm`` stands above the mean of the rest of the reach
-      (a thin disc between dense endplates, blurred into one bright band, as in osteoporotic
-      thoracic spines), as a share of the spread.
+    - dark: a gap in the bone (the core leaves the filled bone mask between two bony stretches: a
+      disc darker than bone) or a trough of HU (the core dips below the lower of the brightest
+      values on either side: a dark disc, with or without bright endplates), as a share of the
+      profile's spread;
+    - band: the mean within ``band_half_mm`` stands above the mean of the rest of the reach (a thin
+      disc between dense endplates, blurred into one bright band, as in osteoporotic thoracic spines
+      or thick slices), as a share of the spread.
 
-    The body's interior, bounded by its two endplates a whole body height apart, is none of them.
-    The profiles are smoothed by ``smooth_mm`` first (half a slice: thick slices make steps)."""
+    The body's interior, bounded by its two endplates a whole body height apart, is neither. The
+    profiles are smoothed by ``smooth_mm`` first (half a slice: thick slices make steps)."""
     x = ndi.gaussian_filter1d(profiles.core_hu, sigma=max(0.5, smooth_mm / step_mm))
     f = ndi.gaussian_filter1d(profiles.bone_fraction, sigma=max(0.5, smooth_mm / step_mm))
     spread = max(20.0, float(np.percentile(x, 90) - np.percentile(x, 10)))
@@ -246,41 +247,72 @@ def disc_scores(
     w_at = np.maximum(1, np.round(reach / step_mm).astype(int))
     half = max(1, int(round(opts.band_half_mm / step_mm)))
     inner = ndi.uniform_filter1d(x, 2 * half + 1, mode="nearest")
-    score = np.zeros_like(x)
+    dark = np.zeros_like(x)
+    band = np.zeros_like(x)
     for w in np.unique(w_at):
-        dark_score = np.maximum(_trough(x, w) / spread, _trough(f, w))
-        band = np.zeros_like(x)
+        here = w_at == w
+        dark[here] = np.maximum(_trough(x, w) / spread, _trough(f, w))[here]
         outer_n = 2 * w + 1 - (2 * half + 1)
         if outer_n > 0:
             total = ndi.uniform_filter1d(x, 2 * w + 1, mode="nearest") * (2 * w + 1)
-            band = (inner - (total - inner * (2 * half + 1)) / outer_n) / spread
-        here = w_at == w
-        score[here] = np.maximum(dark_score, band)[here]
-    return np.clip(score, 0.0, None)
+            band[here] = ((inner - (total - inner * (2 * half + 1)) / outer_n) / spread)[here]
+    return np.clip(dark, 0.0, None), np.clip(band, 0.0, None)
 
 
-def choose_discs(score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts: DiscOptions) -> list[int]:
+def disc_scores(
+    profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
+) -> np.ndarray:
+    """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the larger
+    of its two signs (:func:`disc_signs`)."""
+    dark, band = disc_signs(profiles, period_mm, step_mm, opts, smooth_mm)
+    return np.maximum(dark, band)
+
+
+def band_share(dark: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Per point, how much of its disc sign is a bright band rather than a dark trough (0–1; 0.5
+    where it has neither)."""
+    total = dark + band
+    return np.where(total > 1e-9, band / np.maximum(total, 1e-9), 0.5)
+
+
+def choose_discs(
+    score: np.ndarray, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, kind: np.ndarray | None = None
+) -> list[int]:
     """Indices of the discs: the chain of candidate troughs that maximises the sum of their scores,
     less ``disc_cost`` each, minus ``period_penalty`` · (log(spacing / local period))² per spacing;
     spacings below ``spacing_range[0]`` periods are not allowed. The cost per disc keeps a chain of
     weak candidates at short spacings from outscoring fewer clear ones (on a noise draw of a CTA,
-    two extra weak troughs once split T1 in two, and the rib count then named 13 thoracic levels)."""
-    return _best_chain(score, period_mm, step_mm, opts)[1]
+    two extra weak troughs once split T1 in two, and the rib count then named 13 thoracic levels).
+
+    ``kind`` (per point, :func:`band_share`): two neighbouring discs inside the chain pay
+    ``sign_switch_cost`` · the difference of their kinds (the first and last links do not: the
+    disc past the end of a stretch may be of another kind where disc heights change, at the
+    thoracolumbar or cervicothoracic junction). On thick slices the discs of one stretch of spine look alike
+    (each slice blurs a thin disc and its endplates into one bright band): where bands mark the
+    discs, the troughs half a vertebra away are the bodies' darker middles, and the 5 mm chest CT's
+    T3–T6 otherwise read either way from one noise draw to the next. (:func:`find_discs` scales
+    the cost by the slice thickness: thin slices resolve each disc, dark or bright as it is.)"""
+    return _best_chain(score, period_mm, step_mm, opts, kind=kind)[1]
 
 
 def disc_alternatives(
-    score: np.ndarray, period_mm: np.ndarray, step_mm: float, chain: list[int], opts: DiscOptions
+    score: np.ndarray,
+    period_mm: np.ndarray,
+    step_mm: float,
+    chain: list[int],
+    opts: DiscOptions,
+    kind: np.ndarray | None = None,
 ) -> list[tuple[float, float | None]]:
     """Per disc of ``chain`` (indices from :func:`choose_discs`): how much less the best chain
     scores without it — every candidate within ``alternative_window`` of the local period
     excluded — and how far (mm) from it the nearest disc of that other chain lies (None when
     none is within one period). A small margin says the profiles hold another chain nearly as
     good: the disc, and the two vertebrae it bounds, are uncertain."""
-    best, _ = _best_chain(score, period_mm, step_mm, opts)
+    best, _ = _best_chain(score, period_mm, step_mm, opts, kind=kind)
     out: list[tuple[float, float | None]] = []
     for m in chain:
         window = opts.alternative_window * float(period_mm[m]) / step_mm
-        value, other = _best_chain(score, period_mm, step_mm, opts, exclude=(m - window, m + window))
+        value, other = _best_chain(score, period_mm, step_mm, opts, exclude=(m - window, m + window), kind=kind)
         near = min((abs(c - m) * step_mm for c in other), default=None)
         if near is not None and near > float(period_mm[m]):
             near = None
@@ -294,6 +326,7 @@ def _best_chain(
     step_mm: float,
     opts: DiscOptions,
     exclude: tuple[float, float] | None = None,
+    kind: np.ndarray | None = None,
 ) -> tuple[float, list[int]]:
     """The best chain's value and indices (see :func:`choose_discs`), with no candidate inside
     ``exclude`` (index range) when given. Value -inf and no indices when there is no candidate."""
@@ -305,25 +338,44 @@ def _best_chain(
         return float("-inf"), []
     pos = cand * step_mm
     gain = score[cand] - opts.disc_cost
-    best = gain.copy()
-    prev = np.full(cand.size, -1)
-    lo_ratio = opts.spacing_range[0]
-    for j in range(cand.size):
-        for i in range(j):
-            d = pos[j] - pos[i]
-            t = float(period_mm[(cand[i] + cand[j]) // 2])
-            if d < lo_ratio * t:
-                continue
-            s = best[i] + gain[j] - opts.period_penalty * np.log(d / t) ** 2
-            if s > best[j]:
-                best[j], prev[j] = s, i
-    j = int(np.argmax(best))
-    value = float(best[j])
-    chain = []
-    while j >= 0:
-        chain.append(int(cand[j]))
-        j = int(prev[j])
-    return value, chain[::-1]
+    kinds = np.full(cand.size, 0.5) if kind is None else kind[cand]
+    switch = opts.sign_switch_cost if kind is not None else 0.0
+    n = cand.size
+    # ext[j]: the best chain ending at j with at least one link, every link but the first charged
+    # for a change of kind (ready to be extended: its last link is then inside the chain);
+    # came_from[j] = (i, whether i starts that chain). The first and last links never pay: past
+    # the end of a stretch the next disc may be of another kind (where disc heights change).
+    ext = np.full(n, -np.inf)
+    came_from = np.full((n, 2), -1)
+    best_value, best_end = float(gain.max()), (int(np.argmax(gain)), -1, 0)  # (last, previous, chained)
+    for j in range(1, n):
+        d = pos[j] - pos[:j]
+        t = period_mm[(cand[:j] + cand[j]) // 2].astype(np.float64)
+        ok = d >= opts.spacing_range[0] * t
+        if not ok.any():
+            continue
+        tail = np.where(ok, gain[j] - opts.period_penalty * np.log(np.maximum(d, 1e-9) / t) ** 2, -np.inf)
+        first = gain[:j] + tail  # i starts the chain: the link i→j is its first
+        later = ext[:j] + tail  # i has a predecessor
+        charged = later - switch * np.abs(kinds[:j] - kinds[j])
+        i_first, i_later = int(np.argmax(first)), int(np.argmax(charged))
+        if first[i_first] >= charged[i_later]:
+            ext[j], came_from[j] = first[i_first], (i_first, 1)
+        else:
+            ext[j], came_from[j] = charged[i_later], (i_later, 0)
+        i_end = int(np.argmax(later))
+        for value, end in ((first[i_first], (j, i_first, 0)), (later[i_end], (j, i_end, 1))):
+            if value > best_value:
+                best_value, best_end = float(value), end
+    last, previous, chained = best_end
+    chain = [last]
+    if previous >= 0:
+        chain.append(previous)
+        while chained:  # previous has a predecessor: follow ext's choices
+            previous, starts = (int(v) for v in came_from[previous])
+            chain.append(previous)
+            chained = not starts
+    return best_value, [int(cand[k]) for k in chain[::-1]]
 
 
 def fit_plane(
@@ -425,9 +477,13 @@ def find_discs(
     profiles = spine_profiles(array, spacing, work_bone, work_spacing, line, opts)
     period, strength = local_period([profiles.core_hu, profiles.beside_hu], line.step_mm, opts)
     period = _trusted_period(period, strength, 2.0 * opts.depth_to_period * line.half_depth_mm, opts)
-    score = disc_scores(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
-    chosen = choose_discs(score, period, line.step_mm, opts)
-    alternatives = disc_alternatives(score, period, line.step_mm, chosen, opts)
+    dark, band = disc_signs(profiles, period, line.step_mm, opts, smooth_mm=max(1.0, 0.25 * spacing[0]))
+    score, kind = np.maximum(dark, band), band_share(dark, band)
+    lo, hi = opts.sign_switch_slices_mm
+    blur = float(np.clip((spacing[0] - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+    chain_opts = opts.model_copy(update={"sign_switch_cost": opts.sign_switch_cost * blur})
+    chosen = choose_discs(score, period, line.step_mm, chain_opts, kind)
+    alternatives = disc_alternatives(score, period, line.step_mm, chosen, chain_opts, kind)
     discs = []
     for m, (margin, other_mm) in zip(chosen, alternatives, strict=True):
         radius = float(np.clip(0.8 * line.half_depth_mm[m], 6.0, 16.0))
@@ -437,6 +493,7 @@ def find_discs(
         "period_mm": period,
         "period_strength": strength,
         "score": score,
+        "band_share": kind,
         "core_hu": profiles.core_hu,
         "beside_hu": profiles.beside_hu,
         "bone_fraction": profiles.bone_fraction,

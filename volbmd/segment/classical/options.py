@@ -106,6 +106,17 @@ class DiscOptions(_Options):
     disc_cost: float = Field(
         0.15, ge=0, description="cost of each disc (score units): more discs are not better in themselves"
     )
+    sign_switch_cost: float = Field(
+        0.1,
+        ge=0,
+        description="cost (score units) of two neighbouring discs of different kinds (a dark trough next to a bright "
+        "band), in full on slices of sign_switch_slices_mm[1] or thicker",
+    )
+    sign_switch_slices_mm: tuple[float, float] = Field(
+        (2.0, 4.0),
+        description="slices up to the first resolve each disc (whether it shows dark or as a band is its own: no cost); "
+        "from the second, they blur every thin disc alike (the full cost); blended between",
+    )
     spacing_range: tuple[float, float] = Field((0.5, 2.2), description="allowed spacing as multiples of the local period")
     alternative_window: float = Field(
         0.25, gt=0, lt=0.5, description="a disc's alternative lies beyond this share of the local period from it"
