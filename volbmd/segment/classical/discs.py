@@ -29,7 +29,6 @@ __all__ = [
     "spine_profiles",
     "local_period",
     "disc_signs",
-    "disc_scores",
     "band_share",
     "disc_alternatives",
     "choose_discs",
@@ -228,7 +227,8 @@ def disc_signs(
     profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per point, how much a disc it looks like by two kinds of sign, each narrow compared with the
-    vertebra (within ``endplate_fraction`` of the local period either side): (dark, band).
+    vertebra (within ``endplate_fraction`` of the local period either side): (dark, band). The
+    larger of the two is the point's disc score (0 = not at all, about 1 = a clear disc).
 
     - dark: a gap in the bone (the core leaves the filled bone mask between two bony stretches: a
       disc darker than bone) or a trough of HU (the core dips below the lower of the brightest
@@ -257,15 +257,6 @@ def disc_signs(
             total = ndi.uniform_filter1d(x, 2 * w + 1, mode="nearest") * (2 * w + 1)
             band[here] = ((inner - (total - inner * (2 * half + 1)) / outer_n) / spread)[here]
     return np.clip(dark, 0.0, None), np.clip(band, 0.0, None)
-
-
-def disc_scores(
-    profiles: Profiles, period_mm: np.ndarray, step_mm: float, opts: DiscOptions, smooth_mm: float = 1.0
-) -> np.ndarray:
-    """Per point, how much a disc it looks like (0 = not at all, about 1 = a clear disc): the larger
-    of its two signs (:func:`disc_signs`)."""
-    dark, band = disc_signs(profiles, period_mm, step_mm, opts, smooth_mm)
-    return np.maximum(dark, band)
 
 
 def band_share(dark: np.ndarray, band: np.ndarray) -> np.ndarray:
