@@ -336,7 +336,7 @@ def test_anatomynet_shapes():
 # ----------------------------------------------------------------------------- level naming
 
 
-def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
+def _spine(n_segments, sacrum, rib_from=None, lung=False, beside=0.0):
     from volbmd.segment.classical import Segment, SpineSegments
 
     segs = [Segment(30.0 * i, 30.0 * (i + 1), ordinal=i) for i in range(n_segments)]
@@ -344,31 +344,50 @@ def _spine(n_segments, sacrum, rib_from=None, beside=0.0):
         if rib_from is not None and i >= rib_from:
             seg.rib_sides = ["right", "left"]
     segs[0].rib_beside_mm3 = beside
-    return SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [], sacrum_at_bottom=sacrum)
+    return SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [], sacrum_at_bottom=sacrum, lung_at_bottom=lung)
 
 
 @pytest.mark.parametrize(
-    "n, sacrum, rib_from, beside, names, flag",
+    "n, sacrum, rib_from, lung, names, flag",
     [
-        (8, True, 6, 0.0, ["S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "levels:from_sacrum_and_last_rib"),
-        (9, True, 7, 0.0, ["S1", "L6", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:L6"),
-        (7, True, 5, 0.0, ["S1", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:4_lumbar"),
-        (5, True, 3, 0.0, ["S1", "L5", "L4", "L3", "L2"], "levels:rib_count_disagrees"),
-        (6, True, 5, 0.0, ["S1", "L5", "L4", "L3", "L2", "L1"], "levels:rib_count_disagrees"),  # top: weak
-        (4, True, None, 0.0, ["S1", "L5", "L4", "L3"], "levels:from_sacrum"),
-        (4, False, 2, 0.0, ["L2", "L1", "T12", "T11"], "levels:from_last_rib"),
-        (3, False, None, 0.0, ["L5", "L4", "L3"], "levels:provisional"),
-        (3, False, None, 4000.0, ["T12", "T11", "T10"], "levels:provisional"),
-        (3, False, 0, 0.0, ["T12", "T11", "T10"], "levels:provisional"),
+        (8, True, 6, False, ["S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "levels:from_sacrum_and_last_rib"),
+        (9, True, 7, False, ["S1", "L6", "L5", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:L6"),
+        (7, True, 5, False, ["S1", "L4", "L3", "L2", "L1", "T12", "T11"], "transitional:4_lumbar"),
+        (5, True, 3, False, ["S1", "L5", "L4", "L3", "L2"], "levels:rib_count_disagrees"),
+        (6, True, 5, False, ["S1", "L5", "L4", "L3", "L2", "L1"], "levels:rib_count_disagrees"),  # top: weak
+        (4, True, None, False, ["S1", "L5", "L4", "L3"], "levels:from_sacrum"),
+        (4, False, 2, False, ["L2", "L1", "T12", "T11"], "levels:from_last_rib"),
+        (3, False, None, False, ["L5", "L4", "L3"], "levels:provisional"),
+        (3, False, None, True, ["T12", "T11", "T10"], "levels:provisional"),  # lung beside the lowest
+        (3, False, None, "ribs beside", ["T12", "T11", "T10"], "levels:provisional"),
+        (3, False, 0, False, ["T12", "T11", "T10"], "levels:provisional"),
     ],
 )
-def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, beside, names, flag):
+def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, lung, names, flag):
     from volbmd.segment.classical.levels import assign_levels
 
-    spine = _spine(n, sacrum, rib_from, beside)
+    spine = _spine(n, sacrum, rib_from, lung=lung is True, beside=4000.0 if lung == "ribs beside" else 0.0)
     assign_levels(spine)
     assert [s.level for s in spine.segments] == names
     assert any(f.startswith(flag) for f in spine.flags), spine.flags
+
+
+def test_a_cut_piece_without_ribs_does_not_make_the_last_rib():
+    """A chest CT cut at T6: the bottom piece lost its rib to the vertebra above, which then looked
+    like T12 as much as the first rib made the top T1 (naming confidence 0). A rib-free piece the
+    scan cuts is weak evidence; the first rib, above whole vertebrae, names the levels."""
+    from volbmd.segment.classical.levels import assign_levels
+
+    spine = _spine(7, False, rib_from=1)
+    spine.segments[0].complete = False
+    spine.segments[6].rib_sides = []
+    assign_levels(spine)
+    assert [s.level for s in spine.segments] == ["T6", "T5", "T4", "T3", "T2", "T1", "C7"]
+    assert "levels:last_rib_disagrees (the last rib-bearing vertebra is named T5)" in spine.flags
+    assert spine.naming["confidence"] >= 0.5
+    spine.segments[0].complete = True  # seen whole, the same rib-free piece is a strong landmark: a tie
+    assign_levels(spine)
+    assert spine.naming["confidence"] < 0.1
 
 
 @pytest.mark.parametrize(

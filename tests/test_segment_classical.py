@@ -430,6 +430,70 @@ def test_no_landmark_in_view_is_provisional_and_uncertain(shared_data, segmented
     assert len(report.vertebrae) >= 5
 
 
+def _crop_z(canon, lo_mm: float, hi_mm: float):
+    """Slices lo_mm–hi_mm of a canonical volume, with its origin moved to the first one kept."""
+    sz = canon.spacing_mm[0]
+    k0, k1 = int(round(lo_mm / sz)), int(round(hi_mm / sz))
+    origin = canon.geometry.index_to_world(np.array([k0, 0, 0]))
+    array = np.ascontiguousarray(canon.array[k0:k1])
+    return dataclasses.replace(canon, array=array, origin_lps_mm=tuple(float(v) for v in origin))
+
+
+@pytest.mark.parametrize(("case", "lo_mm", "hi_mm"), [("chest_ct_5mm", 80, 200), ("cta_chest", 122, 242)])
+def test_a_chest_cut_short_has_no_sacrum(shared_data, case, lo_mm, hi_mm):
+    """A chest CT ending at T6–T9 (a cardiac-style field of view): the ribs joined to the lowest
+    vertebra make a bone blob as wide as a pelvis, and it was taken for the sacrum (T6–T9 named
+    L3–S1, naming confidence 0.95). Lung beside the lowest body says it is a chest: no level is
+    named lumbar or sacral, and the names are provisional."""
+    canon, _ = canonicalize(load_volume(shared_data / REFERENCE[case]["scan"]))
+    labels = segment_spine(_crop_z(canon, lo_mm, hi_mm))
+    names = list(labels.labels)
+    assert not any(n.startswith(("L", "S")) for n in names), names
+    assert not labels.metadata["naming"]["landmarks"]["sacrum"]
+    assert labels.metadata["naming"]["confidence"] <= 0.2
+    assert any(f.startswith("levels:provisional") for f in labels.metadata["flags"])
+
+
+@pytest.mark.parametrize(("lo_mm", "hi_mm"), [(60, 150), (90, 180)])
+def test_enhanced_organs_beside_a_lumbar_vertebra_are_no_pelvis(shared_data, lo_mm, hi_mm):
+    """The contrast CT cut at L2–L3: the enhanced liver and kidneys (100–200 HU) join the lowest
+    vertebra through its vessels in a bone-mask blob 150–230 mm wide, which was taken for the pelvis
+    (L2–L3 named L5–S1, naming confidence 0.88–0.95). The pelvis holds cortical bone beside the body;
+    these organs do not, so no sacrum is found and no level below L5 is named."""
+    canon, _ = canonicalize(load_volume(shared_data / REFERENCE["abdomen_ct_contrast_5mm"]["scan"]))
+    labels = segment_spine(_crop_z(canon, lo_mm, hi_mm))
+    assert not labels.metadata["naming"]["landmarks"]["sacrum"]
+    assert "S1" not in labels.labels, list(labels.labels)
+
+
+def test_the_sacrum_is_still_found_on_a_lumbar_crop(shared_data):
+    """The other side of the lung rule: the abdominal CT cut to S1–L4 keeps its sacrum (no lung
+    beside S1) and its names from it."""
+    canon, _ = canonicalize(load_volume(shared_data / "ts_abdomen_ct" / "ct.nii.gz"))
+    labels = segment_spine(_crop_z(canon, 78, 198))
+    assert labels.metadata["naming"]["landmarks"]["sacrum"]
+    found = body_centroids(labels)
+    assert sorted(found) == ["L4", "L5", "S1"], sorted(found)
+    refs = [r for r in REFERENCE["ts_abdomen_ct"]["vertebrae"] if r["level"] in ("L4", "L5")]
+    for ref in refs:
+        assert ref["level"] in found, sorted(found)
+        assert np.linalg.norm(found[ref["level"]] - np.asarray(ref["centroid_lps_mm"])) <= 20.0
+
+
+def test_a_chest_cut_at_t6_is_named_from_its_first_rib(shared_data):
+    """The angiogram cut to C7–T6: the bottom piece, cut by the scan, lost its rib to T5, which then
+    looked like the last rib-bearing vertebra (T12) as much as the first rib made T1 (confidence 0).
+    A cut rib-free piece is weak evidence; the first rib names every whole vertebra right."""
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    labels = segment_spine(_crop_z(canon, 162, 282))
+    found = body_centroids(labels)
+    refs = [r for r in REFERENCE["cta_chest"]["vertebrae"] if r["level"] in ("T1", "T2", "T3", "T4", "T5")]
+    for ref in refs:
+        assert ref["level"] in found, sorted(found)
+        assert np.linalg.norm(found[ref["level"]] - np.asarray(ref["centroid_lps_mm"])) <= 20.0
+    assert labels.metadata["naming"]["confidence"] >= 0.5
+
+
 # ----------------------------------------------------------------------------- plausibility
 
 

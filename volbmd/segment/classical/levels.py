@@ -73,14 +73,21 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     n = len(segs)
     lowest = next((i for i, r in enumerate(ribs) if r), None)
     last = lowest if lowest is not None and lowest >= 1 else None
-    # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two)
-    last_strong = last is not None and len(segs[last].rib_sides) == 2 and last < n - 1
+    # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two),
+    # above a rib-free vertebra seen whole: a bottom piece cut by the scan may have lost its rib to
+    # the vertebra above (a chest CT cut at T6 had its T5 taken for the last rib-bearing one)
+    last_strong = (
+        last is not None and len(segs[last].rib_sides) == 2 and last < n - 1 and any(s.complete for s in segs[:last])
+    )
     highest = next((i for i in range(n - 1, -1, -1) if ribs[i]), None)
     first = None
     if highest is not None and n - 1 - highest >= opts.first_rib_min_above:
         above = segs[highest + 1 :]
-        # the rib-free vertebra above must be seen whole (a cut top piece may have lost its ribs)
-        if any(s.complete for s in above) or len(above) >= 2:
+        # the rib-free vertebra above must be seen whole (a cut top piece may have lost its ribs), and
+        # be cervical: with lung beside it, it is a thoracic vertebra whose ribs were missed (on a
+        # 5 mm chest CT cut at T3, T5 and T6 went without ribs and T7 was named T1, confidence 0.87)
+        seen = any(s.complete for s in above) or len(above) >= 2
+        if seen and all(s.lung_share <= opts.cervical_max_lung_share for s in above):
             first = highest
     first_strong = first is not None and len(segs[first].rib_sides) == 2 and first > 0
     return _Landmarks(spine.sacrum_at_bottom, last, last_strong, first, first_strong)
@@ -125,8 +132,8 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     marks = _landmarks(spine, opts)
     n = len(segs)
     if not marks.any:
-        # no landmark: the lowest is T12 when ribs lie beside it (thoracic field of view), else L5
-        thoracic = bool(segs[0].rib_sides) or segs[0].rib_beside_mm3 >= opts.rib_beside_thoracic_mm3
+        # no landmark: the lowest is T12 when ribs or lung lie beside it (a thoracic field of view), else L5
+        thoracic = bool(segs[0].rib_sides) or segs[0].rib_beside_mm3 >= opts.rib_beside_thoracic_mm3 or spine.lung_at_bottom
         up = ANATOMIES["normal"][0]
         start = up.index("T12" if thoracic else "L5")
         for i, seg in enumerate(segs):
@@ -177,10 +184,17 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
         spine.flags.append(f"levels:sacrum_disagrees (the lowest vertebra is named {names[0]})")
     if len(agree) == 1 and not disagree and len(segs) > 1:
         spine.flags.append(f"levels:single_landmark ({agree[0].replace('_', ' ')} only)")
+    confidence = 1.0 - math.exp(-max(margin, 0.0) / 4.0)
+    strong = {"sacrum": True, "last_rib": marks.last_strong, "first_rib": marks.first_strong}
+    if not any(strong[a] for a in agree):
+        # one rib-free neighbour cut by the scan, or ribs on one side only: the names may be one off
+        # (chest CTs cut at T12 had their last rib missed on the cut piece and were named one level
+        # low at 0.57); below 0.5 the report says the names are uncertain
+        confidence = min(confidence, opts.weak_only_confidence)
     spine.naming = {
         "method": "joint landmarks",
         "anatomy": key,
-        "confidence": round(1.0 - math.exp(-max(margin, 0.0) / 4.0), 3),
+        "confidence": round(confidence, 3),
         "score": round(score, 2),
         "margin": round(margin, 2),
         "landmarks": _describe(marks, names),

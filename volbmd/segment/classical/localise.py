@@ -22,7 +22,7 @@ from volbmd.slicewise import fill_holes_slicewise, label_stats, patient_mask, sl
 from volbmd.types import SpacingYX
 from volbmd.volume import Volume
 
-__all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "sacrum_at_bottom", "disk_footprint"]
+__all__ = ["working_grid", "bone_mask", "find_canal", "track_bodies", "lung_beside", "sacrum_at_bottom", "disk_footprint"]
 
 
 def working_grid(canon: Volume, opts: LocaliseOptions) -> WorkGrid:
@@ -274,14 +274,43 @@ def track_bodies(
     return SpineTrack(int(k0), int(k1), (all_k + 0.5) * sz, body_all, canal_all, half_all, (int(c0 - k0), int(c1 - k0)))
 
 
-def sacrum_at_bottom(bone: np.ndarray, track: SpineTrack, spacing: SpacingZYX, opts: LocaliseOptions) -> bool:
+def lung_beside(
+    hu: np.ndarray, spacing: SpacingZYX, z_mm: tuple[float, float], body_yx_mm: np.ndarray, opts: LocaliseOptions
+) -> float:
+    """The share of air (below ``lung_hu``) beside a vertebral body over the heights ``z_mm``:
+    ``lung_lateral_mm`` to either side of the body's centre ``body_yx_mm``, within ``lung_ap_mm`` of
+    it front and back. The lungs fill that space beside the thoracic vertebrae (0.45–0.9 from T2 to
+    T11 on the development CTs); beside C7 and the sacrum lie soft tissue and bone (0.00), beside
+    T1, T12 and L1 the lungs' tips (0.0–0.4)."""
+    sz, sy, sx = spacing
+    cy, cx = body_yx_mm
+    dy = (np.arange(hu.shape[1]) + 0.5) * sy - cy
+    dx = (np.arange(hu.shape[2]) + 0.5) * sx - cx
+    lo, hi = opts.lung_lateral_mm
+    box = (np.abs(dy)[:, None] <= opts.lung_ap_mm) & ((np.abs(dx) >= lo) & (np.abs(dx) <= hi))[None, :]
+    k0 = max(0, int(np.floor(z_mm[0] / sz)))
+    k1 = min(hu.shape[0], max(k0 + 1, int(np.ceil(z_mm[1] / sz))))
+    if not box.any() or k0 >= hu.shape[0]:
+        return 0.0
+    return float((hu[k0:k1][:, box] < opts.lung_hu).mean())
+
+
+def sacrum_at_bottom(
+    bone: np.ndarray, hu: np.ndarray, track: SpineTrack, spacing: SpacingZYX, opts: LocaliseOptions
+) -> bool:
     """True when, at the bottom of the track, the bone under the body widens into the pelvis
-    (sacrum and iliac bones in one blob wider than ``pelvis_width_mm``): the lowest vertebra is S1."""
+    (sacrum and iliac bones in one blob wider than ``pelvis_width_mm``, holding cortical bone —
+    a 90th percentile of at least ``pelvis_bone_hu`` — beyond ``pelvis_lateral_mm`` of the body's
+    centre): the lowest vertebra is S1. An enhanced liver and kidneys joined to a lumbar vertebra
+    by its vessels make a blob as wide but no denser than 210 HU there (a contrast CT cut at L3 was
+    named from a sacrum, confidence 0.95), the iliac bones 340–480 HU. Ribs joined to a thoracic
+    vertebra make a wide, dense blob too: ask :func:`lung_beside` first."""
     sz, sy, sx = spacing
     cy, cx = track.body_yx_mm[0]
     k0 = track.k0
     lo = max(0, k0 - int(round(15.0 / sz)))
     hi = min(bone.shape[0], k0 + int(round(10.0 / sz)) + 1)
+    lateral = np.abs((np.arange(bone.shape[2]) + 0.5) * sx - cx)[None, :] > opts.pelvis_lateral_mm
     for k in range(lo, hi):
         pts = np.argwhere(bone[k])
         if pts.size == 0:
@@ -293,6 +322,9 @@ def sacrum_at_bottom(bone: np.ndarray, track: SpineTrack, spacing: SpacingZYX, o
         lab, _ = ndi.label(bone[k])
         blob = lab == lab[tuple(pts[j])]
         cols = np.flatnonzero(blob.any(axis=0))
-        if (cols[-1] - cols[0] + 1) * sx >= opts.pelvis_width_mm:
+        if (cols[-1] - cols[0] + 1) * sx < opts.pelvis_width_mm:
+            continue
+        far = hu[k][blob & lateral]
+        if far.size and float(np.percentile(far, 90)) >= opts.pelvis_bone_hu:
             return True
     return False

@@ -53,6 +53,19 @@ class LocaliseOptions(_Options):
     pelvis_width_mm: float = Field(
         140.0, gt=0, description="bone this wide under the last body is the pelvis: that body is S1"
     )
+    pelvis_lateral_mm: float = Field(40.0, gt=0, description="the pelvis's bone lies this far beside the body's centre")
+    pelvis_bone_hu: float = Field(
+        270.0, description="... and holds cortical bone: a 90th percentile of at least this (enhanced organs do not)"
+    )
+    lung_hu: float = Field(-500.0, description="air in the lungs reads below this")
+    lung_lateral_mm: tuple[float, float] = Field(
+        (25.0, 90.0), description="the lungs beside the lowest body lie this far to either side of its centre"
+    )
+    lung_ap_mm: float = Field(30.0, gt=0, description="... and within this of it front and back")
+    lung_height_mm: float = Field(20.0, gt=0, description="... over this height up from the lowest body")
+    lung_max_share: float = Field(
+        0.25, ge=0, le=1, description="more air than this share beside the lowest body: a chest, never the sacrum"
+    )
 
 
 class CanalOptions(_Options):
@@ -225,6 +238,15 @@ class LevelOptions(_Options):
         500.0, ge=0, description="this much rib beside the lowest vertebra makes a field of view thoracic"
     )
     first_rib_min_above: int = Field(1, ge=1, description="rib-free vertebrae needed above the first rib to call it T1")
+    cervical_max_lung_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="a rib-free vertebra with more lung beside it is thoracic with its ribs missed, not C7",
+    )
+    weak_only_confidence: float = Field(
+        0.45, ge=0, le=1, description="naming confidence at most, when only weak landmarks agree with the names"
+    )
     sacrum_weight: float = Field(6.0, ge=0)
     rib_weight: float = Field(1.0, ge=0, description="per vertebra whose rib state fits its name")
     end_rib_weight: float = Field(3.0, ge=0, description="first and last rib-bearing vertebra where the name says")

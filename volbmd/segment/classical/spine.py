@@ -14,8 +14,15 @@ from volbmd.labels import level_rank, load_label_scheme
 from volbmd.segment.classical.discs import centre_line, find_discs
 from volbmd.segment.classical.growth import final_labels, grow_vertebrae, rib_heads
 from volbmd.segment.classical.levels import assign_levels
-from volbmd.segment.classical.localise import bone_mask, find_canal, sacrum_at_bottom, track_bodies, working_grid
-from volbmd.segment.classical.options import ClassicalOptions
+from volbmd.segment.classical.localise import (
+    bone_mask,
+    find_canal,
+    lung_beside,
+    sacrum_at_bottom,
+    track_bodies,
+    working_grid,
+)
+from volbmd.segment.classical.options import ClassicalOptions, LocaliseOptions
 from volbmd.segment.classical.quality import check_segments
 from volbmd.segment.classical.types import CentreLine, Disc, Segment, SpineSegments, SpineTrack, WorkGrid
 from volbmd.volume import LabelMap, Volume
@@ -50,7 +57,13 @@ def _body_width_mm(bone: np.ndarray, work: WorkGrid, z_mm: float, yx_mm: np.ndar
 
 
 def _segments(
-    discs: list[Disc], line: CentreLine, track: SpineTrack, bone: np.ndarray, work: WorkGrid, min_mm: float
+    discs: list[Disc],
+    line: CentreLine,
+    track: SpineTrack,
+    bone: np.ndarray,
+    work: WorkGrid,
+    min_mm: float,
+    lung_opts: LocaliseOptions,
 ) -> list[Segment]:
     """One segment per gap between discs (and the ends of the line), bottom to top."""
     end = (len(line.points_mm) - 1) * line.step_mm
@@ -72,6 +85,7 @@ def _segments(
             complete=complete,
         )
         seg.blob_width_mm = _body_width_mm(bone, work, float(mid[0]), mid[1:])
+        seg.lung_share = lung_beside(work.hu, work.spacing_mm, (seg.z_lo_mm, seg.z_hi_mm), mid[1:], lung_opts)
         segments.append(seg)
     return segments
 
@@ -82,7 +96,12 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     canal = find_canal(work, opts.canal)
     bone = bone_mask(work.hu, opts.localise.bone_low_hu, opts.localise.bone_high_hu)
     track = track_bodies(work, bone, canal, opts.localise, opts.canal.min_length_mm, canon.source)
-    sacrum = sacrum_at_bottom(bone, track, work.spacing_mm, opts.localise)
+    # the sacrum never has lung beside it; a scan cut through the chest has its ribs joined to the
+    # lowest vertebra in one blob as wide as a pelvis (chest CTs cut at T6–T9 were named L3–S1,
+    # naming confidence 0.95, before this was asked)
+    bottom_mm = (float(track.z_mm[0]), float(track.z_mm[0]) + opts.localise.lung_height_mm)
+    lung = lung_beside(work.hu, work.spacing_mm, bottom_mm, track.body_yx_mm[0], opts.localise)
+    sacrum = lung <= opts.localise.lung_max_share and sacrum_at_bottom(bone, work.hu, track, work.spacing_mm, opts.localise)
     extend = opts.localise.line_extend_mm
     # below S1 lie the sacral segments and their rudimentary discs: the line stops at the track
     line = centre_line(
@@ -93,7 +112,7 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
         (0.0, canon.shape[0] * canon.spacing_mm[0]),
     )
     discs, info = find_discs(canon.array, canon.spacing_mm, bone, work.spacing_mm, line, opts.discs)
-    segments = _segments(discs, line, track, bone, work, opts.discs.min_segment_mm)
+    segments = _segments(discs, line, track, bone, work, opts.discs.min_segment_mm, opts.localise)
     if not segments:
         raise InputError("no spine found: the tracked column holds no vertebra", canon.source)
     flags = []
@@ -115,6 +134,7 @@ def locate_spine(canon: Volume, opts: ClassicalOptions) -> tuple[SpineSegments, 
     followed[outside] = np.nan
     spine.canal_yx_mm = followed
     spine.sacrum_at_bottom = sacrum
+    spine.lung_at_bottom = lung > opts.localise.lung_max_share
     info = dict(
         info,
         canal_length_mm=canal.length_mm,

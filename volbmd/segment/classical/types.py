@@ -83,6 +83,7 @@ class Segment:
     rib_sides: list[str] = field(default_factory=list)  # "right"/"left" sides with a rib contact
     rib_beside_mm3: float = 0.0  # rib-like bone beside the vertebra's slab, touching it or not
     blob_width_mm: float = 0.0
+    lung_share: float = 0.0  # air beside the body over its height (localise.lung_beside)
     level: str | None = None
     arc_lo_mm: float = 0.0  # extent along the centre line
     arc_hi_mm: float = 0.0
@@ -100,6 +101,7 @@ class SpineSegments:
     segments: list[Segment]
     flags: list[str] = field(default_factory=list)
     sacrum_at_bottom: bool = False
+    lung_at_bottom: bool = False  # lung beside the lowest body (localise.lung_beside): a thoracic field of view
     disc_planes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (point, normal) mm, zyx
     body_half_depth_mm: float = 15.0
     track_half_depth_mm: np.ndarray | None = None  # per track slice
