@@ -372,6 +372,35 @@ def test_level_names_from_sacrum_and_ribs(n, sacrum, rib_from, lung, names, flag
     assert any(f.startswith(flag) for f in spine.flags), spine.flags
 
 
+def test_rib_free_vertebrae_beside_the_lungs_are_thoracic():
+    """Rib detection misses a mid-thoracic vertebra's ribs now and then (5 mm slices): with the lungs
+    beside it (0.7–0.9 of the space beside the body; at most 0.39 beside the development CTs' L1) it
+    is a thoracic vertebra, so neither the vertebra under the ribs nor the one over them is a landmark
+    (a chest CT cut at T1–T8 had T8 named L4, one cut at T3 had T7 named T1)."""
+    from volbmd.segment.classical.levels import assign_levels
+
+    below = _spine(5, False, rib_from=2)
+    for seg, share in zip(below.segments, (0.8, 0.85, 0.8, 0.9, 0.85)):
+        seg.lung_share = share
+    assign_levels(below)
+    assert below.naming["method"] == "provisional"
+    lumbar = _spine(5, False, rib_from=2)
+    for seg, share in zip(lumbar.segments, (0.0, 0.39, 0.6, 0.8, 0.9)):  # L2, L1 beside the lungs' tips
+        seg.lung_share = share
+    assign_levels(lumbar)
+    assert [s.level for s in lumbar.segments] == ["L2", "L1", "T12", "T11", "T10"]
+    above = _spine(6, False, rib_from=0)
+    for seg in above.segments[4:]:
+        seg.rib_sides = []
+    for seg, share in zip(above.segments, (0.8, 0.85, 0.8, 0.9, 0.85, 0.8)):
+        seg.lung_share = share
+    assign_levels(above)
+    assert above.naming["method"] == "provisional"
+    above.segments[4].lung_share = above.segments[5].lung_share = 0.0  # C7 and C6: the neck
+    assign_levels(above)
+    assert [s.level for s in above.segments][3:] == ["T1", "C7", "C6"]
+
+
 def test_a_cut_piece_without_ribs_does_not_make_the_last_rib():
     """A chest CT cut at T6: the bottom piece lost its rib to the vertebra above, which then looked
     like T12 as much as the first rib made the top T1 (naming confidence 0). A rib-free piece the

@@ -7,8 +7,15 @@ holds two reference centroids), split (one reference vertebra is the nearest of 
 implausible and uncertain (levels the backend flagged so); merged and split count whole reference vertebrae only, whole-vertebra Dice where reference masks exist, the
 naming confidence and the seconds the backend took.
 
+With ``--crop-mm L``, each case is instead cut into windows L mm tall along the spine (every
+``--crop-step-mm``), as a scan of a shorter field of view would show it (a cardiac or upper-abdomen
+CT), and each window's names are checked against the reference vertebrae lying at least 8 mm inside
+it: right, wrong (another level's name within 20 mm), missing, and whether wrong names came with a
+naming confidence of 0.5 or more without a provisional flag — confidently wrong, the failure that
+matters most.
+
 Usage: python tools/eval_segmentation.py [--data ../shared/data] [--segmenter classical] [--model DIR]
-                                         [--cases a,b] [--json out.json]
+                                         [--cases a,b] [--json out.json] [--crop-mm 120 [--crop-step-mm 40]]
 """
 
 from __future__ import annotations
@@ -134,6 +141,74 @@ def evaluate_case(name: str, case: dict, data: Path, segmenter) -> dict:
     }
 
 
+def crop_z(canon, k0: int, k1: int):
+    """Slices k0..k1 of a canonical volume, its origin moved to the first one kept."""
+    origin = canon.geometry.index_to_world(np.array([k0, 0, 0]))
+    return canon.with_array(np.ascontiguousarray(canon.array[k0:k1]), origin_lps_mm=tuple(float(v) for v in origin))
+
+
+def evaluate_crops(name: str, case: dict, data: Path, segmenter, length_mm: float, step_mm: float) -> list[dict]:
+    """One row per window of ``length_mm`` along z (see the module docstring)."""
+    from volbmd.geometry import canonicalize
+    from volbmd.io import load_volume
+
+    canon, _ = canonicalize(load_volume(data / case["scan"]))
+    sz, nz = canon.spacing_mm[0], canon.shape[0]
+    n = min(nz, int(round(length_mm / sz)))
+    to_index = np.linalg.inv(canon.geometry.direction_matrix * np.asarray(canon.spacing_mm)[::-1])
+    rows = []
+    for k0 in range(0, nz - n + 1, max(1, int(round(step_mm / sz)))):
+        k1 = k0 + n
+        row: dict = {"case": name, "z_mm": (round(k0 * sz), round(k1 * sz))}
+        try:
+            labels = segmenter.segment(crop_z(canon, k0, k1))
+        except Exception as exc:  # a window without a spine is a row too
+            rows.append(row | {"error": f"{type(exc).__name__}: {str(exc)[:80]}"})
+            continue
+        found = body_centroids(labels)
+        right, wrong, missing = [], [], []
+        for v in case["vertebrae"]:
+            p = np.asarray(v["centroid_lps_mm"])
+            k = (to_index @ (p - np.asarray(canon.origin_lps_mm)))[2]
+            if not (k0 + 8.0 / sz <= k <= k1 - 1 - 8.0 / sz):
+                continue
+            near = [f for f, c in found.items() if np.linalg.norm(c - p) <= 20.0]
+            if v["level"] in near:
+                right.append(v["level"])
+            elif near:
+                wrong.append(f"{v['level']}→{','.join(near)}")
+            else:
+                missing.append(v["level"])
+        naming = labels.metadata.get("naming") or {}
+        provisional = any(f.startswith("levels:provisional") for f in labels.metadata.get("flags", []))
+        confidence = naming.get("confidence")
+        confident = confidence is not None and confidence >= 0.5 and not provisional
+        rows.append(
+            row
+            | {"right": right, "wrong": wrong, "missing": missing, "confidence": confidence, "confident": confident}
+            | {"error": None}
+        )
+    return rows
+
+
+def print_crops(rows: list[dict]) -> None:
+    print(f"{'case':26s} {'window mm':>11s} {'right':>5s} {'conf':>5s}  wrong / missing")
+    for r in rows:
+        if r["error"]:
+            print(f"{r['case']:26s} {r['z_mm'][0]:>5d}-{r['z_mm'][1]:<5d}  no spine: {r['error']}")
+            continue
+        conf = "-" if r["confidence"] is None else f"{r['confidence']:.2f}"
+        mark = "  CONFIDENTLY WRONG" if r["wrong"] and r["confident"] else ""
+        extra = " ".join(r["wrong"]) + (f"  missing {' '.join(r['missing'])}" if r["missing"] else "")
+        print(f"{r['case']:26s} {r['z_mm'][0]:>5d}-{r['z_mm'][1]:<5d} {len(r['right']):>5d} {conf:>5s}  {extra}{mark}")
+    ok = [r for r in rows if not r["error"]]
+    print(
+        f"windows {len(rows)}, no spine {len(rows) - len(ok)}, all right {sum(not r['wrong'] for r in ok)}, "
+        f"wrong but unsure {sum(bool(r['wrong']) and not r['confident'] for r in ok)}, "
+        f"confidently wrong {sum(bool(r['wrong']) and r['confident'] for r in ok)}"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -141,12 +216,24 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--crop-mm", type=float, default=None, help="evaluate windows this tall instead")
+    parser.add_argument("--crop-step-mm", type=float, default=40.0)
     args = parser.parse_args(argv)
     from volbmd.segment.base import make_segmenter
 
     reference = json.loads(REFERENCE.read_text())["cases"]
     names = args.cases.split(",") if args.cases else list(reference)
     segmenter = make_segmenter(args.segmenter, model=args.model)
+    if args.crop_mm:
+        crops = [
+            r
+            for name in names
+            for r in evaluate_crops(name, reference[name], args.data, segmenter, args.crop_mm, args.crop_step_mm)
+        ]
+        print_crops(crops)
+        if args.json:
+            args.json.write_text(json.dumps(crops, indent=1, default=str))
+        return 0
     rows = [evaluate_case(name, reference[name], args.data, segmenter) for name in names]
     head = f"{'case':26s} {'in view':>9s} {'found':>5s} {'named':>5s} {'merged':>6s} {'split':>5s} {'implaus.':>8s} {'uncert.':>7s} {'conf':>5s} {'s':>5s}  Dice / misnamed"
     print(head)

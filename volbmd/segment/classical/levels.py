@@ -73,6 +73,8 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     n = len(segs)
     lowest = next((i for i, r in enumerate(ribs) if r), None)
     last = lowest if lowest is not None and lowest >= 1 else None
+    if last is not None and any(s.lung_share > opts.lumbar_max_lung_share for s in segs[:last]):
+        last = None  # a rib-free vertebra with the lungs beside it is thoracic, its ribs missed
     # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two),
     # above a rib-free vertebra seen whole: a bottom piece cut by the scan may have lost its rib to
     # the vertebra above (a chest CT cut at T6 had its T5 taken for the last rib-bearing one)

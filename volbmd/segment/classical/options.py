@@ -244,6 +244,12 @@ class LevelOptions(_Options):
         le=1,
         description="a rib-free vertebra with more lung beside it is thoracic with its ribs missed, not C7",
     )
+    lumbar_max_lung_share: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="a rib-free vertebra below the ribs with more lung beside it is thoracic (L1 had up to 0.39)",
+    )
     weak_only_confidence: float = Field(
         0.45, ge=0, le=1, description="naming confidence at most, when only weak landmarks agree with the names"
     )
