@@ -344,6 +344,7 @@ def _spine(n_segments, sacrum, rib_from=None, lung=False, beside=0.0):
         if rib_from is not None and i >= rib_from:
             seg.rib_sides = ["right", "left"]
     segs[0].rib_beside_mm3 = beside
+    segs[0].complete = not sacrum  # S1 has no disc below it
     return SpineSegments(np.zeros(0), np.zeros((0, 2)), [], segs, [], sacrum_at_bottom=sacrum, lung_at_bottom=lung)
 
 
@@ -399,6 +400,38 @@ def test_rib_free_vertebrae_beside_the_lungs_are_thoracic():
     above.segments[4].lung_share = above.segments[5].lung_share = 0.0  # C7 and C6: the neck
     assign_levels(above)
     assert [s.level for s in above.segments][3:] == ["T1", "C7", "C6"]
+
+
+def test_a_sacrum_under_a_whole_vertebra_makes_it_l5():
+    """A scan whose bottom cuts S1's top: too little of S1 is in view to keep, so the lowest vertebra
+    kept has its disc below it, yet the pelvis lies beside it. It was named S1 (every level one low,
+    confidence 0.95); the vertebra on the sacrum is L5."""
+    from volbmd.segment.classical.levels import assign_levels
+
+    spine = _spine(7, True, rib_from=5)
+    spine.segments[0].complete = True
+    assign_levels(spine)
+    assert [s.level for s in spine.segments] == ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
+    assert "levels:from_sacrum_and_last_rib" in spine.flags
+    spine = _spine(4, True)
+    spine.segments[0].complete = True
+    assign_levels(spine)
+    assert [s.level for s in spine.segments] == ["L5", "L4", "L3", "L2"]
+
+
+def test_a_sacrum_at_the_scans_bottom_edge_is_weak():
+    """When the column runs off the bottom of the scan, the pelvis beside the lowest vertebra may be
+    the iliac crests beside L5 (a crop ending in L5 was named from S1, every level one low, at 0.95):
+    the sacrum then counts as a weak landmark and names from it alone stay below 0.5."""
+    from volbmd.segment.classical.levels import assign_levels
+
+    whole = _spine(4, True)
+    assign_levels(whole)
+    cut = _spine(4, True)
+    cut.flags.append("partial_fov:inferior")
+    assign_levels(cut)
+    assert [s.level for s in cut.segments] == [s.level for s in whole.segments] == ["S1", "L5", "L4", "L3"]
+    assert whole.naming["confidence"] >= 0.9 and cut.naming["confidence"] < 0.5
 
 
 def test_a_cut_piece_without_ribs_does_not_make_the_last_rib():

@@ -480,6 +480,22 @@ def test_the_sacrum_is_still_found_on_a_lumbar_crop(shared_data):
         assert np.linalg.norm(found[ref["level"]] - np.asarray(ref["centroid_lps_mm"])) <= 20.0
 
 
+def test_a_lumbar_crop_cut_near_s1_is_named_right_or_unsure(shared_data):
+    """The abdominal CT cut 126 mm up (S1's top 8 mm in view, too little to keep): the lowest vertebra
+    kept has its disc below it, so it is L5, not S1 (it was named S1, every level one low, at 0.95).
+    Cut at 138 mm (inside L5, the iliac crests beside it, no sacrum below in view) the sacrum is weak
+    evidence: the names stay under 0.5 confidence, which the report turns into a warning."""
+    canon, _ = canonicalize(load_volume(shared_data / "ts_abdomen_ct" / "ct.nii.gz"))
+    ref = {r["level"]: np.asarray(r["centroid_lps_mm"]) for r in REFERENCE["ts_abdomen_ct"]["vertebrae"]}
+    labels = segment_spine(_crop_z(canon, 126, 246))
+    found = body_centroids(labels)
+    for level in ("L5", "L4", "L3"):
+        assert level in found and np.linalg.norm(found[level] - ref[level]) <= 20.0, sorted(found)
+    assert "S1" not in found
+    labels = segment_spine(_crop_z(canon, 138, 258))
+    assert labels.metadata["naming"]["confidence"] < 0.5
+
+
 def test_a_chest_cut_at_t6_is_named_from_its_first_rib(shared_data):
     """The angiogram cut to C7–T6: the bottom piece, cut by the scan, lost its rib to T5, which then
     looked like the last rib-bearing vertebra (T12) as much as the first rib made T1 (confidence 0).

@@ -10,9 +10,9 @@ naming confidence and the seconds the backend took.
 With ``--crop-mm L``, each case is instead cut into windows L mm tall along the spine (every
 ``--crop-step-mm``), as a scan of a shorter field of view would show it (a cardiac or upper-abdomen
 CT), and each window's names are checked against the reference vertebrae lying at least 8 mm inside
-it: right, wrong (another level's name within 20 mm), missing, and whether wrong names came with a
-naming confidence of 0.5 or more without a provisional flag — confidently wrong, the failure that
-matters most.
+it: right, wrong (another level's name within 20 mm), missing, and whether a wrong name came with a
+naming confidence of 0.5 or more, no provisional flag and no implausible/uncertain flag on that
+level — confidently wrong, the failure that matters most.
 
 Usage: python tools/eval_segmentation.py [--data ../shared/data] [--segmenter classical] [--model DIR]
                                          [--cases a,b] [--json out.json] [--crop-mm 120 [--crop-step-mm 40]]
@@ -166,7 +166,12 @@ def evaluate_crops(name: str, case: dict, data: Path, segmenter, length_mm: floa
             rows.append(row | {"error": f"{type(exc).__name__}: {str(exc)[:80]}"})
             continue
         found = body_centroids(labels)
+        quality = labels.metadata.get("level_quality", {})
+        flagged = {
+            lvl for lvl, q in quality.items() if any(f.startswith(("implausible", "uncertain")) for f in q.get("flags", []))
+        }
         right, wrong, missing = [], [], []
+        wrong_unflagged = False
         for v in case["vertebrae"]:
             p = np.asarray(v["centroid_lps_mm"])
             k = (to_index @ (p - np.asarray(canon.origin_lps_mm)))[2]
@@ -177,12 +182,13 @@ def evaluate_crops(name: str, case: dict, data: Path, segmenter, length_mm: floa
                 right.append(v["level"])
             elif near:
                 wrong.append(f"{v['level']}→{','.join(near)}")
+                wrong_unflagged |= any(f not in flagged for f in near)
             else:
                 missing.append(v["level"])
         naming = labels.metadata.get("naming") or {}
         provisional = any(f.startswith("levels:provisional") for f in labels.metadata.get("flags", []))
         confidence = naming.get("confidence")
-        confident = confidence is not None and confidence >= 0.5 and not provisional
+        confident = confidence is not None and confidence >= 0.5 and not provisional and wrong_unflagged
         rows.append(
             row
             | {"right": right, "wrong": wrong, "missing": missing, "confidence": confidence, "confident": confident}

@@ -61,6 +61,13 @@ class _Landmarks:
     last_strong: bool
     first_rib: int | None  # segment index of the first rib-bearing vertebra (a rib-free one above)
     first_strong: bool
+    # the sacrum is there but the lowest vertebra in view has a disc below it: S1 is the piece under
+    # that disc, too little of it in view to keep (a crop whose bottom cuts S1's top)
+    s1_below: bool = False
+    # the column ends above the scan's bottom: the sacrum below S1 is in view. When the scan cuts the
+    # column, the pelvis beside the lowest vertebra may be the iliac crests beside L5 (a crop ending
+    # in L5 had every level named one low, confidence 0.95)
+    sacrum_strong: bool = True
 
     @property
     def any(self) -> bool:
@@ -92,7 +99,9 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
         if seen and all(s.lung_share <= opts.cervical_max_lung_share for s in above):
             first = highest
     first_strong = first is not None and len(segs[first].rib_sides) == 2 and first > 0
-    return _Landmarks(spine.sacrum_at_bottom, last, last_strong, first, first_strong)
+    s1_below = spine.sacrum_at_bottom and segs[0].complete
+    sacrum_strong = "partial_fov:inferior" not in spine.flags
+    return _Landmarks(spine.sacrum_at_bottom, last, last_strong, first, first_strong, s1_below, sacrum_strong)
 
 
 def _score(
@@ -103,8 +112,9 @@ def _score(
     disagree: list[str] = []
     score = 0.0
     if marks.sacrum:
-        ok = names[0] == "S1"
-        score += opts.sacrum_weight if ok else -opts.sacrum_weight
+        ok = names[0] == (anatomy_up[1] if marks.s1_below else "S1")
+        weight = opts.sacrum_weight * (1.0 if marks.sacrum_strong else 0.4)
+        score += weight if ok else -weight
         (agree if ok else disagree).append("sacrum")
     elif names[0] == "S1":
         score -= opts.sacrum_weight / 2  # S1 without the pelvis beside it
@@ -169,7 +179,7 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
         seg.level = name
     template = ANATOMIES[key][1]
     if template:
-        rib_free = (marks.last_rib - 1) if marks.last_rib is not None else 0
+        rib_free = (marks.last_rib - (0 if marks.s1_below else 1)) if marks.last_rib is not None else 0
         rib_bearing = (
             (marks.first_rib - marks.last_rib + 1) if marks.first_rib is not None and marks.last_rib is not None else 0
         )
@@ -177,7 +187,8 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     if agree:
         spine.flags.append("levels:from_" + "_and_".join(agree))
     if "last_rib" in disagree and marks.sacrum and marks.last_rib is not None:
-        spine.flags.append(f"levels:rib_count_disagrees ({marks.last_rib - 1} rib-free vertebrae above the sacrum)")
+        rib_free = marks.last_rib - (0 if marks.s1_below else 1)
+        spine.flags.append(f"levels:rib_count_disagrees ({rib_free} rib-free vertebrae above the sacrum)")
     elif "last_rib" in disagree and marks.last_rib is not None:
         spine.flags.append(f"levels:last_rib_disagrees (the last rib-bearing vertebra is named {names[marks.last_rib]})")
     if "first_rib" in disagree and marks.first_rib is not None:
@@ -187,7 +198,7 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     if len(agree) == 1 and not disagree and len(segs) > 1:
         spine.flags.append(f"levels:single_landmark ({agree[0].replace('_', ' ')} only)")
     confidence = 1.0 - math.exp(-max(margin, 0.0) / 4.0)
-    strong = {"sacrum": True, "last_rib": marks.last_strong, "first_rib": marks.first_strong}
+    strong = {"sacrum": marks.sacrum_strong, "last_rib": marks.last_strong, "first_rib": marks.first_strong}
     if not any(strong[a] for a in agree):
         # one rib-free neighbour cut by the scan, or ribs on one side only: the names may be one off
         # (chest CTs cut at T12 had their last rib missed on the cut piece and were named one level
