@@ -447,9 +447,13 @@ def test_a_cut_piece_without_ribs_does_not_make_the_last_rib():
     assert [s.level for s in spine.segments] == ["T6", "T5", "T4", "T3", "T2", "T1", "C7"]
     assert "levels:last_rib_disagrees (the last rib-bearing vertebra is named T5)" in spine.flags
     assert spine.naming["confidence"] >= 0.5
-    spine.segments[0].complete = True  # seen whole, the same rib-free piece is a strong landmark: a tie
+    assert spine.naming["landmarks"]["last_rib"]["strong"] is False
+    # two rib-free vertebrae seen below the same ribs make a strong last rib, against the first rib
+    spine = _spine(8, False, rib_from=2)
+    spine.segments[7].rib_sides = []
     assign_levels(spine)
-    assert spine.naming["confidence"] < 0.1
+    assert spine.naming["landmarks"]["last_rib"]["strong"] is True
+    assert spine.naming["confidence"] < 0.5 and spine.naming["disagrees"]
 
 
 @pytest.mark.parametrize(
@@ -463,10 +467,11 @@ def test_a_cut_piece_without_ribs_does_not_make_the_last_rib():
             ["L1"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
             "levels:from_last_rib_and_first_rib",
         ),
-        # thirteen rib-bearing vertebrae, strong on both ends: a transitional count, flagged
+        # thirteen rib-bearing vertebrae, strong on both ends (two rib-free vertebrae below the last
+        # rib, one above the first): a transitional count, flagged
         (
-            [False] + [True] * 13 + [False],
-            ["L1", "T13"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
+            [False, False] + [True] * 13 + [False],
+            ["L2", "L1", "T13"] + [f"T{n}" for n in range(12, 0, -1)] + ["C7"],
             "transitional:13_rib_pairs",
         ),
     ],

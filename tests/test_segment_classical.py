@@ -496,6 +496,16 @@ def test_a_lumbar_crop_cut_near_s1_is_named_right_or_unsure(shared_data):
     assert labels.metadata["naming"]["confidence"] < 0.5
 
 
+def test_a_chest_ending_just_under_t12_does_not_name_confidently(shared_data):
+    """The angiogram cut 10 mm up (5 mm of L1 in view, too little to keep): the scan ends under T12,
+    cutting off its twelfth ribs' lower part, which then no longer read as ribs; T11 was taken for the
+    last rib-bearing vertebra and every level named one low at 0.83. One rib-free vertebra below the
+    last rib is not enough to be sure of it, so the names stay under 0.5 (a warning in the report)."""
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    labels = segment_spine(_crop_z(canon, 10, 160))
+    assert labels.metadata["naming"]["confidence"] < 0.5
+
+
 def test_a_chest_cut_at_t6_is_named_from_its_first_rib(shared_data):
     """The angiogram cut to C7–T6: the bottom piece, cut by the scan, lost its rib to T5, which then
     looked like the last rib-bearing vertebra (T12) as much as the first rib made T1 (confidence 0).

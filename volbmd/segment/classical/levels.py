@@ -85,8 +85,15 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two),
     # above a rib-free vertebra seen whole: a bottom piece cut by the scan may have lost its rib to
     # the vertebra above (a chest CT cut at T6 had its T5 taken for the last rib-bearing one)
+    # and two vertebrae below it in view: the twelfth rib runs down past L1, and where the scan ends
+    # a few mm under T12 its lower part, cut off, no longer reads as a rib (T11 was taken for the last
+    # rib-bearing vertebra, confidence 0.83)
     last_strong = (
-        last is not None and len(segs[last].rib_sides) == 2 and last < n - 1 and any(s.complete for s in segs[:last])
+        last is not None
+        and len(segs[last].rib_sides) == 2
+        and last < n - 1
+        and last >= 2
+        and any(s.complete for s in segs[:last])
     )
     highest = next((i for i in range(n - 1, -1, -1) if ribs[i]), None)
     first = None
