@@ -554,6 +554,33 @@ def test_quality_flags_merged_split_and_volume():
     assert no_canal[0].quality_flags and no_canal[0].quality_flags[0].startswith("implausible:no_canal")
 
 
+def test_names_counted_through_an_implausible_vertebra_are_uncertain():
+    """Names are counted from the landmarks: a vertebra of implausible size between a level and every
+    landmark that named it may be two vertebrae or half of one, which shifts the count. The levels
+    beyond it are flagged uncertain:count (a 6 mm crop of the lumbar CT put two discs into L5 and
+    named L4 "L3" with no flag); those on the landmark's side of it, and those another landmark
+    reaches without passing it, are not."""
+    from volbmd.segment.classical.quality import check_counts
+
+    def chain():
+        segs = [_segment(lvl, 30 * i, 30 * (i + 1), i) for i, lvl in enumerate(["S1", "L5", "L4", "L3", "L2", "L1", "T12"])]
+        segs[2].quality_flags = ["implausible:volume (22 ml; a L4 is about 68 ml)"]
+        return segs
+
+    segs = chain()
+    check_counts(segs, {"agrees": ["sacrum"], "landmarks": {"sacrum": True}})
+    unsure = [s.level for s in segs if any(f.startswith("uncertain:count") for f in s.quality_flags)]
+    assert unsure == ["L3", "L2", "L1", "T12"]
+    assert "counted through L4" in segs[3].quality_flags[0] and segs[3].confidence == 0.5
+    segs = chain()  # the last rib, above L4, names L3 and up without passing it: only the sacrum's count breaks
+    naming = {"agrees": ["sacrum", "last_rib"], "landmarks": {"sacrum": True, "last_rib": {"at": "T12"}}}
+    check_counts(segs, naming)
+    assert not any(f.startswith("uncertain:count") for s in segs for f in s.quality_flags)
+    segs = chain()
+    check_counts(segs, {"agrees": [], "landmarks": {}})  # provisional names: nothing counted from
+    assert not any(f.startswith("uncertain:count") for s in segs for f in s.quality_flags)
+
+
 def test_implausible_level_is_kept_out_of_the_classification_and_named(spine_phantom):
     """A level the segmenter doubts is still reported, with its flag, but not used for the ACR
     category; qa.warnings names it."""

@@ -6,7 +6,9 @@ volume is far from what its level usually has, or when no spinal canal was seen 
 finding is a flag on the vertebra (``implausible:<what> (...)``), which keeps it out of the
 classification. A disc that another chain of discs, nearly as good, would put elsewhere flags the
 two vertebrae it bounds ``uncertain:<which disc> (...)``: they stay in, with a warning to review
-them. The confidence (0–1) combines the findings with the strength and certainty of its two discs.
+them. Names are counted from the landmarks, so a level whose every count passes a vertebra
+implausible in size (a merge or a split there shifts the count) is ``uncertain:count (...)`` too.
+The confidence (0–1) combines the findings with the strength and certainty of its two discs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import math
 from volbmd.segment.classical.options import QualityOptions
 from volbmd.segment.classical.types import Segment
 
-__all__ = ["TYPICAL_VOLUME_ML", "check_segments"]
+__all__ = ["TYPICAL_VOLUME_ML", "check_segments", "check_counts"]
+
+#: the implausible flags that say a vertebra may be two, or half of one (the count through it may be off)
+COUNT_BREAKING = ("implausible:height", "implausible:merged?", "implausible:split?", "implausible:volume")
 
 #: Typical whole-vertebra volume (body and posterior elements) by level, adults, ml. Rough values
 #: (they grow steadily from T1 to L5); only gross departures (``volume_factor``) are flagged.
@@ -108,3 +113,29 @@ def check_segments(
             confidence *= 0.3
         seg.quality_flags = flags
         seg.confidence = round(max(0.0, min(1.0, confidence)), 3)
+
+
+def check_counts(segments: list[Segment], naming: dict) -> None:
+    """Flag ``uncertain:count`` on every level (bottom to top) whose name was counted, from every
+    landmark that named the levels (``naming["agrees"]``), through a vertebra with a
+    :data:`COUNT_BREAKING` flag, and halve its confidence. A vertebra two discs too short or too
+    tall is one the disc chain may have split or merged, which shifts every name counted through it
+    (a 6 mm crop of the lumbar spine put two discs into L5, flagged it, and named L4 "L3" unflagged)."""
+    agrees = naming.get("agrees") or []
+    marks = naming.get("landmarks") or {}
+    index = {s.level: i for i, s in enumerate(segments)}
+    anchors = [0] if "sacrum" in agrees else []
+    for key in ("last_rib", "first_rib"):
+        at = (marks.get(key) or {}).get("at")
+        if key in agrees and at in index:
+            anchors.append(index[at])
+    if not anchors:
+        return
+    broken = {i for i, s in enumerate(segments) if any(f.startswith(COUNT_BREAKING) for f in s.quality_flags)}
+    for i, seg in enumerate(segments):
+        passed = [sorted(broken & set(range(min(a, i) + 1, max(a, i)))) for a in anchors]
+        if i in broken or not all(passed):
+            continue
+        through = segments[passed[0][0]].level
+        seg.quality_flags.append(f"uncertain:count (its name is counted through {through}, whose size is implausible)")
+        seg.confidence = round(seg.confidence * 0.5, 3)

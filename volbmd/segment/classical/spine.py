@@ -23,7 +23,7 @@ from volbmd.segment.classical.localise import (
     working_grid,
 )
 from volbmd.segment.classical.options import ClassicalOptions, LocaliseOptions
-from volbmd.segment.classical.quality import check_segments
+from volbmd.segment.classical.quality import check_counts, check_segments
 from volbmd.segment.classical.types import CentreLine, Disc, Segment, SpineSegments, SpineTrack, WorkGrid
 from volbmd.volume import LabelMap, Volume
 
@@ -174,6 +174,7 @@ def segment_spine(volume: Volume, options: ClassicalOptions | dict | None = None
         for s in spine.segments
     ]
     check_segments(spine.segments, info["disc_scores"], seen, opts.quality, info["disc_alternatives"])
+    check_counts(spine.segments, spine.naming)
     full = np.zeros(canon.shape, np.int16)
     full[grown.box] = out_box
     present = {s.level: verse[s.level] for s in spine.segments if s.level in verse and s.volume_ml > 0}
