@@ -466,6 +466,19 @@ def test_enhanced_organs_beside_a_lumbar_vertebra_are_no_pelvis(shared_data, lo_
     assert "S1" not in labels.labels, list(labels.labels)
 
 
+def test_only_the_body_cut_by_the_scan_is_flagged_cut(shared_data):
+    """The chest CT cut at 80 mm: the lowest vertebra's body is cut, but the one above it was flagged
+    cut_by_scan_edge too (and so left unclassifiable) because its spinous process, sloping down past
+    the body below, reaches the scan's bottom slice. The flag now follows the body, which is what is
+    measured."""
+    import volbmd
+
+    canon, _ = canonicalize(load_volume(shared_data / "chest_ct_5mm" / "ct.nii.gz"))
+    report = volbmd.analyze(_crop_z(canon, 80, 200))
+    cut = [v.level for v in report.vertebrae if any(f.startswith("cut_by_scan_edge:inferior") for f in v.flags)]
+    assert cut == [report.vertebrae[-1].level], [(v.level, v.flags) for v in report.vertebrae]
+
+
 def test_the_sacrum_is_still_found_on_a_lumbar_crop(shared_data):
     """The other side of the lung rule: the abdominal CT cut to S1–L4 keeps its sacrum (no lung
     beside S1) and its names from it."""

@@ -292,11 +292,17 @@ def vertebra_masks(labels: LabelMap, *, levels=None, body_only: bool | None = No
             continue
         whole = labels.array[box] == label_id
         split = split_body(whole, labels.spacing_mm, body_only=body_only, spine=labels.array[box] > 0)
+        # the sides of the scan the body touches (the part measured; a thoracic spinous process
+        # reaches down past the next vertebra's body and touches a scan that ends there, while the
+        # body above it is whole), or the whole vertebra's where no body was split off
+        part = split.body if split.body is not None and split.body.any() else whole
         edges = []
         for axis, (low, high) in enumerate(_SIDES):
-            if box[axis].start == 0:
+            other = tuple(a for a in range(3) if a != axis)
+            present = np.flatnonzero(part.any(axis=other))
+            if box[axis].start + present[0] == 0:
                 edges.append(low)
-            if box[axis].stop == labels.shape[axis]:
+            if box[axis].start + present[-1] + 1 == labels.shape[axis]:
                 edges.append(high)
         out.append(VertebraMask(name, label_id, box, whole, split.body, split.method, tuple(edges)))
     return out
