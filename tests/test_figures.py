@@ -75,3 +75,21 @@ def test_title_says_why_there_is_no_category():
     report = volbmd.analyze(p.volume, segmenter=GivenLabels(p.labels))
     assert report.calibration.method != "none" and report.summary.bmd_mg_cm3_mean is None
     assert _title(report).startswith("no ACR category (two valid lumbar levels needed)")
+
+
+def test_title_says_when_the_level_names_are_a_guess_or_uncertain():
+    """A reviewer reads the level names off qa.png: when they are provisional (no landmark in view)
+    or uncertain (naming confidence under 0.5, which qa.warnings also says), so does its title."""
+    from volbmd.report.figures import _title
+
+    p = make_spine_phantom(("L1", "L2"), seed=2)
+    report = volbmd.analyze(p.volume, segmenter=GivenLabels(p.labels))
+    assert "level names" not in _title(report)  # given labels: nothing to doubt
+    guessed = report.model_copy(deep=True)
+    guessed.segmentation.naming = {"method": "provisional", "confidence": 0.1}
+    assert _title(guessed).endswith("· level names a guess (no landmark in view)")
+    unsure = report.model_copy(deep=True)
+    unsure.segmentation.naming = {"method": "joint landmarks", "confidence": 0.45}
+    assert _title(unsure).endswith("· level names uncertain (0.45)")
+    unsure.segmentation.naming["confidence"] = 0.83
+    assert "level names" not in _title(unsure)

@@ -184,7 +184,22 @@ def _axial(volume, bodies, rois, v, masks):
     return _view(arr[z, ys, xs], height_px, _AXIAL_WIDTH_PX, roi, [bodies.array[z, ys, xs] == vid])
 
 
+def _naming_note(report) -> str:
+    """How far the level names can be trusted, when not far: a reviewer reads the names off the picture."""
+    naming = report.segmentation.naming or {}
+    if naming.get("method") == "provisional":
+        return " · level names a guess (no landmark in view)"
+    confidence = naming.get("confidence")
+    if confidence is not None and confidence < 0.5:
+        return f" · level names uncertain ({confidence:.2f})"
+    return ""
+
+
 def _title(report) -> str:
+    return _headline(report) + _naming_note(report)
+
+
+def _headline(report) -> str:
     summ = report.summary
     if summ.bmd_mg_cm3_mean is not None:
         return (
