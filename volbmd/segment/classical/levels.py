@@ -73,6 +73,13 @@ class _Landmarks:
     def any(self) -> bool:
         return self.sacrum or self.last_rib is not None or self.first_rib is not None
 
+    @property
+    def rib_free_above_sacrum(self) -> int:
+        """Rib-free vertebrae between the sacrum and the last rib (0 without a last rib)."""
+        if self.last_rib is None:
+            return 0
+        return self.last_rib - (0 if self.s1_below else 1)
+
 
 def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     segs = spine.segments
@@ -82,12 +89,11 @@ def _landmarks(spine: SpineSegments, opts: LevelOptions) -> _Landmarks:
     last = lowest if lowest is not None and lowest >= 1 else None
     if last is not None and any(s.lung_share > opts.lumbar_max_lung_share for s in segs[:last]):
         last = None  # a rib-free vertebra with the lungs beside it is thoracic, its ribs missed
-    # ribs on both sides of a vertebra with its upper disc in view (the top piece may hold parts of two),
-    # above a rib-free vertebra seen whole: a bottom piece cut by the scan may have lost its rib to
-    # the vertebra above (a chest CT cut at T6 had its T5 taken for the last rib-bearing one)
-    # and two vertebrae below it in view: the twelfth rib runs down past L1, and where the scan ends
-    # a few mm under T12 its lower part, cut off, no longer reads as a rib (T11 was taken for the last
-    # rib-bearing vertebra, confidence 0.83)
+    # strong: ribs on both sides of a vertebra with its upper disc in view (the top piece may hold
+    # parts of two), and two rib-free vertebrae below it in view, one of them whole. A bottom piece cut
+    # by the scan may have lost its rib to the vertebra above (a chest CT cut at T6 had its T5 taken
+    # for the last rib-bearing one), and where the scan ends a few mm under T12 the twelfth ribs'
+    # lower part is cut off and they no longer read as ribs (T11 was taken for it, confidence 0.83).
     last_strong = (
         last is not None
         and len(segs[last].rib_sides) == 2
@@ -186,7 +192,7 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
         seg.level = name
     template = ANATOMIES[key][1]
     if template:
-        rib_free = (marks.last_rib - (0 if marks.s1_below else 1)) if marks.last_rib is not None else 0
+        rib_free = marks.rib_free_above_sacrum
         rib_bearing = (
             (marks.first_rib - marks.last_rib + 1) if marks.first_rib is not None and marks.last_rib is not None else 0
         )
@@ -194,8 +200,7 @@ def assign_levels(spine: SpineSegments, opts: LevelOptions | None = None) -> Non
     if agree:
         spine.flags.append("levels:from_" + "_and_".join(agree))
     if "last_rib" in disagree and marks.sacrum and marks.last_rib is not None:
-        rib_free = marks.last_rib - (0 if marks.s1_below else 1)
-        spine.flags.append(f"levels:rib_count_disagrees ({rib_free} rib-free vertebrae above the sacrum)")
+        spine.flags.append(f"levels:rib_count_disagrees ({marks.rib_free_above_sacrum} rib-free vertebrae above the sacrum)")
     elif "last_rib" in disagree and marks.last_rib is not None:
         spine.flags.append(f"levels:last_rib_disagrees (the last rib-bearing vertebra is named {names[marks.last_rib]})")
     if "first_rib" in disagree and marks.first_rib is not None:
