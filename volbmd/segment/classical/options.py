@@ -39,6 +39,10 @@ class LocaliseOptions(_Options):
     )
     body_gap_mm: float = Field(1.5, ge=0, description="a gap in the bone this long ends the body anteriorly")
     body_depth_max_mm: float = Field(60.0, gt=0, description="longer bone runs in front of the canal are not one body")
+    waist_fraction: float = Field(
+        0.5, gt=0, lt=1, description="a bone run in front of the canal narrower than this share of the body behind it ..."
+    )
+    waist_regrow_mm: float = Field(8.0, ge=0, description="... that widens again by this much is the body and a vessel")
     half_depth_range_mm: tuple[float, float] = (7.0, 22.0)
     running_window_mm: float = Field(60.0, gt=0, description="window of the running medians along the spine")
     smooth_mm: float = Field(8.0, gt=0, description="Gaussian smoothing of the centre line along the spine")
