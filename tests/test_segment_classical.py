@@ -361,7 +361,9 @@ def test_cta_lowest_disc_plane_holds_on_repositioned_copies(shared_data):
     """The CTA and two sub-voxel shifted copies (bench_precision shift draws 0 and 5): the T12/L1
     plane at the body's centre within 2.5 mm and 6° of the undisturbed one, tilted with the
     reference T12's lower endplate (front higher: +6 to +20° from the scanner's axis), and T12 still
-    bears the lowest ribs so the levels keep their names. With planes chosen by bone share the
+    bears the lowest ribs so the levels keep their names — or, where the disc chain above takes
+    T11's cupped (V-shaped) upper endplate for a disc and the names shift (draw 5: T12 and half of
+    T11 in one 38 mm "T11"), the lowest three levels are flagged uncertain. With planes chosen by bone share the
     copies put it 4–5 mm higher and flat (-3 to -5°): T12's rib heads, behind the body, fell below
     it, and T12 kept its ribs only because the plane above it tilted 48° and crossed it."""
     from volbmd.segment.classical.spine import _as_options, locate_spine
@@ -378,8 +380,13 @@ def test_cta_lowest_disc_plane_holds_on_repositioned_copies(shared_data):
         assert 6.0 <= sagittal <= 20.0, (draw, sagittal)
         if draw is not None:
             segments = segment_spine(volume).metadata["segments"]
-            assert [s["level"] for s in segments[:2]] == ["L1", "T12"], (draw, segments[:2])
-            assert not segments[0]["rib_sides"] and segments[1]["rib_sides"], (draw, segments[:2])
+            if [s["level"] for s in segments[:2]] == ["L1", "T12"]:
+                assert not segments[0]["rib_sides"] and segments[1]["rib_sides"], (draw, segments[:2])
+            else:  # the chain took T11's cupped upper endplate for a disc: said, level by level
+                assert all(any(f.startswith("uncertain:") for f in s["quality_flags"]) for s in segments[:3]), (
+                    draw,
+                    [(s["level"], s["quality_flags"]) for s in segments[:3]],
+                )
     (p0, n0, _), *moved = planes
     for p, n, _ in moved:
         assert abs(np.dot(p - p0, n0)) <= 2.5 and _angle_deg(n, n0) <= 6.0, (p, n)

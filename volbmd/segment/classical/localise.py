@@ -199,21 +199,23 @@ def _body_runs(
                 if misses > gap_px:
                     break
         rows = jc - np.arange(int(hits[0]), run_end + 1)  # the run's rows of the slice, backwards to forwards
-        waist = _waist(bone[k, rows], (i0 + i1) // 2, sx, opts)
+        waist = _waist(bone[k, rows], (i0 + i1) // 2, (sy, sx), opts)
         post[j] = hits[0] * sy
         ant[j] = (int(hits[0]) + (waist if waist is not None else run_end - int(hits[0]) + 1)) * sy
     return post, ant
 
 
-def _waist(rows: np.ndarray, i_centre: int, sx: float, opts: LocaliseOptions) -> int | None:
+def _waist(rows: np.ndarray, i_centre: int, spacing_yx: SpacingYX, opts: LocaliseOptions) -> int | None:
     """Where a bone run in front of the canal narrows to a waist and widens again: the row (index
     into ``rows``, backwards to forwards) at which the vertebral body ends and something joined to
     it in front begins, or None. Each row's width is the bone run through the column's centre
-    (median over three rows); a waist is a row narrower than ``waist_fraction`` of the widest row
+    (median over three rows); a waist is a row at least ``waist_min_depth_mm`` in front of the
+    posterior wall (no body is shallower) narrower than ``waist_fraction`` of the widest row
     behind it, past which the run widens again to at least twice it and by ``waist_regrow_mm``.
     An enhanced aorta lying on the body's front is as bright as bone: on a noise draw of a CTA
     (σ 25 HU) the fat between them vanished for 40 mm of the spine, the body's depth there read
     44 mm instead of 28 and its centre moved 8 mm forwards — off the discs."""
+    sy, sx = spacing_yx
     n = rows.shape[0]
     if n < 4:
         return None
@@ -230,7 +232,7 @@ def _waist(rows: np.ndarray, i_centre: int, sx: float, opts: LocaliseOptions) ->
     width = ndi.median_filter(width, size=3, mode="nearest")
     widest = np.maximum.accumulate(width)
     ahead = np.maximum.accumulate(width[::-1])[::-1]  # the widest row at or past each row
-    for r in range(1, n - 1):
+    for r in range(max(1, int(round(opts.waist_min_depth_mm / sy))), n - 1):
         if width[r] < opts.waist_fraction * widest[r - 1] and ahead[r + 1] >= max(
             2.0 * width[r], width[r] + opts.waist_regrow_mm
         ):
