@@ -363,7 +363,8 @@ def test_cta_lowest_disc_plane_holds_on_repositioned_copies(shared_data):
     reference T12's lower endplate (front higher: +6 to +20° from the scanner's axis), and T12 still
     bears the lowest ribs so the levels keep their names — or, where the disc chain above takes
     T11's cupped (V-shaped) upper endplate for a disc and the names shift (draw 5: T12 and half of
-    T11 in one 38 mm "T11"), the lowest three levels are flagged uncertain. With planes chosen by bone share the
+    T11 in one 35 mm "T11"; its weak last rib then counts differently), the lowest three levels are
+    flagged uncertain. With planes chosen by bone share the
     copies put it 4–5 mm higher and flat (-3 to -5°): T12's rib heads, behind the body, fell below
     it, and T12 kept its ribs only because the plane above it tilted 48° and crossed it."""
     from volbmd.segment.classical.spine import _as_options, locate_spine
@@ -395,8 +396,9 @@ def test_cta_lowest_disc_plane_holds_on_repositioned_copies(shared_data):
 def test_a_vessel_joined_to_the_body_front_is_cut_at_the_waist():
     """A slice with a vertebral body (an ellipse 40 mm wide, 28 mm deep) in front of the canal and,
     touching its front through a 4 mm bridge, a round enhanced aorta (22 mm) that the bone mask
-    takes in: the body's anterior edge is found at the bridge, not past the aorta. Without the
-    aorta, or with the aorta apart, the run ends at the body's front."""
+    takes in, over three slices: the body's anterior edge is found at the bridge, not past the
+    aorta. Without the aorta, or with the aorta apart, the run ends at the body's front; a waist
+    on a single slice is not taken."""
     from volbmd.segment.classical.localise import _body_runs
     from volbmd.segment.classical.options import LocaliseOptions
 
@@ -408,16 +410,20 @@ def test_a_vessel_joined_to_the_body_front_is_cut_at_the_waist():
     aorta = (yy - (front - 11.0 - 1.0)) ** 2 + (xx - (cx + 3.0)) ** 2 <= 11.0**2
     bridge = (np.abs(xx - cx - 1.0) <= 2.0) & (yy > front - 2.5) & (yy < front + 0.5)
     opts = LocaliseOptions()
-    ks = np.arange(1)
-    canal = np.array([[canal_y, cx]])
-    for bone, expected_front in (
-        (body, front),
-        (body | aorta | bridge, front),
-        (body | ((yy - (front - 11.0 - 6.0)) ** 2 + (xx - cx) ** 2 <= 11.0**2), front),
+    ks = np.arange(3)
+    canal = np.array([[canal_y, cx]] * 3)
+    joined = body | aorta | bridge
+    for slices, expected_front in (
+        ([body] * 3, front),
+        ([joined] * 3, front),
+        ([body | ((yy - (front - 11.0 - 6.0)) ** 2 + (xx - cx) ** 2 <= 11.0**2)] * 3, front),
     ):
-        post, ant = _body_runs(bone[None], canal, ks, (1.0, s, s), opts)
-        assert abs(post[0] - 10.0) <= 1.0, post
-        assert abs((canal_y - ant[0]) - expected_front) <= 2.5, (ant, canal_y - ant[0], expected_front)
+        post, ant = _body_runs(np.stack(slices), canal, ks, (1.0, s, s), opts)
+        assert np.all(np.abs(post - 10.0) <= 1.0), post
+        assert np.all(np.abs((canal_y - ant) - expected_front) <= 2.5), (canal_y - ant, expected_front)
+    # a waist on one slice only (the ragged mask of a disc) is no vessel: the run goes on there
+    post, ant = _body_runs(np.stack([body, joined, body]), canal, ks, (1.0, s, s), opts)
+    assert canal_y - ant[1] < front - 15.0, canal_y - ant
 
 
 def test_cta_track_holds_where_noise_joins_the_aorta_to_the_bodies(shared_data):
@@ -650,6 +656,25 @@ def test_names_counted_through_an_implausible_vertebra_are_uncertain():
     segs = chain()
     check_counts(segs, {"agrees": [], "landmarks": {}})  # provisional names: nothing counted from
     assert not any(f.startswith("uncertain:count") for s in segs for f in s.quality_flags)
+
+
+def test_levels_past_a_landmark_that_counts_differently_are_uncertain():
+    """Named from the first rib while the last rib would name them one off: a disc is missing or
+    extra somewhere between the two, so every level below the first rib-bearing vertebra is flagged
+    uncertain:count (a shifted copy of the CTA named L1 "T12" and T12-with-half-of-T11 "T11" with
+    only the spine-wide levels:last_rib_disagrees warning); with both landmarks agreeing, none is."""
+    from volbmd.segment.classical.quality import check_counts
+
+    names = ["T12", "T11", "T10", "T9", "T8", "T7", "T6", "T5", "T4", "T3", "T2", "T1", "C7"]
+    segs = [_segment(lvl, 20 * i, 20 * (i + 1), i) for i, lvl in enumerate(names)]
+    marks = {"first_rib": {"at": "T1", "strong": True}, "last_rib": {"at": "T11", "strong": False}}
+    check_counts(segs, {"agrees": ["first_rib"], "disagrees": ["last_rib"], "landmarks": marks})
+    unsure = [s.level for s in segs if any(f.startswith("uncertain:count") for f in s.quality_flags)]
+    assert unsure == names[:11], unsure
+    assert "the last rib counts differently" in segs[0].quality_flags[0] and segs[0].confidence == 0.5
+    segs = [_segment(lvl, 20 * i, 20 * (i + 1), i) for i, lvl in enumerate(names)]
+    check_counts(segs, {"agrees": ["first_rib", "last_rib"], "disagrees": [], "landmarks": marks})
+    assert not any(s.quality_flags for s in segs)
 
 
 def test_implausible_level_is_kept_out_of_the_classification_and_named(spine_phantom):

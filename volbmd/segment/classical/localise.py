@@ -171,10 +171,14 @@ def _body_runs(
     bone: np.ndarray, canal_yx: np.ndarray, ks: np.ndarray, spacing: SpacingZYX, opts: LocaliseOptions
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per slice: distance (mm) from the canal centre to the body's posterior wall and to its
-    anterior edge, along a narrow column in front of the canal (NaN where no body is seen)."""
+    anterior edge, along a narrow column in front of the canal (NaN where no body is seen). The
+    body ends at a :func:`_waist` where the next or the previous slice has one too, within
+    ``waist_agree_mm`` (a vessel lying on the body does so over many slices; the ragged bone mask
+    of a single disc slice is no vessel)."""
     _, sy, sx = spacing
     post = np.full(len(ks), np.nan)
     ant = np.full(len(ks), np.nan)
+    waist_mm = np.full(len(ks), np.nan)
     gap_px = max(1, int(round(opts.body_gap_mm / sy)))
     for j, k in enumerate(ks):
         cy, cx = canal_yx[j]
@@ -199,43 +203,52 @@ def _body_runs(
                 if misses > gap_px:
                     break
         rows = jc - np.arange(int(hits[0]), run_end + 1)  # the run's rows of the slice, backwards to forwards
-        waist = _waist(bone[k, rows], (i0 + i1) // 2, (sy, sx), opts)
+        waist = _waist(bone[k, rows], (i0, i1), (sy, sx), opts)
         post[j] = hits[0] * sy
-        ant[j] = (int(hits[0]) + (waist if waist is not None else run_end - int(hits[0]) + 1)) * sy
+        ant[j] = (run_end + 1) * sy
+        if waist is not None:
+            waist_mm[j] = (int(hits[0]) + waist) * sy
+    near = np.full(len(ks), np.inf)
+    if len(ks) > 1:
+        near[1:] = np.abs(waist_mm[1:] - waist_mm[:-1])
+        near[:-1] = np.fmin(near[:-1], np.abs(waist_mm[:-1] - waist_mm[1:]))
+    agreed = np.isfinite(waist_mm) & (near <= opts.waist_agree_mm)
+    ant[agreed] = waist_mm[agreed]
     return post, ant
 
 
-def _waist(rows: np.ndarray, i_centre: int, spacing_yx: SpacingYX, opts: LocaliseOptions) -> int | None:
+def _run_width(row: np.ndarray, i0: int, i1: int) -> int:
+    """Length (pixels) of the longest run of True in ``row`` that reaches into columns [i0, i1)."""
+    padded = np.concatenate([[False], row, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]  # run k covers [starts[k], ends[k])
+    touching = (starts < i1) & (ends > i0)
+    return int((ends - starts)[touching].max()) if touching.any() else 0
+
+
+def _waist(rows: np.ndarray, columns: tuple[int, int], spacing_yx: SpacingYX, opts: LocaliseOptions) -> int | None:
     """Where a bone run in front of the canal narrows to a waist and widens again: the row (index
     into ``rows``, backwards to forwards) at which the vertebral body ends and something joined to
-    it in front begins, or None. Each row's width is the bone run through the column's centre
-    (median over three rows); a waist is a row at least ``waist_min_depth_mm`` in front of the
-    posterior wall (no body is shallower) narrower than ``waist_fraction`` of the widest row
-    behind it, past which the run widens again to at least twice it and by ``waist_regrow_mm``.
-    An enhanced aorta lying on the body's front is as bright as bone: on a noise draw of a CTA
-    (σ 25 HU) the fat between them vanished for 40 mm of the spine, the body's depth there read
-    44 mm instead of 28 and its centre moved 8 mm forwards — off the discs."""
+    it in front begins, or None. Each row's width is its longest bone run reaching into the
+    column (``columns``; median over three rows); a waist is a row at least ``waist_min_depth_mm``
+    in front of the posterior wall (no body is shallower) narrower than ``waist_fraction`` of the
+    widest row behind it, past which the run widens again to at least twice it and by
+    ``waist_regrow_mm``, but not beyond the body's width (a body wider in front than behind is the
+    body itself, its back hollowed by the basivertebral veins). An enhanced aorta lying on the body's front is as bright as bone: on a
+    noise draw of a CTA (σ 25 HU) the fat between them vanished for 40 mm of the spine, the body's
+    depth there read 44 mm instead of 28 and its centre moved 8 mm forwards — off the discs."""
     sy, sx = spacing_yx
     n = rows.shape[0]
     if n < 4:
         return None
-    width = np.zeros(n)
-    for r in range(n):
-        row = rows[r]
-        if not row[i_centre]:
-            continue
-        left = row[: i_centre + 1][::-1]
-        right = row[i_centre:]
-        nl = int(np.argmin(left)) if not left.all() else left.size
-        nr = int(np.argmin(right)) if not right.all() else right.size
-        width[r] = (nl + nr - 1) * sx
+    width = np.array([_run_width(row, *columns) * sx for row in rows])
     width = ndi.median_filter(width, size=3, mode="nearest")
     widest = np.maximum.accumulate(width)
     ahead = np.maximum.accumulate(width[::-1])[::-1]  # the widest row at or past each row
     for r in range(max(1, int(round(opts.waist_min_depth_mm / sy))), n - 1):
-        if width[r] < opts.waist_fraction * widest[r - 1] and ahead[r + 1] >= max(
-            2.0 * width[r], width[r] + opts.waist_regrow_mm
-        ):
+        narrow = width[r] < opts.waist_fraction * widest[r - 1]
+        regrows = max(2.0 * width[r], width[r] + opts.waist_regrow_mm) <= ahead[r + 1] <= widest[r - 1]
+        if narrow and regrows:
             return r
     return None
 

@@ -44,6 +44,9 @@ class LocaliseOptions(_Options):
     )
     waist_regrow_mm: float = Field(8.0, ge=0, description="... that widens again by this much is the body and a vessel")
     waist_min_depth_mm: float = Field(12.0, ge=0, description="... and lies this far in front of the posterior wall")
+    waist_agree_mm: float = Field(
+        4.5, ge=0, description="... and a neighbouring slice has a waist this close (a vessel runs along the spine)"
+    )
     half_depth_range_mm: tuple[float, float] = (7.0, 22.0)
     running_window_mm: float = Field(60.0, gt=0, description="window of the running medians along the spine")
     smooth_mm: float = Field(8.0, gt=0, description="Gaussian smoothing of the centre line along the spine")
