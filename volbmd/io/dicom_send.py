@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from volbmd.errors import InputError
@@ -103,6 +104,12 @@ def send_results(
         reason = exc.strerror or type(exc).__name__
         raise InputError(f"cannot reach the DICOM node ({reason}); nothing was sent", where) from None
     assoc = ae.associate(host, port, ae_title=called_aet)
+    if assoc.is_aborted:
+        # a node that rejects and at once closes the connection can read as an abort when the
+        # closed socket is seen before the rejection is read (storescp --refuse under CPU load):
+        # one more try tells a rejection from a real abort
+        time.sleep(0.5)
+        assoc = ae.associate(host, port, ae_title=called_aet)
     if not assoc.is_established:
         if assoc.is_rejected:
             raise InputError(
