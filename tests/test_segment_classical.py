@@ -465,6 +465,24 @@ def test_thick_slices_keep_the_vertebrae(shared_data, segmented):
     assert len(found) <= len(REFERENCE["cta_chest"]["vertebrae"])  # nothing split in two
 
 
+def test_a_cta_on_3mm_slices_flags_the_levels_it_misplaces(shared_data):
+    """The CT angiogram averaged to 3 mm slices (bench_precision's thick draw 0): its T12/T11 disc
+    all but vanishes (score 0.04) and the chain anchors on T11's cupped upper endplate, putting the
+    lowest discs half a vertebra off, while the right chain scores 0.10 less. Every complete level
+    whose body centroid lies more than 5 mm from its reference (along the spine) carries an
+    uncertain: or implausible: flag — it did not while a disc was uncertain only within 0.10."""
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    volume = _bench_precision().disturb(canon, None, "thick", 0, 15.0)[0]
+    labels = segment_spine(volume)
+    found = body_centroids(labels)
+    quality = labels.metadata["level_quality"]
+    refs = {r["level"]: np.asarray(r["centroid_lps_mm"]) for r in REFERENCE["cta_chest"]["vertebrae"] if r["complete"]}
+    off = [lvl for lvl, c in found.items() if lvl in refs and abs(c[2] - refs[lvl][2]) > 5.0]
+    assert off, "the chain no longer misplaces any level here: make this test harder"
+    unflagged = [lvl for lvl in off if not any(f.startswith(("uncertain:", "implausible:")) for f in quality[lvl]["flags"])]
+    assert not unflagged, (unflagged, off)
+
+
 def test_small_crop_gives_one_whole_vertebra_and_says_names_are_provisional(shared_data):
     """A 55 mm crop around L3: one whole vertebra (not split across two levels) between the two
     discs in view, named provisionally with a low confidence; the cut pieces are flagged."""
