@@ -77,6 +77,16 @@ def test_cut_level_is_not_used():
     assert classify(levels, ACR, ClassificationConfig()).levels_used == ["L2", "L3"]
 
 
+def test_a_level_whose_roi_is_not_marrow_is_not_used():
+    """A level flagged high_hu_spread (its ROI holds an endplate, cortex or a sclerotic focus: the
+    CTA's cupped T11 read 166 HU against 101–131 for its neighbours) is replaced, and the note says
+    why."""
+    levels = _levels(L1=(135.0, 0, ["high_hu_spread:87_vs_47_hu"]), L2=(100.0, 0), L3=(110.0, 0))
+    cls = classify(levels, ACR, ClassificationConfig())
+    assert cls.levels_used == ["L2", "L3"] and cls.bmd_mg_cm3_mean == 105.0
+    assert cls.notes[0].startswith("L1 not measurable: high_hu_spread")
+
+
 def test_not_enough_levels():
     cls = classify(_levels(L1=(100.0, 0)), ACR, ClassificationConfig())
     assert cls.acr_category is None and cls.bmd_mg_cm3_mean is None
