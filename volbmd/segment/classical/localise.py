@@ -208,11 +208,9 @@ def _body_runs(
         ant[j] = (run_end + 1) * sy
         if waist is not None:
             waist_mm[j] = (int(hits[0]) + waist) * sy
-    near = np.full(len(ks), np.inf)
-    if len(ks) > 1:
-        near[1:] = np.abs(waist_mm[1:] - waist_mm[:-1])
-        near[:-1] = np.fmin(near[:-1], np.abs(waist_mm[:-1] - waist_mm[1:]))
-    agreed = np.isfinite(waist_mm) & (near <= opts.waist_agree_mm)
+    step = np.abs(np.diff(waist_mm))  # NaN where either slice has no waist
+    near = np.fmin(np.r_[np.inf, step], np.r_[step, np.inf])  # to the closer neighbour's waist
+    agreed = near <= opts.waist_agree_mm
     ant[agreed] = waist_mm[agreed]
     return post, ant
 
@@ -234,9 +232,10 @@ def _waist(rows: np.ndarray, columns: tuple[int, int], spacing_yx: SpacingYX, op
     in front of the posterior wall (no body is shallower) narrower than ``waist_fraction`` of the
     widest row behind it, past which the run widens again to at least twice it and by
     ``waist_regrow_mm``, but not beyond the body's width (a body wider in front than behind is the
-    body itself, its back hollowed by the basivertebral veins). An enhanced aorta lying on the body's front is as bright as bone: on a
-    noise draw of a CTA (σ 25 HU) the fat between them vanished for 40 mm of the spine, the body's
-    depth there read 44 mm instead of 28 and its centre moved 8 mm forwards — off the discs."""
+    body itself, its back hollowed by the basivertebral veins). An enhanced aorta lying on the
+    body's front is as bright as bone: on a noise draw of a CTA (σ 25 HU) the fat between them
+    vanished for 40 mm of the spine, the body's depth there read 44 mm instead of 28 and its centre
+    moved 8 mm forwards — off the discs."""
     sy, sx = spacing_yx
     n = rows.shape[0]
     if n < 4:

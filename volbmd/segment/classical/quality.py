@@ -119,9 +119,10 @@ def check_counts(segments: list[Segment], naming: dict) -> None:
     """Flag ``uncertain:count`` on every level (bottom to top) whose name was counted, from every
     landmark that named the levels (``naming["agrees"]``), through a vertebra with a
     :data:`COUNT_BREAKING` flag, and on every level past those landmarks towards one that counts
-    differently (``naming["disagrees"]``), and halve its confidence. A vertebra two discs too short or too
-    tall is one the disc chain may have split or merged, which shifts every name counted through it
-    (a 6 mm crop of the lumbar spine put two discs into L5, flagged it, and named L4 "L3" unflagged)."""
+    differently (``naming["disagrees"]``), and halve its confidence (once per level). A vertebra two
+    discs too short or too tall is one the disc chain may have split or merged, which shifts every
+    name counted through it (a 6 mm crop of the lumbar spine put two discs into L5, flagged it, and
+    named L4 "L3" unflagged)."""
     agrees = naming.get("agrees") or []
     marks = naming.get("landmarks") or {}
     index = {s.level: i for i, s in enumerate(segments)}
@@ -130,6 +131,11 @@ def check_counts(segments: list[Segment], naming: dict) -> None:
         if key == "sacrum":
             return 0 if marks.get("sacrum") else None
         return index.get((marks.get(key) or {}).get("at"))
+
+    def mark(seg: Segment, why: str) -> None:
+        if not any(f.startswith("uncertain:count") for f in seg.quality_flags):
+            seg.quality_flags.append(f"uncertain:count ({why})")
+            seg.confidence = round(seg.confidence * 0.5, 3)
 
     anchors = [i for i in (where(k) for k in agrees) if i is not None]
     if not anchors:
@@ -145,16 +151,9 @@ def check_counts(segments: list[Segment], naming: dict) -> None:
         a = min(anchors, key=lambda i: abs(i - d))
         span = range(a + 1, len(segments)) if d > a else range(0, a)
         for i in span:
-            seg = segments[i]
-            if any(f.startswith("uncertain:count") for f in seg.quality_flags):
-                continue
-            seg.quality_flags.append(f"uncertain:count (the {key.replace('_', ' ')} counts differently)")
-            seg.confidence = round(seg.confidence * 0.5, 3)
+            mark(segments[i], f"the {key.replace('_', ' ')} counts differently")
     broken = {i for i, s in enumerate(segments) if any(f.startswith(COUNT_BREAKING) for f in s.quality_flags)}
     for i, seg in enumerate(segments):
         passed = [sorted(broken & set(range(min(a, i) + 1, max(a, i)))) for a in anchors]
-        if i in broken or not all(passed) or any(f.startswith("uncertain:count") for f in seg.quality_flags):
-            continue
-        through = segments[passed[0][0]].level
-        seg.quality_flags.append(f"uncertain:count (its name is counted through {through}, whose size is implausible)")
-        seg.confidence = round(seg.confidence * 0.5, 3)
+        if i not in broken and all(passed):
+            mark(seg, f"its name is counted through {segments[passed[0][0]].level}, whose size is implausible")
