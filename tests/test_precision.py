@@ -22,6 +22,39 @@ def _bench():
 # ----------------------------------------------------------------------------- units
 
 
+def test_bench_summary_counts_the_levels_that_miss_the_targets():
+    """The benchmark's closing table: per case, path and kind, the levels past the path's CV target
+    (1 % with fixed masks, 2 % for the full pipeline) and past 2 % bias, the levels lost in some run,
+    and how many reported SDs lie within half and twice the observed SD; the summary row is not a level."""
+    bench = _bench()
+
+    def row(path, level, cv, bias, ratio, found=True):
+        return {"case": "c", "path": path, "kind": "noise", "level": level, "cv_pct": cv, "bias_pct": bias}, {
+            "sd_ratio": ratio,
+            "found_every_run": found,
+        }
+
+    rows = []
+    for path, level, cv, bias, ratio, found in (
+        ("fixed", "L1", 0.5, -0.3, 1.2, True),
+        ("fixed", "L2", 1.5, 2.5, 0.4, True),  # over the fixed target, biased, SD under-reported
+        ("fixed", "summary", 9.0, 9.0, 9.0, True),  # the ACR summary: not a level
+        ("full", "L1", 1.5, 0.1, 2.5, True),  # within the full path's 2 %; SD over-reported
+        ("full", "L2", float("nan"), float("nan"), float("nan"), False),  # found in one run only
+        ("full", "L3", 2.2, -2.1, 1.0, True),
+    ):
+        a, b = row(path, level, cv, bias, ratio, found)
+        rows.append(a | b)
+    summary = {s["path"]: s for s in bench.summarise(rows)}
+    fixed, full = summary["fixed"], summary["full"]
+    assert (fixed["levels"], fixed["over_cv_target"], fixed["over_bias_target"]) == (2, 1, 1)
+    assert (fixed["cv_max_pct"], fixed["bias_max_pct"], fixed["not_every_run"]) == (1.5, 2.5, 0)
+    assert (fixed["sd_within_2x"], fixed["sd_compared"]) == (1, 2)
+    assert (full["levels"], full["over_cv_target"], full["over_bias_target"], full["not_every_run"]) == (3, 1, 1, 1)
+    assert full["cv_median_pct"] == pytest.approx(1.85)
+    assert (full["sd_within_2x"], full["sd_compared"]) == (1, 2)
+
+
 def test_weighted_line_covariance_matches_monte_carlo():
     from volbmd.calibrate.internal import weighted_line
 
