@@ -13,6 +13,7 @@ from volbmd.errors import GeometryError
 from volbmd.measure import (
     choose_cortical_depth_mm,
     dense_foci,
+    endplate_intrusion,
     genant_grade,
     measure_vertebrae,
     roi_end_weights,
@@ -196,9 +197,9 @@ def test_abdomen_against_peer_values(shared_data):
     from scipy import ndimage as ndi
 
     ct, _, bodies = _abdomen(shared_data)
-    # the peer's ROI has no end guard and keeps dense foci: both off here, so that the ROIs can be
-    # compared voxel for voxel
-    cfg = _cfg(cortical_depth_mm=4.0, end_guard_hu=0.0, dense_focus_hu=0.0)
+    # the peer's ROI has no end guard and keeps dense foci and cupped endplates: all off here, so that
+    # the ROIs can be compared voxel for voxel
+    cfg = _cfg(cortical_depth_mm=4.0, end_guard_hu=0.0, dense_focus_hu=0.0, endplate_plate_hu=0.0)
     result = measure_vertebrae(ct, bodies, cfg, levels=list(PEER_HU)).by_level()
     # the peer's structuring element: a 4 mm ellipsoid sampled in voxel steps
     radius_vox = [4.0 / s for s in ct.spacing_mm]
@@ -521,6 +522,49 @@ def test_dense_foci_find_a_bone_island_and_nothing_else():
     assert found[1, 2:6, 2:6].all() and not (found & ~near).any() and not (found & ~roi).any()
 
 
+def _cupped_body(depth_mm: float = 9.0):
+    """A body's ROI (20 mm tall, 26 mm across, 1 mm voxels) of 120 HU marrow with noise, whose upper
+    endplate dips into it as a bowl (a 2 mm plate at 450 HU, ``depth_mm`` deep at its centre, 22 mm
+    across at the top, as the CTA's T11) holding disc tissue at 80 HU; returns (roi, hu, plate, cup
+    contents)."""
+    rng = np.random.default_rng(1)
+    z, y, x = np.mgrid[0:24, 0:32, 0:32].astype(float)
+    roi = (z >= 2) & (z <= 21) & (np.abs(y - 15.5) <= 13) & (np.abs(x - 15.5) <= 13)
+    r = np.hypot(y - 15.5, x - 15.5)
+    bowl = 21.0 - depth_mm * np.clip(1.0 - (r / 11.0) ** 2, 0.0, None)  # the plate's height at each column
+    plate = roi & (np.abs(z - bowl) <= 1.0) & (r <= 11.0)
+    contents = roi & (z > bowl + 1.0) & (r <= 11.0)
+    hu = (120.0 + rng.normal(0.0, 25.0, z.shape)).astype(np.float32)
+    hu[plate] = 450.0
+    hu[contents] = 80.0 + rng.normal(0.0, 25.0, int(contents.sum())).astype(np.float32)
+    return roi, hu, plate, contents
+
+
+def test_a_cupped_endplate_and_its_contents_are_left_out():
+    """A cupped (concave) endplate that dips into the body's middle third is left out with the disc
+    tissue in the cup; the marrow below it stays; a flat plate at the end, a bright strip along the
+    side, a small piece, the exclusion off and an empty ROI leave everything."""
+    spacing = (1.0, 1.0, 1.0)
+    axis = np.array([1.0, 0.0, 0.0])
+    roi, hu, plate, contents = _cupped_body()
+    out = endplate_intrusion(roi, hu, spacing, axis, 100.0)
+    assert out[plate].mean() > 0.95 and out[contents].mean() > 0.95
+    below = roi & ~plate & ~contents
+    assert out[below].mean() < 0.15  # only the plate's neighbours (partial volume)
+    kept = roi & ~out
+    assert abs(float(hu[kept].mean()) - 120.0) < 5.0 and float(hu[roi].mean()) - 120.0 > 10.0
+    assert not endplate_intrusion(roi, hu, spacing, axis, 0.0).any()  # off
+    assert not endplate_intrusion(np.zeros_like(roi), hu, spacing, axis, 100.0).any()  # empty ROI
+    shallow, hu_flat, flat, _ = _cupped_body(depth_mm=0.0)  # a flat plate in the top slab only
+    assert not endplate_intrusion(shallow, hu_flat, spacing, axis, 100.0).any()
+    side = np.where(plate | contents, 120.0, hu).astype(np.float32)
+    side[2:22, 3:5, 3:29] = 450.0  # a bright strip down the ROI's side (a wall it runs close to)
+    assert not endplate_intrusion(roi, side, spacing, axis, 100.0).any()
+    small = np.where(plate | contents, 120.0, hu).astype(np.float32)
+    small[12:22, 15:17, 15:17] = 450.0  # 40 mm³ from the top into the middle: texture, not a cup
+    assert not endplate_intrusion(roi, small, spacing, axis, 100.0).any()
+
+
 def test_a_bone_island_does_not_move_the_measured_mean(spine_phantom):
     """A 6 mm focus at 1000 HU in L1's marrow: left out (flagged, its volume reported), the level
     reads its marrow; with the exclusion off it reads high."""
@@ -662,3 +706,28 @@ def test_cta_grades_hold_under_fresh_noise(shared_data):
     result = volbmd.analyze(bench.disturb(canon, None, "noise", 0, 15.0)[0]).artifacts.result.by_level()
     assert result["T12"].genant_grade == 0 and result["T2"].genant_grade == 0, (result["T12"], result["T2"])
     assert all((m.genant_grade or 0) <= 1 for m in result.values()), {k: m.genant_grade for k, m in result.items()}
+
+
+def test_cta_cupped_t11_is_measured_below_its_cup(shared_data):
+    """The CTA's T11 has a cupped upper endplate that dips to mid-body, the cup holding disc tissue.
+    Its ROI took both in (166 HU, HU SD 87 against the scan's typical 47: flagged high_hu_spread and
+    left out of the classification); the plate and the cup's contents are now left out, the rest
+    spreads like marrow and no other level of the scan loses anything."""
+    import volbmd
+    from volbmd.geometry import canonicalize
+    from volbmd.io import load_volume
+
+    canon, _ = canonicalize(load_volume(shared_data / "cta_chest" / "ct.nii.gz"))
+    labels = volbmd.analyze(canon).artifacts.labels
+    kept = measure_vertebrae(canon, labels, _cfg()).by_level()
+    plain = measure_vertebrae(canon, labels, _cfg(endplate_plate_hu=0.0)).by_level()
+    t11, before = kept["T11"], plain["T11"]
+    assert any(f.startswith("high_hu_spread") for f in before.flags) and before.endplate_excluded_ml is None
+    assert t11.endplate_excluded_ml > 1.0 and any(f.startswith("endplate_excluded:") for f in t11.flags)
+    assert not any(f.startswith("high_hu_spread") for f in t11.flags)
+    typical = float(np.median([m.trabecular_hu_sd for m in kept.values() if m.trabecular_hu_sd is not None]))
+    assert t11.trabecular_hu_sd < 1.3 * typical
+    assert before.trabecular_hu_mean - t11.trabecular_hu_mean > 20
+    for level, m in kept.items():
+        if level != "T11":
+            assert m.endplate_excluded_ml is None and m.trabecular_hu_mean == plain[level].trabecular_hu_mean, level

@@ -60,8 +60,8 @@ class LevelResult:
     @property
     def valid(self) -> bool:
         blocking = ("empty_mask", "roi_empty", "roi_too_small", "too_small", "body_split_failed", "rejected_by_reviewer")
-        # high_hu_spread: the ROI holds something other than marrow (a cupped endplate's dense apex
-        # read T11 of the CTA 166 HU against 101-131 for its neighbours), so its mean is no BMD
+        # high_hu_spread: the ROI holds something other than marrow (an endplate, cortex or a sclerotic
+        # focus the measurement's exclusions left in), so its mean is no BMD
         cut = any(f.startswith(("cut_by_scan_edge", "implausible", "high_hu_spread")) for f in self.flags)
         return (
             self.bmd_mg_cm3 is not None

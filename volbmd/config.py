@@ -65,6 +65,12 @@ class MeasurementConfig(_Strict):
         description="ROI voxels this far above the ROI's median (smoothed over 1 mm), and their neighbours, "
         "are focal dense bone (a bone island) and left out (0: off)",
     )
+    endplate_plate_hu: float = Field(
+        100.0,
+        ge=0,
+        description="ROI voxels this far above the ROI's median (smoothed over 1 mm) that reach from an end of the ROI "
+        "into its middle third are a cupped endplate; it and the cup's contents are left out (0: off)",
+    )
 
     @field_validator("cortical_depth_mm")
     @classmethod

@@ -134,6 +134,7 @@ def build_report(
                 "roi_volume_ml": m.roi_volume_ml,
                 "roi_ends_weighted": "+".join(m.roi_ends_weighted) or None,
                 "dense_focus_ml": m.dense_focus_ml,
+                "endplate_excluded_ml": m.endplate_excluded_ml,
                 "height_loss": m.height_loss,
                 "body_split": m.split_method,
                 "centroid_lps_mm": m.centroid_lps_mm,

@@ -122,6 +122,11 @@ class VertebraRecord(_Open):
         None,
         description="focal dense bone (a bone island, a sclerotic focus) left out of the ROI, ml (absent: none)",
     )
+    endplate_excluded_ml: float | None = Field(
+        None,
+        description="a cupped endplate reaching into the body's middle and the disc tissue in its cup, "
+        "left out of the ROI, ml (absent: none)",
+    )
     height_loss: float | None = Field(None, description="largest height loss against the reference height (0–1)")
     body_split: str | None = Field(None, description="how the body was split from the arch: split, body_only, too_thin")
     centroid_lps_mm: list[float] | None = Field(None, description="body centroid, LPS world mm")
