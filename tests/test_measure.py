@@ -541,28 +541,33 @@ def _cupped_body(depth_mm: float = 9.0):
 
 
 def test_a_cupped_endplate_and_its_contents_are_left_out():
-    """A cupped (concave) endplate that dips into the body's middle third is left out with the disc
-    tissue in the cup; the marrow below it stays; a flat plate at the end, a bright strip along the
-    side, a small piece, the exclusion off and an empty ROI leave everything."""
+    """A cupped (concave) endplate that dips deep into the body is left out with the disc tissue in
+    its cup, surely (weight 0); the marrow below it stays. A shallower cup is left out in part (a
+    ramp, not a switch: the share grows with its depth); a flat plate at the end, a bright strip
+    along the side, a small piece, the exclusion off and an empty ROI leave everything."""
     spacing = (1.0, 1.0, 1.0)
     axis = np.array([1.0, 0.0, 0.0])
     roi, hu, plate, contents = _cupped_body()
-    out = endplate_intrusion(roi, hu, spacing, axis, 100.0)
+    out, sure = endplate_intrusion(roi, hu, spacing, axis, 100.0)
+    assert sure == 1.0
     assert out[plate].mean() > 0.95 and out[contents].mean() > 0.95
     below = roi & ~plate & ~contents
     assert out[below].mean() < 0.15  # only the plate's neighbours (partial volume)
     kept = roi & ~out
     assert abs(float(hu[kept].mean()) - 120.0) < 5.0 and float(hu[roi].mean()) - 120.0 > 10.0
-    assert not endplate_intrusion(roi, hu, spacing, axis, 0.0).any()  # off
-    assert not endplate_intrusion(np.zeros_like(roi), hu, spacing, axis, 100.0).any()  # empty ROI
-    shallow, hu_flat, flat, _ = _cupped_body(depth_mm=0.0)  # a flat plate in the top slab only
-    assert not endplate_intrusion(shallow, hu_flat, spacing, axis, 100.0).any()
+    shares = [endplate_intrusion(*_cupped_body(depth)[:2], spacing, axis, 100.0)[1] for depth in (4.0, 5.0, 6.0, 7.0)]
+    assert shares[0] < shares[-1] and all(a <= b for a, b in zip(shares, shares[1:]))
+    assert any(0.0 < v < 1.0 for v in shares)  # partly, not all or nothing
+    assert endplate_intrusion(roi, hu, spacing, axis, 0.0)[1] == 0.0  # off
+    assert endplate_intrusion(np.zeros_like(roi), hu, spacing, axis, 100.0)[1] == 0.0  # empty ROI
+    flat_roi, hu_flat, _, _ = _cupped_body(depth_mm=0.0)  # a flat plate in the top slab only
+    assert endplate_intrusion(flat_roi, hu_flat, spacing, axis, 100.0)[1] == 0.0
     side = np.where(plate | contents, 120.0, hu).astype(np.float32)
     side[2:22, 3:5, 3:29] = 450.0  # a bright strip down the ROI's side (a wall it runs close to)
-    assert not endplate_intrusion(roi, side, spacing, axis, 100.0).any()
+    assert endplate_intrusion(roi, side, spacing, axis, 100.0)[1] == 0.0
     small = np.where(plate | contents, 120.0, hu).astype(np.float32)
     small[12:22, 15:17, 15:17] = 450.0  # 40 mm³ from the top into the middle: texture, not a cup
-    assert not endplate_intrusion(roi, small, spacing, axis, 100.0).any()
+    assert endplate_intrusion(roi, small, spacing, axis, 100.0)[1] == 0.0
 
 
 def test_a_bone_island_does_not_move_the_measured_mean(spine_phantom):

@@ -69,7 +69,7 @@ class MeasurementConfig(_Strict):
         100.0,
         ge=0,
         description="ROI voxels this far above the ROI's median (smoothed over 1 mm) that reach from an end of the ROI "
-        "into its middle third are a cupped endplate; it and the cup's contents are left out (0: off)",
+        "into it are a cupped endplate; it and the cup's contents weigh less by how surely (0: off)",
     )
 
     @field_validator("cortical_depth_mm")

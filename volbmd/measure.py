@@ -458,69 +458,81 @@ def dense_foci(roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu
     return ndi.binary_dilation(focus, structure=cube) & roi
 
 
-#: a cupped endplate reaches the middle third of the ROI's height at least this far inside the ROI
+#: How far a cupped endplate reaches into the ROI from its end, as a share of the ROI's height: up to
+#: the first value it is left in (a flat plate in the end slabs is the end guard's), from the second
+#: on it is left out whole, and in between in proportion — a ramp, so that an apex near the limit
+#: moves the mean a little between two noise draws, never by the whole cup.
+ENDPLATE_REACH_SHARE = (0.2, 0.35)
+#: and how large it is (mm³), the same way: noise or texture above the limit reaches 50–250 mm³ on
+#: the development CTs at σ = 15 HU; the cupped endplate of the CTA's T11 700–890 mm³.
+ENDPLATE_SIZE_MM3 = (300.0, 600.0)
+#: beyond the ROI's outer fifth the plate lies at least this far inside the ROI (not along its side:
+#: the cortex of a wall the ROI runs close to)
 ENDPLATE_INNER_MM = 5.0
-#: and is at least this large: a plate 1.5 mm thick under a cup 20 mm across. Smaller pieces are left
-#: in (a level whose ROI then spreads too widely is flagged ``high_hu_spread`` and not classified):
-#: noise or texture above the limit reaches 50–250 mm³ on the development CTs at σ = 15 HU, the
-#: cupped endplate of the CTA's T11 860–880 mm³.
-ENDPLATE_MIN_MM3 = 500.0
+
+
+def _ramp(value: float, limits: tuple[float, float]) -> float:
+    lo, hi = limits
+    return float(np.clip((value - lo) / (hi - lo), 0.0, 1.0))
 
 
 def endplate_intrusion(
     roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, si_axis: np.ndarray, above_hu: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """The ROI voxels beyond an endplate that dips into the body — a cupped (concave) endplate, as in
-    the biconcave "codfish" vertebrae of osteoporosis, or a Schmorl's node — and the plate itself.
+    the biconcave "codfish" vertebrae of osteoporosis, or a Schmorl's node — with the plate itself,
+    and how surely they are that (0–1: the share of their weight to take away).
 
     The plate is where the ROI's values, smoothed over ``DENSE_FOCUS_SMOOTHING_MM``, lie more than
-    ``above_hu`` above their median: a connected piece of it that reaches from an end of the ROI
-    (along the body's SI axis: its end slab, one voxel thick) into the middle third of the ROI's
-    height, at least ``ENDPLATE_INNER_MM`` inside the ROI there, of at least ``ENDPLATE_MIN_MM3``
-    (a bone island in the middle does not reach an end; ``dense_foci`` takes it). A flat
-    endplate left in an end slab never reaches the middle (``roi_end_weights`` weighs those slabs);
-    a cupped one does, and the disc tissue inside the cup lies in the body's mask, which a flat disc
-    plane cuts. Left out: that piece and its neighbours (partial volume), and whatever of the ROI
-    they cut off from its largest remaining part (the cup's contents). All False when ``above_hu``
-    is 0, the ROI is empty or no plate reaches the middle."""
+    ``above_hu`` above their median: a connected piece of it that starts in an end slab of the ROI
+    (along the body's SI axis, one voxel thick) and reaches into it by a share of the ROI's height
+    (``ENDPLATE_REACH_SHARE``), lying ``ENDPLATE_INNER_MM`` inside the ROI beyond its outer fifth,
+    of a size (``ENDPLATE_SIZE_MM3``). A bone island in the middle does not start at an end
+    (``dense_foci`` takes it); a flat endplate left in an end slab does not reach in
+    (``roi_end_weights`` weighs those slabs); a cupped one does, and the disc tissue inside the cup
+    lies in the body's mask, which a flat disc plane cuts. Returned: that piece with its neighbours
+    (partial volume) and whatever of the ROI they cut off from its largest remaining part (the
+    cup's contents), and the product of the reach's and the size's ramps for the surest piece.
+    Nothing (all False, 0) when ``above_hu`` is 0, the ROI is empty or no plate reaches in."""
     none = np.zeros(roi.shape, bool)
     if above_hu <= 0 or not roi.any():
-        return none
+        return none, 0.0
     sigma = [DENSE_FOCUS_SMOOTHING_MM / float(s) for s in spacing_mm]
     smooth = ndi.gaussian_filter(np.asarray(hu, np.float32), sigma)
     plate = roi & (smooth > float(np.median(smooth[roi])) + above_hu)
     if not plate.any():
-        return none
+        return none, 0.0
     u_mm = np.tensordot(np.asarray(spacing_mm, np.float64) * si_axis, np.indices(roi.shape, dtype=np.float64), axes=1)
     lo, hi = float(u_mm[roi].min()), float(u_mm[roi].max())
-    third = (hi - lo) / 3.0
+    height = hi - lo
+    step = _voxel_extent(np.asarray(si_axis, np.float64), spacing_mm)
+    if height <= 2 * step:
+        return none, 0.0
     cube = np.ones((3, 3, 3), bool)
     parts, n = ndi.label(plate, structure=cube)
-    if n == 0:
-        return none
     index = np.arange(1, n + 1)
     u_min = np.asarray(ndi.minimum(u_mm, parts, index))
     u_max = np.asarray(ndi.maximum(u_mm, parts, index))
-    step = _voxel_extent(np.asarray(si_axis, np.float64), spacing_mm)  # from the end slab into the middle third
-    from_low = (u_min <= lo + step) & (u_max >= lo + third)
-    from_high = (u_max >= hi - step) & (u_min <= hi - third)
-    volume_mm3 = np.bincount(parts.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing_mm))
-    candidates = index[(from_low | from_high) & (volume_mm3 >= ENDPLATE_MIN_MM3)]
-    if candidates.size == 0:
-        return none
-    # in the middle third, inside the ROI (not along its side: the cortex of a wall the ROI runs close to)
+    from_low = u_min <= lo + step
+    from_high = u_max >= hi - step
+    reach = np.where(from_low, u_max - lo, np.where(from_high, hi - u_min, 0.0)) / height
+    size_mm3 = np.bincount(parts.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing_mm))
+    sure = np.array([_ramp(r, ENDPLATE_REACH_SHARE) * _ramp(v, ENDPLATE_SIZE_MM3) for r, v in zip(reach, size_mm3)])
+    if not (sure > 0).any():
+        return none, 0.0
     depth = ndi.distance_transform_edt(roi, sampling=spacing_mm)
-    middle = (u_mm > lo + third) & (u_mm < hi - third)
-    inner = np.asarray(ndi.maximum(np.where(middle, depth, 0.0), parts, candidates)) >= ENDPLATE_INNER_MM
+    beyond = (u_mm > lo + 0.2 * height) & (u_mm < hi - 0.2 * height)
+    candidates = index[sure > 0]
+    inner = np.asarray(ndi.maximum(np.where(beyond, depth, 0.0), parts, candidates)) >= ENDPLATE_INNER_MM
     intruding = candidates[inner]
     if intruding.size == 0:
-        return none
+        return none, 0.0
     out = ndi.binary_dilation(np.isin(parts, intruding), structure=cube) & roi
     rest, n_rest = ndi.label(roi & ~out, structure=ndi.generate_binary_structure(3, 1))
     if n_rest > 1:
         sizes = np.bincount(rest.ravel())[1:]
         out |= roi & (rest != 1 + int(np.argmax(sizes)))
-    return out
+    return out, float(sure[intruding - 1].max())
 
 
 def _measure_level(
@@ -569,10 +581,10 @@ def _measure_level(
         weights[focus] = 0.0
         m.dense_focus_ml = float(focus.sum()) * voxel_ml
         m.flags.append(f"dense_focus_excluded:{m.dense_focus_ml * 1000:.0f}_mm3")
-    cup = endplate_intrusion(weights > 0, volume.array[vm.box], spacing, axes[0], cfg.endplate_plate_hu)
-    if cup.any():
-        weights[cup] = 0.0
-        m.endplate_excluded_ml = float(cup.sum()) * voxel_ml
+    cup, sure = endplate_intrusion(weights > 0, volume.array[vm.box], spacing, axes[0], cfg.endplate_plate_hu)
+    if sure > 0:  # the cup's voxels weigh less by how surely they are one (see ENDPLATE_REACH_SHARE)
+        weights[cup] *= 1.0 - sure
+        m.endplate_excluded_ml = float(cup.sum()) * sure * voxel_ml
         m.flags.append(f"endplate_excluded:{m.endplate_excluded_ml * 1000:.0f}_mm3")
     roi = weights >= 0.5  # the ROI's mask: what the median, SD, percentiles and the saved masks use
     m.roi = cfg.roi
@@ -588,7 +600,7 @@ def _measure_level(
     if m.roi_volume_ml < cfg.min_roi_volume_ml:
         m.flags.append("roi_too_small")
     m.trabecular_hu_mean = stats["mean"]
-    if m.roi_ends_weighted:  # the mean that calibrates: every voxel by its weight (a focus weighs 0)
+    if m.roi_ends_weighted or 0 < sure < 1:  # the mean that calibrates: every voxel by its weight (a focus weighs 0)
         soft = weights > 0
         w = weights[soft].astype(np.float64)
         m.trabecular_hu_mean = float(np.dot(w, volume.array[vm.box][soft].astype(np.float64)) / w.sum())
