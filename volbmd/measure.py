@@ -434,7 +434,16 @@ def roi_end_weights(
 DENSE_FOCUS_SMOOTHING_MM = 1.0
 
 
-def dense_foci(roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu: float) -> np.ndarray:
+def smoothed_hu(hu: np.ndarray, spacing_mm: SpacingZYX) -> np.ndarray:
+    """``hu`` under a Gaussian of ``DENSE_FOCUS_SMOOTHING_MM`` (float32): what the dense-focus and
+    cupped-endplate rules judge."""
+    sigma = [DENSE_FOCUS_SMOOTHING_MM / float(s) for s in spacing_mm]
+    return ndi.gaussian_filter(np.asarray(hu, np.float32), sigma)
+
+
+def dense_foci(
+    roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu: float, smooth: np.ndarray | None = None
+) -> np.ndarray:
     """The ROI voxels of focal dense bone — a bone island (enostosis), a sclerotic focus, cement, a
     calcification — and the voxels next to them, which partial volume brightens.
 
@@ -443,11 +452,11 @@ def dense_foci(roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, above_hu
     above (its own partial-volume edge), and then by one voxel. Clinical QCT places its VOI clear
     of such foci; a bone island of seven 3 mm voxels at 560–770 HU in 97 HU marrow otherwise
     raises the level's mean by 17 HU, and by more or less as the ROI's edge moves across it with
-    noise. All False when ``above_hu`` is 0 or the ROI is empty."""
+    noise. All False when ``above_hu`` is 0 or the ROI is empty. ``smooth``: :func:`smoothed_hu` of
+    ``hu`` where the caller has it already."""
     if above_hu <= 0 or not roi.any():
         return np.zeros(roi.shape, bool)
-    sigma = [DENSE_FOCUS_SMOOTHING_MM / float(s) for s in spacing_mm]
-    smooth = ndi.gaussian_filter(np.asarray(hu, np.float32), sigma)
+    smooth = smoothed_hu(hu, spacing_mm) if smooth is None else smooth
     level = float(np.median(smooth[roi]))
     seeds = roi & (smooth > level + above_hu)
     if not seeds.any():
@@ -477,7 +486,12 @@ def _ramp(value: float, limits: tuple[float, float]) -> float:
 
 
 def endplate_intrusion(
-    roi: np.ndarray, hu: np.ndarray, spacing_mm: SpacingZYX, si_axis: np.ndarray, above_hu: float
+    roi: np.ndarray,
+    hu: np.ndarray,
+    spacing_mm: SpacingZYX,
+    si_axis: np.ndarray,
+    above_hu: float,
+    smooth: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """The ROI voxels beyond an endplate that dips into the body — a cupped (concave) endplate, as in
     the biconcave "codfish" vertebrae of osteoporosis, or a Schmorl's node — with the plate itself,
@@ -493,12 +507,12 @@ def endplate_intrusion(
     lies in the body's mask, which a flat disc plane cuts. Returned: that piece with its neighbours
     (partial volume) and whatever of the ROI they cut off from its largest remaining part (the
     cup's contents), and the product of the reach's and the size's ramps for the surest piece.
-    Nothing (all False, 0) when ``above_hu`` is 0, the ROI is empty or no plate reaches in."""
+    Nothing (all False, 0) when ``above_hu`` is 0, the ROI is empty or no plate reaches in.
+    ``smooth``: :func:`smoothed_hu` of ``hu`` where the caller has it already."""
     none = np.zeros(roi.shape, bool)
     if above_hu <= 0 or not roi.any():
         return none, 0.0
-    sigma = [DENSE_FOCUS_SMOOTHING_MM / float(s) for s in spacing_mm]
-    smooth = ndi.gaussian_filter(np.asarray(hu, np.float32), sigma)
+    smooth = smoothed_hu(hu, spacing_mm) if smooth is None else smooth
     plate = roi & (smooth > float(np.median(smooth[roi])) + above_hu)
     if not plate.any():
         return none, 0.0
@@ -576,12 +590,14 @@ def _measure_level(
             m.genant_grade, m.height_loss = genant_grade(m.heights_mm)
     roi = trabecular_roi(body, spacing, depth_mm, cfg.roi, cfg.slab_thickness_mm, axes)
     weights, m.roi_ends_weighted = roi_end_weights(roi, volume.array[vm.box], spacing, axes[0], cfg.end_guard_hu)
-    focus = dense_foci(weights > 0, volume.array[vm.box], spacing, cfg.dense_focus_hu)
+    crop = volume.array[vm.box]
+    smooth = smoothed_hu(crop, spacing) if cfg.dense_focus_hu > 0 or cfg.endplate_plate_hu > 0 else None
+    focus = dense_foci(weights > 0, crop, spacing, cfg.dense_focus_hu, smooth)
     if focus.any():
         weights[focus] = 0.0
         m.dense_focus_ml = float(focus.sum()) * voxel_ml
         m.flags.append(f"dense_focus_excluded:{m.dense_focus_ml * 1000:.0f}_mm3")
-    cup, sure = endplate_intrusion(weights > 0, volume.array[vm.box], spacing, axes[0], cfg.endplate_plate_hu)
+    cup, sure = endplate_intrusion(weights > 0, crop, spacing, axes[0], cfg.endplate_plate_hu, smooth)
     if sure > 0:  # the cup's voxels weigh less by how surely they are one (see ENDPLATE_REACH_SHARE)
         weights[cup] *= 1.0 - sure
         m.endplate_excluded_ml = float(cup.sum()) * sure * voxel_ml
