@@ -77,6 +77,34 @@ def test_reject_recompute_and_save(fresh_run):
     assert (again.labels.array == again.labels.labels["L2"]).sum() == (s.labels.array == vid).sum()
 
 
+def test_rois_follow_a_recomputed_level(fresh_run):
+    """The session shows the run's trabecular ROIs (what each BMD was measured on); a level edited
+    and recomputed gets its new ROI and ROI volume, the others keep theirs; a run folder without
+    rois.nii.gz reviews without them."""
+    s = ReviewSession(fresh_run)
+    before = s.rois.copy()
+    l1, l2 = s.labels.labels["L1"], s.labels.labels["L2"]
+    assert (before == l1).any() and (before == l2).any()
+    assert not ((before == l2) & (s.labels.array != l2)).any()  # an ROI lies inside its vertebra
+    edited = s.labels.array.copy()
+    zs = np.nonzero(edited == l2)[0]
+    edited[(edited == l2) & (np.arange(edited.shape[0])[:, None, None] > np.median(zs))] = 0  # cut L2 in half
+    s.update_labels(edited)
+    assert s.recompute() == ["L2"]
+    after = s.rois
+    assert 0 < (after == l2).sum() < 0.7 * (before == l2).sum()
+    assert not ((after == l2) & (s.labels.array != l2)).any()
+    assert np.array_equal(after == l1, before == l1)
+    record = next(v for v in s.report["vertebrae"] if v["level"] == "L2")
+    voxel_ml = s.scan.voxel_volume_mm3 / 1000.0
+    assert record["roi_volume_ml"] == pytest.approx((after == l2).sum() * voxel_ml)
+    (fresh_run / "rois.nii.gz").unlink()
+    bare = ReviewSession(fresh_run)
+    assert bare.rois is None
+    bare.update_labels(edited)
+    assert bare.recompute() == ["L2"]
+
+
 def test_shift_levels(fresh_run):
     s = ReviewSession(fresh_run)
     before = (s.labels.array == s.labels.labels["L1"]).sum()

@@ -60,10 +60,23 @@ class ReviewSession:
         canon_labels, _ = canonicalize(LabelMap.on_grid_of(self.scan_source, raw.array.astype(np.int16), names))
         self.labels = canon_labels
         self._original = canon_labels.array.copy()
+        self.rois = self._load_rois()
         previous = self._load_previous_review()
         self.decisions = {v["level"]: previous.get(v["level"], "pending") for v in self.report["vertebrae"]}
         self.edited: set[str] = set()
         self.started = _dt.datetime.now(_dt.UTC)
+
+    def _load_rois(self) -> np.ndarray | None:
+        """The run's trabecular ROIs (rois.nii.gz: what each level's BMD was measured on) in the
+        canonical frame, or None when the run folder has none."""
+        path = self.run_dir / "rois.nii.gz"
+        if not path.is_file():
+            return None
+        raw = load_volume(path)
+        if not raw.geometry.matches(self.scan_source.geometry):
+            raise InputError("ROIs and scan grids differ", path)
+        canon, _ = canonicalize(LabelMap.on_grid_of(self.scan_source, raw.array.astype(np.int16), self.labels.labels))
+        return canon.array
 
     def _load_previous_review(self) -> dict:
         path = self.run_dir / "review.json"
@@ -159,7 +172,14 @@ class ReviewSession:
         config = load_config()
         levels = sorted(self.edited, key=level_rank)
         if levels:
-            result = measure_vertebrae(self.scan, self.labels, config, levels=levels).by_level()
+            measured = measure_vertebrae(self.scan, self.labels, config, levels=levels, keep_masks=True)
+            result = measured.by_level()
+            if self.rois is not None:  # the edited levels' ROIs as now measured
+                _, rois = measured.mask_volumes(self.rois.shape, self.rois.dtype)
+                for level in levels:
+                    vid = self.labels.labels[level]
+                    self.rois[self.rois == vid] = 0
+                    self.rois[rois == vid] = vid
             cal = self.report.get("calibration", {})
             for v in self.report["vertebrae"]:
                 m = result.get(v["level"])
@@ -171,6 +191,9 @@ class ReviewSession:
                     "trabecular_hu_median",
                     "trabecular_hu_sd",
                     "trabecular_n_voxels",
+                    "roi_volume_ml",
+                    "dense_focus_ml",
+                    "endplate_excluded_ml",
                     "genant_grade",
                     "heights_mm",
                     "flags",

@@ -72,6 +72,7 @@ def test_review_widget_on_demo_run(make_napari_viewer, demo_run_dir, tmp_path):
     assert widget.table.item(0, 4).text() == "rejected"
     widget.recompute()
     assert "L3" in widget.session.report["summary"]["levels_used"]
+    assert np.array_equal(widget.rois_layer.data, widget.session.rois)  # the measured ROIs, shown
     widget.save()
     assert (run_dir / "review.json").exists() and (run_dir / "labels_reviewed.nii.gz").exists()
     shot = tmp_path / "review_widget.png"

@@ -290,6 +290,10 @@ class ReviewWidget(QWidget):
         self.viewer.add_image(data, **kw)
         data, kw, _ = labels_layer(s.labels, name="labels (edit me)")
         self.labels_layer = self.viewer.add_labels(data, **kw)
+        self.rois_layer = None
+        if s.rois is not None:  # what each BMD was measured on (updated by Recompute)
+            rois_kw = {k: kw[k] for k in ("scale", "translate") if k in kw}
+            self.rois_layer = self.viewer.add_labels(s.rois.copy(), name="ROIs (measured)", opacity=0.5, **rois_kw)
         self.refresh()
         self.status.setText(f"{Path(run_dir).name}: {len(s.rows())} levels")
 
@@ -327,6 +331,8 @@ class ReviewWidget(QWidget):
     def recompute(self) -> None:
         self.session.update_labels(np.asarray(self.labels_layer.data))
         done = self.session.recompute()
+        if self.rois_layer is not None:
+            self.rois_layer.data = self.session.rois.copy()
         self.refresh()
         summ = self.session.report.get("summary", {})
         self.status.setText(f"recomputed {', '.join(done) or 'nothing'}; {summ.get('acr_category')}")
