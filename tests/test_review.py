@@ -105,6 +105,22 @@ def test_rois_follow_a_recomputed_level(fresh_run):
     assert bare.recompute() == ["L2"]
 
 
+def test_recompute_measures_as_the_run_did(fresh_run):
+    """An edited level is measured again with the run's own settings (its config.yaml), not the
+    defaults: a run made with the mid-slab ellipse ROI keeps that ROI for the level recomputed."""
+    config = fresh_run / "config.yaml"
+    config.write_text(config.read_text().replace("roi: eroded_body", "roi: mid_slab_ellipse"))
+    s = ReviewSession(fresh_run)
+    l2 = s.labels.labels["L2"]
+    before = int((s.rois == l2).sum())  # measured with the eroded body when the demo ran
+    edited = s.labels.array.copy()
+    z = np.nonzero(edited == l2)[0].min()
+    edited[z][edited[z] == l2] = 0  # one slice less at its lower end
+    s.update_labels(edited)
+    assert s.recompute() == ["L2"]
+    assert 0 < (s.rois == l2).sum() < 0.6 * before
+
+
 def test_shift_levels(fresh_run):
     s = ReviewSession(fresh_run)
     before = (s.labels.array == s.labels.labels["L1"]).sum()

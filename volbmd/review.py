@@ -164,12 +164,14 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ recompute and save
     def recompute(self) -> list[str]:
-        """Measure the edited levels again (with the run's calibration) and redo the summary."""
+        """Measure the edited levels again (with the run's configuration and calibration) and redo
+        the summary."""
         from volbmd.classify import LevelResult, classify
         from volbmd.config import load_config, load_threshold_set
         from volbmd.measure import measure_vertebrae
 
-        config = load_config()
+        run_config = self.run_dir / "config.yaml"  # the run's resolved settings (ROI, cortical depth, guards)
+        config = load_config(run_config if run_config.is_file() else None)
         levels = sorted(self.edited, key=level_rank)
         if levels:
             measured = measure_vertebrae(self.scan, self.labels, config, levels=levels, keep_masks=True)
