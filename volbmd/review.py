@@ -52,31 +52,24 @@ class ReviewSession:
         labels_path = self.run_dir / "labels_reviewed.nii.gz"
         if not labels_path.exists():
             labels_path = self.run_dir / "labels.nii.gz"
-        raw = load_volume(labels_path)
-        if not raw.geometry.matches(self.scan_source.geometry):
-            raise InputError("labels and scan grids differ", labels_path)
         names = {v["level"]: verse[v["level"]] for v in self.report["vertebrae"] if v["level"] in verse}
         self.scan, self._reo = canonicalize(self.scan_source)
-        canon_labels, _ = canonicalize(LabelMap.on_grid_of(self.scan_source, raw.array.astype(np.int16), names))
-        self.labels = canon_labels
-        self._original = canon_labels.array.copy()
-        self.rois = self._load_rois()
+        self.labels = self._canonical_labels(labels_path, names, "labels")
+        self._original = self.labels.array.copy()
+        rois_path = self.run_dir / "rois.nii.gz"  # what each level's BMD was measured on
+        self.rois = self._canonical_labels(rois_path, names, "ROIs").array if rois_path.is_file() else None
         previous = self._load_previous_review()
         self.decisions = {v["level"]: previous.get(v["level"], "pending") for v in self.report["vertebrae"]}
         self.edited: set[str] = set()
         self.started = _dt.datetime.now(_dt.UTC)
 
-    def _load_rois(self) -> np.ndarray | None:
-        """The run's trabecular ROIs (rois.nii.gz: what each level's BMD was measured on) in the
-        canonical frame, or None when the run folder has none."""
-        path = self.run_dir / "rois.nii.gz"
-        if not path.is_file():
-            return None
+    def _canonical_labels(self, path: Path, names: dict[str, int], what: str) -> LabelMap:
+        """A label file of the run (labels, ROIs) on the scan's grid, in the canonical frame."""
         raw = load_volume(path)
         if not raw.geometry.matches(self.scan_source.geometry):
-            raise InputError("ROIs and scan grids differ", path)
-        canon, _ = canonicalize(LabelMap.on_grid_of(self.scan_source, raw.array.astype(np.int16), self.labels.labels))
-        return canon.array
+            raise InputError(f"{what} and scan grids differ", path)
+        canon, _ = canonicalize(LabelMap.on_grid_of(self.scan_source, raw.array.astype(np.int16), names))
+        return canon
 
     def _load_previous_review(self) -> dict:
         path = self.run_dir / "review.json"
