@@ -121,6 +121,33 @@ def test_recompute_measures_as_the_run_did(fresh_run):
     assert 0 < (s.rois == l2).sum() < 0.6 * before
 
 
+def test_recompute_redoes_the_uncertainties(fresh_run):
+    """Recompute gives an edited level its own SD (the reviewer's mask as given masks: noise and
+    calibration) and redoes the summary's SD and borderline note the way the run formed them: with
+    nothing edited they come out as the run wrote them."""
+    from volbmd.classify import borderline_notes
+    from volbmd.config import load_threshold_set
+
+    s = ReviewSession(fresh_run)
+    run_summary = dict(s.report["summary"])
+    run_l2 = next(v for v in s.report["vertebrae"] if v["level"] == "L2")["bmd_sd_mg_cm3"]
+    s.recompute()
+    assert s.report["summary"]["bmd_sd_mg_cm3"] == pytest.approx(run_summary["bmd_sd_mg_cm3"], rel=1e-9)
+    assert s.report["summary"]["borderline"] == run_summary["borderline"]
+    l2 = s.labels.labels["L2"]
+    edited = s.labels.array.copy()
+    zs = np.nonzero(edited == l2)[0]
+    edited[(edited == l2) & (np.arange(edited.shape[0])[:, None, None] > np.median(zs))] = 0  # cut L2 in half
+    s.update_labels(edited)
+    s.recompute()
+    record = next(v for v in s.report["vertebrae"] if v["level"] == "L2")
+    assert record["bmd_sd_mg_cm3"] > run_l2  # fewer voxels, a wider mean
+    summary = s.report["summary"]
+    assert summary["bmd_sd_mg_cm3"] != pytest.approx(run_summary["bmd_sd_mg_cm3"], rel=1e-6)
+    notes = borderline_notes(summary["bmd_mg_cm3_mean"], summary["bmd_sd_mg_cm3"], load_threshold_set("acr"))
+    assert summary["borderline"] == bool(notes) and all(n in summary["classification_notes"] for n in notes)
+
+
 def test_shift_levels(fresh_run):
     s = ReviewSession(fresh_run)
     before = (s.labels.array == s.labels.labels["L1"]).sum()

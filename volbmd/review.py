@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from volbmd.calibrate.base import Calibration, hu_se_from_density_sd
 from volbmd.errors import InputError
 from volbmd.geometry import canonicalize, uncanonicalize
 from volbmd.io import atomic_output, load_volume, write_labels
@@ -159,12 +160,19 @@ class ReviewSession:
     def recompute(self) -> list[str]:
         """Measure the edited levels again (with the run's configuration and calibration) and redo
         the summary."""
-        from volbmd.classify import LevelResult, classify
+        from volbmd.calibrate.uncertainty import roi_mean_se_hu
+        from volbmd.classify import LevelResult, borderline_notes, classify
         from volbmd.config import load_config, load_threshold_set
         from volbmd.measure import measure_vertebrae
 
         run_config = self.run_dir / "config.yaml"  # the run's resolved settings (ROI, cortical depth, guards)
         config = load_config(run_config if run_config.is_file() else None)
+        cal = self.report.get("calibration", {})
+        calibration = (
+            Calibration(**{k: cal[k] for k in Calibration.model_fields if k in cal})
+            if cal.get("method") not in (None, "none")
+            else None
+        )
         levels = sorted(self.edited, key=level_rank)
         if levels:
             measured = measure_vertebrae(self.scan, self.labels, config, levels=levels, keep_masks=True)
@@ -175,7 +183,6 @@ class ReviewSession:
                     vid = self.labels.labels[level]
                     self.rois[self.rois == vid] = 0
                     self.rois[rois == vid] = vid
-            cal = self.report.get("calibration", {})
             for v in self.report["vertebrae"]:
                 m = result.get(v["level"])
                 if m is None:
@@ -194,12 +201,13 @@ class ReviewSession:
                     "flags",
                 ):
                     v[key] = getattr(m, key)
-                if cal.get("method") not in (None, "none") and m.trabecular_hu_mean is not None:
-                    v["bmd_mg_cm3"] = (
-                        cal["slope"] * (m.trabecular_hu_mean - cal.get("hu_correction", 0.0)) + cal["intercept"]
-                    )
+                if calibration is not None and m.trabecular_hu_mean is not None:
+                    hu = m.trabecular_hu_mean - cal.get("hu_correction", 0.0)
+                    v["bmd_mg_cm3"] = float(calibration.to_density(hu))
+                    # the reviewer's mask is given: noise and calibration, no segmentation boundary term
+                    v["bmd_sd_mg_cm3"] = calibration.density_sd(hu, roi_mean_se_hu(m, calibration, masks_given=True))
                 else:
-                    v["bmd_mg_cm3"] = None
+                    v["bmd_mg_cm3"] = v["bmd_sd_mg_cm3"] = None
         thresholds = load_threshold_set(self.report.get("summary", {}).get("threshold_set") or "acr")
         results = {}
         for v in self.report["vertebrae"]:
@@ -209,17 +217,38 @@ class ReviewSession:
             results[v["level"]] = LevelResult(v["level"], v.get("bmd_mg_cm3"), v.get("genant_grade"), flags)
         cls = classify(results, thresholds, config.classification)
         summary = self.report.setdefault("summary", {})
-        if self.report.get("calibration", {}).get("method") not in (None, "none"):
+        if calibration is not None:
+            sd = self._summary_sd(calibration, cls.levels_used)
+            borderline = [] if cls.bmd_mg_cm3_mean is None else borderline_notes(cls.bmd_mg_cm3_mean, sd, thresholds)
             summary.update(
                 {
                     "bmd_mg_cm3_mean": cls.bmd_mg_cm3_mean,
                     "levels_used": cls.levels_used,
                     "acr_category": cls.acr_category,
-                    "classification_notes": cls.notes,
+                    "classification_notes": cls.notes + borderline,
+                    "bmd_sd_mg_cm3": sd,
+                    "borderline": bool(borderline),
                 }
             )
         summary.update({"max_genant_grade": cls.max_genant_grade, "fractured_levels": cls.fractured_levels})
         return levels
+
+    def _summary_sd(self, calibration: Calibration, used: list[str]) -> float | None:
+        """The summary's SD over ``used`` as the pipeline forms it (``classify.summarize_levels``):
+        the levels' own HU standard errors averaged, the shared calibration's uncertainty whole.
+        Each level's HU standard error is read back from its stored SD."""
+        by_level = {v["level"]: v for v in self.report["vertebrae"]}
+        correction = self.report.get("calibration", {}).get("hu_correction", 0.0)
+        hus, ses = [], []
+        for level in used:
+            v = by_level[level]
+            if v.get("trabecular_hu_mean") is None or v.get("bmd_sd_mg_cm3") is None:
+                return None
+            hus.append(v["trabecular_hu_mean"] - correction)
+            ses.append(hu_se_from_density_sd(calibration, hus[-1], v["bmd_sd_mg_cm3"]))
+        if not hus:
+            return None
+        return calibration.density_sd(float(np.mean(hus)), float(np.sqrt(np.sum(np.square(ses)))) / len(hus))
 
     def save(self, reviewer: str | None = None) -> dict[str, Path]:
         """Write labels_reviewed.nii.gz (scan grid), review.json and the updated report.json."""

@@ -95,6 +95,16 @@ class Calibration(BaseModel):
         return float(np.sqrt(max(var, 0.0)))
 
 
+def hu_se_from_density_sd(calibration: Calibration, hu: float, density_sd: float) -> float:
+    """The HU standard error that :meth:`Calibration.density_sd` turned into ``density_sd`` at ``hu``
+    (its inverse: what a stored level SD says about the level's own measurement)."""
+    var = density_sd**2
+    if calibration.slope_intercept_cov is not None:
+        c = np.asarray(calibration.slope_intercept_cov, dtype=np.float64)
+        var -= float(hu * hu * c[0, 0] + 2 * hu * c[0, 1] + c[1, 1])
+    return float(np.sqrt(max(var, 0.0))) / abs(calibration.slope or 1.0)
+
+
 def save_calibration(calibration: Calibration, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_output(path) as tmp:
