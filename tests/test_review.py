@@ -125,6 +125,7 @@ def test_recompute_redoes_the_uncertainties(fresh_run):
     """Recompute gives an edited level its own SD (the reviewer's mask as given masks: noise and
     calibration) and redoes the summary's SD and borderline note the way the run formed them: with
     nothing edited they come out as the run wrote them."""
+    from volbmd.calibrate.base import Calibration
     from volbmd.classify import borderline_notes
     from volbmd.config import load_threshold_set
 
@@ -134,6 +135,10 @@ def test_recompute_redoes_the_uncertainties(fresh_run):
     s.recompute()
     assert s.report["summary"]["bmd_sd_mg_cm3"] == pytest.approx(run_summary["bmd_sd_mg_cm3"], rel=1e-9)
     assert s.report["summary"]["borderline"] == run_summary["borderline"]
+    cal = s.report["calibration"]
+    calibration = Calibration(**{k: cal[k] for k in Calibration.model_fields if k in cal})
+    # each level's HU error read back from its stored SD gives the run's own summary SD
+    assert s._summary_sd(calibration, run_summary["levels_used"]) == pytest.approx(run_summary["bmd_sd_mg_cm3"], rel=1e-9)
     l2 = s.labels.labels["L2"]
     edited = s.labels.array.copy()
     zs = np.nonzero(edited == l2)[0]

@@ -48,6 +48,7 @@ class ReviewSession:
         if not report_path.is_file():
             raise InputError("not a volbmd run folder (no report.json)", self.run_dir)
         self.report = json.loads(report_path.read_text())
+        self._run_summary = dict(self.report.get("summary", {}))
         verse = load_label_scheme("verse")
         self.scan_source = load_volume(find_scan(self.run_dir))
         labels_path = self.run_dir / "labels_reviewed.nii.gz"
@@ -218,7 +219,13 @@ class ReviewSession:
         cls = classify(results, thresholds, config.classification)
         summary = self.report.setdefault("summary", {})
         if calibration is not None:
-            sd = self._summary_sd(calibration, cls.levels_used)
+            run_summary = self._run_summary
+            if set(cls.levels_used) == set(run_summary.get("levels_used") or []) and not self.edited & set(
+                cls.levels_used
+            ):  # the same levels as the run measured: its SD stands (measured, with --repeat-draws)
+                sd = run_summary.get("bmd_sd_mg_cm3")
+            else:
+                sd = self._summary_sd(calibration, cls.levels_used)
             borderline = [] if cls.bmd_mg_cm3_mean is None else borderline_notes(cls.bmd_mg_cm3_mean, sd, thresholds)
             summary.update(
                 {
