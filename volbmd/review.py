@@ -203,7 +203,7 @@ class ReviewSession:
                 ):
                     v[key] = getattr(m, key)
                 if calibration is not None and m.trabecular_hu_mean is not None:
-                    hu = m.trabecular_hu_mean - cal.get("hu_correction", 0.0)
+                    hu = m.trabecular_hu_mean - (cal.get("hu_correction") or 0.0)
                     v["bmd_mg_cm3"] = float(calibration.to_density(hu))
                     # the reviewer's mask is given: noise and calibration, no segmentation boundary term
                     v["bmd_sd_mg_cm3"] = calibration.density_sd(hu, roi_mean_se_hu(m, calibration, masks_given=True))
@@ -245,7 +245,7 @@ class ReviewSession:
         the levels' own HU standard errors averaged, the shared calibration's uncertainty whole.
         Each level's HU standard error is read back from its stored SD."""
         by_level = {v["level"]: v for v in self.report["vertebrae"]}
-        correction = self.report.get("calibration", {}).get("hu_correction", 0.0)
+        correction = self.report.get("calibration", {}).get("hu_correction") or 0.0
         hus, ses = [], []
         for level in used:
             v = by_level[level]
