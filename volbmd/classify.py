@@ -16,6 +16,7 @@ __all__ = [
     "Classification",
     "classify",
     "borderline_notes",
+    "summary_density_sd",
     "summarize_levels",
 ]
 
@@ -155,12 +156,20 @@ def borderline_notes(bmd_mg_cm3: float, sd_mg_cm3: float | None, thresholds: Thr
     ]
 
 
+def summary_density_sd(calibration, hus: list[float], hu_ses: list[float]) -> float:
+    """SD (mg/cm³) of the mean density of levels at ``hus`` (HU) with standard errors ``hu_ses``:
+    the levels' own errors average out, the calibration they share does not."""
+    import numpy as np
+
+    se = float(np.sqrt(np.sum(np.square(hu_ses)))) / len(hus)
+    return calibration.density_sd(float(np.mean(hus)), se)
+
+
 def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str], float | None]:
     """The summary of a calibrated measurement: ACR category over the chosen levels (in the
     threshold set's material), its SD and borderline note, the L1 HU screen, fractures. Returns the
     summary (report.json's keys), warnings, and the summary's SD from noise and calibration
     statistics alone."""
-    import numpy as np
 
     from volbmd.calibrate.corrections import convert_density, normalise_hu_to_120kvp
     from volbmd.config import load_threshold_set
@@ -187,11 +196,9 @@ def summarize_levels(volume, result, densities, config) -> tuple[dict, list[str]
         # the levels share one calibration: its uncertainty does not average out between them
         by_level = result.by_level()
         used = cls.levels_used
-        mean_hu = float(np.mean([by_level[lvl].trabecular_hu_mean - correction for lvl in used]))
-        se = float(np.sqrt(sum(hu_se[lvl] ** 2 for lvl in used))) / len(used)
-        summary_sd = cal.density_sd(mean_hu, se) * to_threshold_material
-        se_fixed = float(np.sqrt(sum(hu_se_fixed[lvl] ** 2 for lvl in used))) / len(used)
-        summary_sd_fixed = cal.density_sd(mean_hu, se_fixed) * to_threshold_material
+        hus = [by_level[lvl].trabecular_hu_mean - correction for lvl in used]
+        summary_sd = summary_density_sd(cal, hus, [hu_se[lvl] for lvl in used]) * to_threshold_material
+        summary_sd_fixed = summary_density_sd(cal, hus, [hu_se_fixed[lvl] for lvl in used]) * to_threshold_material
         borderline = borderline_notes(cls.bmd_mg_cm3_mean, summary_sd, thresholds)
     l1 = result.by_level().get("L1")
     l1_hu = None if l1 is None or l1.trabecular_hu_mean is None else l1.trabecular_hu_mean - correction

@@ -241,9 +241,10 @@ class ReviewSession:
         return levels
 
     def _summary_sd(self, calibration: Calibration, used: list[str]) -> float | None:
-        """The summary's SD over ``used`` as the pipeline forms it (``classify.summarize_levels``):
-        the levels' own HU standard errors averaged, the shared calibration's uncertainty whole.
-        Each level's HU standard error is read back from its stored SD."""
+        """The summary's SD over ``used`` as the pipeline forms it (``classify.summary_density_sd``),
+        each level's HU standard error read back from its stored SD."""
+        from volbmd.classify import summary_density_sd
+
         by_level = {v["level"]: v for v in self.report["vertebrae"]}
         correction = self.report.get("calibration", {}).get("hu_correction") or 0.0
         hus, ses = [], []
@@ -253,9 +254,7 @@ class ReviewSession:
                 return None
             hus.append(v["trabecular_hu_mean"] - correction)
             ses.append(hu_se_from_density_sd(calibration, hus[-1], v["bmd_sd_mg_cm3"]))
-        if not hus:
-            return None
-        return calibration.density_sd(float(np.mean(hus)), float(np.sqrt(np.sum(np.square(ses)))) / len(hus))
+        return summary_density_sd(calibration, hus, ses) if hus else None
 
     def save(self, reviewer: str | None = None) -> dict[str, Path]:
         """Write labels_reviewed.nii.gz (scan grid), review.json and the updated report.json."""

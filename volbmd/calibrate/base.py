@@ -88,20 +88,21 @@ class Calibration(BaseModel):
         standard error ``hu_se`` of the measured value (independent of each other)."""
         if self.slope is None:
             raise ValueError("no calibration: densities are not available")
-        var = (self.slope * hu_se) ** 2
-        if self.slope_intercept_cov is not None:
-            c = np.asarray(self.slope_intercept_cov, dtype=np.float64)
-            var += float(hu * hu * c[0, 0] + 2 * hu * c[0, 1] + c[1, 1])
-        return float(np.sqrt(max(var, 0.0)))
+        return float(np.sqrt(max((self.slope * hu_se) ** 2 + self.line_variance(hu), 0.0)))
+
+    def line_variance(self, hu) -> float:
+        """Variance (mg/cm³)² of the calibration line at ``hu`` from its statistical covariance (0
+        without one)."""
+        if self.slope_intercept_cov is None:
+            return 0.0
+        c = np.asarray(self.slope_intercept_cov, dtype=np.float64)
+        return float(hu * hu * c[0, 0] + 2 * hu * c[0, 1] + c[1, 1])
 
 
 def hu_se_from_density_sd(calibration: Calibration, hu: float, density_sd: float) -> float:
     """The HU standard error that :meth:`Calibration.density_sd` turned into ``density_sd`` at ``hu``
     (its inverse: what a stored level SD says about the level's own measurement)."""
-    var = density_sd**2
-    if calibration.slope_intercept_cov is not None:
-        c = np.asarray(calibration.slope_intercept_cov, dtype=np.float64)
-        var -= float(hu * hu * c[0, 0] + 2 * hu * c[0, 1] + c[1, 1])
+    var = density_sd**2 - calibration.line_variance(hu)
     return float(np.sqrt(max(var, 0.0))) / abs(calibration.slope or 1.0)
 
 
